@@ -1,0 +1,85 @@
+"""Adaptive Deviation for Quantization (QuantNAS section III-B, DESIGN.md section 5).
+
+ADQ wraps a residual block: ``out = body(BN(x)) * phi(std(x)) + x`` with
+``phi(s) = a*s + c`` (a 1x1 "conv" on a scalar in the QuantNAS code, initialised a=1.5,
+c=0) and ``std`` over channels and pixels of each image. AdaDM's second BatchNorm is gone.
+
+How it maps onto an integer graph, and therefore what this module quantizes:
+
+* ``BN(x)`` (running statistics at inference) is a per-channel affine map whose output
+  feeds two branches with their own ReLU + activation quantizers. It cannot fold into a
+  conv through those ReLUs, so the runtime holds it as an 8-bit tensor: a per-channel
+  requantisation (a depthwise 1x1 integer conv, or QLinearMul/Add), exact up to the
+  rounding of its int32 bias. :meth:`normalize` quantizes it with a signed 8-bit quantizer.
+* ``phi(std(x))`` in ``static`` mode (the default, fully integer) becomes one constant:
+  the mean of ``phi(std(x))`` over training batches (an EMA, recalibrated before export).
+  The model multiplies the branch outputs by it *before* their output quantizers, which
+  is exactly what the exporter produces when it folds the constant into the last convs'
+  per-channel scales. In ``dynamic`` mode the per-image product stays a tensor of its own.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .quant import Uint8AffineTensor
+
+ADQ_MODES = ("static", "dynamic")
+
+
+class ADQ(nn.Module):
+    """The normalisation and scale halves of an ADQ block (the model owns the branches).
+
+    Args:
+        channels: channels of the block input.
+        mode: ``static`` (calibrated constant scale at inference) or ``dynamic``.
+        momentum: EMA momentum of the calibrated scale.
+    """
+
+    def __init__(self, channels: int, mode: str = "static", momentum: float = 0.1):
+        super().__init__()
+        if mode not in ADQ_MODES:
+            raise ValueError(f"ADQ mode must be one of {ADQ_MODES}, got {mode!r}")
+        self.mode = mode
+        self.momentum = momentum
+        self.bn = nn.BatchNorm2d(channels)
+        self.bn_quant = Uint8AffineTensor(signed=True)
+        self.phi_a = nn.Parameter(torch.tensor(1.5))
+        self.phi_c = nn.Parameter(torch.tensor(0.0))
+        self.register_buffer("static_scale", torch.tensor(1.0))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    @property
+    def static(self) -> bool:
+        return self.mode == "static"
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn_quant(self.bn(x))
+
+    def phi(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-image ``phi(std(x))``, shape ``[N, 1, 1, 1]``."""
+        std = torch.std(x, dim=(1, 2, 3), keepdim=True)
+        return self.phi_a * std + self.phi_c
+
+    def scale(self, x: torch.Tensor) -> torch.Tensor:
+        """The factor the block multiplies its branches by.
+
+        Training: per image, as in the paper, while the EMA of its batch mean is tracked.
+        Inference: the calibrated constant in static mode, per image in dynamic mode.
+        """
+        if self.training or (self.static and not bool(self.initialized)):
+            s = self.phi(x)
+            with torch.no_grad():
+                m = s.detach().mean()
+                if not bool(self.initialized):
+                    self.static_scale.copy_(m)
+                    self.initialized.fill_(True)
+                else:
+                    self.static_scale.mul_(1 - self.momentum).add_(self.momentum * m)
+            return s
+        if self.static:
+            return self.static_scale.reshape(1, 1, 1, 1)
+        return self.phi(x)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}"

@@ -1,0 +1,170 @@
+"""Operation library keyed by the names used in found.json (QuantNAS appendix J and its code).
+
+Every operation is a chain of convolutions, each preceded by ReLU and its activation
+quantizer ("ReLU - Conv", the pre-activation layout of the QuantNAS code). An operation is
+first a pure description, a list of :class:`ConvDef` for given channel counts, so that the
+spec validator and the cost model can read it without building anything; :class:`QOp`
+builds the quantized module from that list.
+
+Operation families (``C_in -> ... -> C_out``; ``C`` is the space's channel count):
+
+* ``simple_KxK``: one KxK conv; ``_grouped_3``: 3 groups; ``_grouped_full``: depthwise;
+  ``_d2``: dilation 2.
+* ``conv_Kx1_1xK``: a Kx1 conv to ``C`` channels, then a 1xK conv (factorised; the
+  QuantNAS code builds full convs, its paper calls them separable: we follow the code).
+* ``growth2_KxK`` / ``growth1_KxK``: KxK to ``2C`` (``C``) channels, then KxK to ``C_out``.
+* ``decenc_KxK_R``: KxK to ``C/R``, KxK ``C/R -> C/R``, KxK to ``C_out`` (encoder-decoder).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as TF
+from torch import nn
+
+from .quant import HWGQAct, LSQWeightPerChannel
+
+
+@dataclass(frozen=True)
+class ConvDef:
+    """One convolution of an operation: channels, kernel ``(kh, kw)``, groups, dilation."""
+
+    c_in: int
+    c_out: int
+    kernel: tuple[int, int]
+    groups: int = 1
+    dilation: int = 1
+    stride: int = 1
+    padding: tuple[int, int] | None = None  # None: "same" for stride 1
+
+    @property
+    def pad(self) -> tuple[int, int]:
+        if self.padding is not None:
+            return self.padding
+        return (self.dilation * (self.kernel[0] - 1) // 2, self.dilation * (self.kernel[1] - 1) // 2)
+
+    def check(self) -> str | None:
+        """Why this conv cannot exist, or None."""
+        if self.c_in <= 0 or self.c_out <= 0:
+            return f"needs positive channels, got {self.c_in} -> {self.c_out}"
+        if self.c_in % self.groups or self.c_out % self.groups:
+            return (f"needs channels divisible by its {self.groups} groups, "
+                    f"got {self.c_in} -> {self.c_out}")
+        return None
+
+
+@dataclass(frozen=True)
+class OpDef:
+    """A named operation: ``convs(c_in, c_out, c_mid)`` lists the convolutions it is made of."""
+
+    name: str
+    convs: Callable[[int, int, int], list[ConvDef]]
+
+    def check(self, c_in: int, c_out: int, c_mid: int) -> str | None:
+        for conv in self.convs(c_in, c_out, c_mid):
+            why = conv.check()
+            if why:
+                return f"{self.name} {why}"
+        return None
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def register(name: str, convs: Callable[[int, int, int], list[ConvDef]]) -> None:
+    if name in OPS:
+        raise ValueError(f"operation {name!r} is registered twice")
+    OPS[name] = OpDef(name, convs)
+
+
+def get_op(name: str) -> OpDef:
+    try:
+        return OPS[name]
+    except KeyError:
+        raise KeyError(f"unknown operation {name!r} (choose from {', '.join(sorted(OPS))})") from None
+
+
+def _simple(k: int, groups: str | int = 1, dilation: int = 1):
+    def convs(c_in, c_out, c_mid):
+        g = c_in if groups == "full" else groups
+        return [ConvDef(c_in, c_out, (k, k), g, dilation)]
+    return convs
+
+
+def _factorised(k: int):
+    def convs(c_in, c_out, c_mid):
+        return [ConvDef(c_in, c_mid, (k, 1)), ConvDef(c_mid, c_out, (1, k))]
+    return convs
+
+
+def _growth(k: int, growth: int):
+    def convs(c_in, c_out, c_mid):
+        return [ConvDef(c_in, c_mid * growth, (k, k)), ConvDef(c_mid * growth, c_out, (k, k))]
+    return convs
+
+
+def _decenc(k: int, reduce: int):
+    def convs(c_in, c_out, c_mid):
+        r = c_mid // reduce
+        return [ConvDef(c_in, r, (k, k)), ConvDef(r, r, (k, k)), ConvDef(r, c_out, (k, k))]
+    return convs
+
+
+for _k in (1, 3, 5):
+    register(f"simple_{_k}x{_k}", _simple(_k))
+    register(f"simple_{_k}x{_k}_grouped_3", _simple(_k, 3))
+    register(f"growth1_{_k}x{_k}", _growth(_k, 1))
+for _k in (3, 5):
+    register(f"simple_{_k}x{_k}_grouped_full", _simple(_k, "full"))
+    register(f"conv_{_k}x1_1x{_k}", _factorised(_k))
+    register(f"growth2_{_k}x{_k}", _growth(_k, 2))
+    for _r in (2, 4, 8):
+        register(f"decenc_{_k}x{_k}_{_r}", _decenc(_k, _r))
+register("simple_3x3_d2", _simple(3, 1, 2))
+register("simple_3x3_grouped_3_d2", _simple(3, 3, 2))
+
+
+class QConv2d(nn.Module):
+    """ReLU + activation quantizer + convolution with quantized weights.
+
+    The input is quantized by :class:`HWGQAct` at ``a_bits`` (unsigned, zero point 0, so
+    zero padding is exact in the integer graph) and the weights by
+    :class:`LSQWeightPerChannel` at ``w_bits``. The float bias becomes the runtime's int32
+    bias. ``w_bits == a_bits == 32`` is a plain ReLU-conv. ``act="none"`` drops the ReLU
+    and the input quantizer for inputs the caller has already quantized.
+    """
+
+    def __init__(self, conv: ConvDef, w_bits: int, a_bits: int, bias: bool = True,
+                 act: str = "hwgq"):
+        super().__init__()
+        if act not in ("hwgq", "none"):
+            raise ValueError(f"act must be 'hwgq' or 'none', got {act!r}")
+        self.conv = conv
+        self.w_bits, self.a_bits = w_bits, a_bits
+        self.weight = nn.Parameter(torch.empty(conv.c_out, conv.c_in // conv.groups, *conv.kernel))
+        self.bias = nn.Parameter(torch.zeros(conv.c_out)) if bias else None
+        nn.init.kaiming_normal_(self.weight, mode="fan_in", nonlinearity="relu")
+        # act="none": the input is already a tensor the runtime holds (quantized by the
+        # caller) and is not rectified, as RFDN's ESA convs that have no ReLU in front.
+        self.act_quant = HWGQAct(a_bits) if act == "hwgq" else nn.Identity()
+        self.weight_quant = LSQWeightPerChannel(w_bits, conv.c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.conv
+        return TF.conv2d(self.act_quant(x), self.weight_quant(self.weight), self.bias,
+                         c.stride, c.pad, c.dilation, c.groups)
+
+    def extra_repr(self) -> str:
+        c = self.conv
+        return (f"{c.c_in}->{c.c_out}, k={c.kernel}, groups={c.groups}, dilation={c.dilation}, "
+                f"stride={c.stride}, w_bits={self.w_bits}, a_bits={self.a_bits}")
+
+
+class QOp(nn.Sequential):
+    """An operation of the registry built from quantized convolutions."""
+
+    def __init__(self, op: str, c_in: int, c_out: int, c_mid: int, w_bits: int, a_bits: int):
+        self.op_name = op
+        super().__init__(*(QConv2d(cd, w_bits, a_bits) for cd in get_op(op).convs(c_in, c_out, c_mid)))

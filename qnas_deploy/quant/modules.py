@@ -1,0 +1,177 @@
+"""Quantizer modules: small ``nn.Module``s over the pure functions of ``functional.py``.
+
+Names follow the configuration they implement (as Brevitas presets do):
+
+* :class:`LSQWeightPerChannel`: symmetric per-output-channel weights, learned step (LSQ);
+* :class:`HWGQAct`: ReLU + unsigned activations on a uniform HWGQ grid, zero point 0;
+* :class:`Uint8AffineTensor`: 8-bit affine quantizer for every other tensor an integer
+  runtime holds (residual sums, concatenations, ADQ products, the network input and output).
+
+``bits == 32`` turns a quantizer into its float counterpart (identity, or plain ReLU),
+which gives ordinary float networks from the same code.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import functional as F
+
+FLOAT_BITS = 32
+
+
+class LSQWeightPerChannel(nn.Module):
+    """LSQ weight quantizer: symmetric, per output channel, integer range ``[-2^(b-1), 2^(b-1)-1]``.
+
+    The step is a parameter of shape ``[C_out, 1, 1, 1]``, initialised from the weights
+    (``2 mean|w| / sqrt(Q_P)``) the first time the quantizer sees them, and trained with
+    LSQ's gradient scale ``1/sqrt(N_c Q_P)`` with ``N_c`` the weights per channel.
+    """
+
+    def __init__(self, bits: int, out_channels: int):
+        super().__init__()
+        self.bits = bits
+        self.qmin, self.qmax = (F.int_range(bits, signed=True) if bits < FLOAT_BITS else (0, 0))
+        self.step = nn.Parameter(torch.ones(out_channels, 1, 1, 1))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    @property
+    def enabled(self) -> bool:
+        return self.bits < FLOAT_BITS
+
+    def init_from(self, w: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.step.copy_(F.lsq_init_step(w, self.qmax))
+            self.initialized.fill_(True)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return w
+        if not bool(self.initialized):
+            self.init_from(w)
+        gs = F.lsq_grad_scale(w[0].numel(), self.qmax)
+        return F.fake_quant_lsq(w, self.step, self.qmin, self.qmax, gs)
+
+    def integer_weight(self, w: torch.Tensor) -> torch.Tensor:
+        """The integers the runtime stores (int64 tensor in ``[qmin, qmax]``)."""
+        return torch.clamp(torch.round(w.detach() / self.step.detach()), self.qmin, self.qmax).long()
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}"
+
+
+class HWGQAct(nn.Module):
+    """ReLU + HWGQ activation quantizer with a step scaled to the tensor's statistics.
+
+    The step is ``hwgq_step(b) * sigma`` where ``sigma`` estimates the standard deviation
+    of the (pre-ReLU) input, as HWGQ assumes a half-wave Gaussian: an exponential moving
+    average over training batches, frozen in eval mode, so that the exported model holds
+    one constant scale per tensor (zero point 0, ``2^b`` levels).
+    """
+
+    def __init__(self, bits: int, momentum: float = 0.1):
+        super().__init__()
+        self.bits = bits
+        self.momentum = momentum
+        self.register_buffer("sigma", torch.tensor(1.0))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    @property
+    def enabled(self) -> bool:
+        return self.bits < FLOAT_BITS
+
+    @property
+    def step(self) -> torch.Tensor:
+        return self.sigma.clamp_min(1e-8) * F.hwgq_step(self.bits)
+
+    def observe(self, x: torch.Tensor) -> None:
+        with torch.no_grad():
+            s = x.detach().float().std().clamp_min(1e-8)
+            if not bool(self.initialized):
+                self.sigma.copy_(s)
+                self.initialized.fill_(True)
+            else:
+                self.sigma.mul_(1 - self.momentum).add_(self.momentum * s)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return torch.relu(x)
+        if self.training or not bool(self.initialized):
+            self.observe(x)
+        return F.hwgq(x, self.step, self.bits)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}"
+
+
+class Uint8AffineTensor(nn.Module):
+    """8-bit affine quantizer for a tensor the integer runtime holds.
+
+    Stored as uint8 (ONNX on x86 wants uint8 activations; TFLite's int8 is the same grid
+    shifted by 128). ``signed=True`` tensors (residual sums, conv outputs) use zero point
+    128 and ``scale = max|x| / 127``; unsigned ones zero point 0 and ``scale = max / 255``.
+    The range is an EMA of the batch extremes during training, frozen in eval mode.
+    ``fixed_scale`` pins the scale (the network input: 1/255 makes uint8 pixels lossless).
+    """
+
+    def __init__(self, signed: bool, fixed_scale: float | None = None, momentum: float = 0.1,
+                 bits: int = 8):
+        super().__init__()
+        self.signed = signed
+        self.bits = bits
+        self.momentum = momentum
+        self.fixed_scale = fixed_scale
+        self.qmin, self.qmax = F.int_range(bits, signed=False) if bits < FLOAT_BITS else (0, 0)
+        self.register_buffer("absmax", torch.tensor(1.0))
+        self.register_buffer("initialized", torch.tensor(fixed_scale is not None))
+
+    @property
+    def enabled(self) -> bool:
+        return self.bits < FLOAT_BITS
+
+    @property
+    def zero_point(self) -> int:
+        return 2 ** (self.bits - 1) if self.signed else 0
+
+    @property
+    def scale(self) -> torch.Tensor:
+        if self.fixed_scale is not None:
+            return torch.tensor(self.fixed_scale, device=self.absmax.device)
+        span = (2 ** (self.bits - 1) - 1) if self.signed else self.qmax
+        return self.absmax.clamp_min(1e-8) / span
+
+    def observe(self, x: torch.Tensor) -> None:
+        if self.fixed_scale is not None:
+            return
+        with torch.no_grad():
+            m = x.detach().abs().max() if self.signed else x.detach().clamp_min(0).max()
+            m = m.float().clamp_min(1e-8)
+            if not bool(self.initialized):
+                self.absmax.copy_(m)
+                self.initialized.fill_(True)
+            else:
+                self.absmax.mul_(1 - self.momentum).add_(self.momentum * m)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return x
+        if self.training or not bool(self.initialized):
+            self.observe(x)
+        return F.fake_quant(x, self.scale, self.zero_point, self.qmin, self.qmax)
+
+    def frozen(self, x: torch.Tensor) -> torch.Tensor:
+        """Quantize onto this quantizer's grid without observing ``x``.
+
+        For ops whose output must keep the input's parameters (TFLite's RESIZE_BILINEAR
+        and MAX_POOL_2D require equal input and output scale and zero point).
+        """
+        if not self.enabled:
+            return x
+        return F.fake_quant(x, self.scale, self.zero_point, self.qmin, self.qmax)
+
+    def extra_repr(self) -> str:
+        kind = "signed" if self.signed else "unsigned"
+        return f"{kind}, zero_point={self.zero_point}" + (
+            f", fixed_scale={self.fixed_scale}" if self.fixed_scale is not None else "")
+
+

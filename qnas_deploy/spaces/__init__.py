@@ -1,0 +1,87 @@
+"""Search spaces: the layout of searchable layers, their operation sets, and the models.
+
+A space is described once, as data (:class:`Space`): the ordered list of searchable
+layer slots for given channels/blocks/scale, the operations each role may take, and a
+builder for the fixed network a spec describes. The spec validator, the cost model, the
+search supernet and the exporters all read the same description.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A searchable layer: its name in found.json, its role, and its channel counts."""
+
+    name: str
+    role: str
+    c_in: int
+    c_out: int
+    c_mid: int
+
+
+@dataclass(frozen=True)
+class Space:
+    """A search space.
+
+    Attributes:
+        name: the key used in found.json (``space``).
+        default_channels, default_blocks: the paper's settings.
+        op_sets: per role, named operation sets (``small``: appendix J-C, used for
+            quantized search; ``big``: appendix J-B, full precision).
+        layout: ``(channels, blocks, scale) -> [Slot]`` in network order.
+        check: ``(channels, blocks, scale) -> reason or None`` for space-wide constraints.
+        build: ``spec -> nn.Module``.
+        fixed_bits: bit width of the layers that are not searchable (RFDN's ESA, 1x1 fusions).
+        has_adq: whether the space has residual blocks that ADQ can wrap.
+    """
+
+    name: str
+    default_channels: int
+    default_blocks: int
+    op_sets: dict[str, dict[str, tuple[str, ...]]]
+    layout: Callable[[int, int, int], list[Slot]]
+    check: Callable[[int, int, int], str | None]
+    build: Callable[..., nn.Module] = field(repr=False)
+    fixed_bits: int = 8
+    has_adq: bool = True
+
+    def ops_for(self, role: str, op_set: str | None = None) -> tuple[str, ...]:
+        """Operations a layer of ``role`` may take (the union of all sets when ``op_set`` is None)."""
+        sets = self.op_sets[role]
+        if op_set is not None:
+            return sets[op_set]
+        seen: dict[str, None] = {}
+        for names in sets.values():
+            seen.update(dict.fromkeys(names))
+        return tuple(seen)
+
+
+SPACES: dict[str, Space] = {}
+
+
+def register_space(space: Space) -> Space:
+    if space.name in SPACES:
+        raise ValueError(f"space {space.name!r} is registered twice")
+    SPACES[space.name] = space
+    return space
+
+
+def get_space(name: str) -> Space:
+    try:
+        return SPACES[name]
+    except KeyError:
+        raise KeyError(f"unknown search space {name!r} (choose from {', '.join(sorted(SPACES))})") from None
+
+
+def build_model(spec) -> nn.Module:
+    """The fixed quantized network a validated :class:`~qnas_deploy.spec.ArchSpec` describes."""
+    return get_space(spec.space).build(spec)
+
+
+# Spaces register themselves on import; listed explicitly (no file scanning).
+from . import basic, espcn, rfdn  # noqa: E402,F401

@@ -1,0 +1,150 @@
+"""The Basic search space (QuantNAS Figure 3, appendix J).
+
+::
+
+    x ─ head.0 ─ head.1 ─┬─ [block] x K ──(+)── upsample ─ PixelShuffle ─┬─ tail.0 ─ tail.1 ─(+)─ out
+                         └─────────────────┘                             └────────────────────┘
+
+    block:  x ─ ADQ.BN ─┬─ body.k.0 ─ body.k.1 ─┐
+                        └─ body.k.skip ─────────(+) · phi(std x) ─(+ x)─
+
+Channels are ``C`` (36) everywhere except the head's input (3), the upsample output
+(``3 * scale^2``) and the tail, which works at HR from 3 channels to ``C`` and back to 3.
+
+Tensors the integer runtime holds, each with its quantizer here (DESIGN.md section 4):
+the input (scale 1/255), the head output, every branch output, every sum, the ADQ
+normalisation, the upsample output and the output image (clamp to [0,1], 1/255 steps).
+A conv whose only consumer is the next conv of a chain is not quantized on its own: the
+next conv's activation quantizer is the grid the runtime requantises to.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..adq import ADQ
+from ..ops import QOp
+from ..quant import FLOAT_BITS, Uint8AffineTensor
+from . import Slot, Space, register_space
+
+SMALL = {
+    "head": ("simple_3x3", "simple_5x5", "simple_3x3_grouped_3", "simple_5x5_grouped_3", "simple_1x1"),
+    "body": ("conv_5x1_1x5", "conv_3x1_1x3", "simple_3x3", "simple_5x5"),
+    "skip": ("simple_1x1", "simple_3x3", "simple_5x5"),
+    "upsample": ("conv_5x1_1x5", "conv_3x1_1x3", "simple_3x3", "simple_5x5"),
+    "tail": ("simple_1x1", "simple_3x3", "simple_5x5"),
+}
+BIG = {
+    "head": ("simple_3x3", "simple_5x5", "growth2_5x5", "growth2_3x3", "simple_3x3_grouped_3",
+             "simple_5x5_grouped_3", "simple_1x1_grouped_3", "simple_1x1"),
+    "body": ("simple_3x3", "simple_5x5", "simple_3x3_grouped_3", "simple_5x5_grouped_3",
+             "decenc_3x3_2", "decenc_5x5_2", "simple_1x1_grouped_3"),
+    "skip": ("decenc_3x3_2", "decenc_5x5_2", "simple_3x3", "simple_5x5"),
+    "upsample": ("conv_5x1_1x5", "conv_3x1_1x3", "simple_3x3", "simple_5x5", "growth2_5x5",
+                 "growth2_3x3", "decenc_3x3_2", "decenc_5x5_2", "simple_3x3_grouped_3",
+                 "simple_5x5_grouped_3", "simple_1x1_grouped_3", "simple_1x1"),
+    "tail": ("simple_3x3", "simple_5x5", "growth2_5x5", "growth2_3x3", "simple_3x3_grouped_3",
+             "simple_5x5_grouped_3", "simple_1x1_grouped_3", "simple_1x1"),
+}
+
+
+def layout(channels: int, blocks: int, scale: int) -> list[Slot]:
+    c = channels
+    slots = [Slot("head.0", "head", 3, c, c), Slot("head.1", "head", c, c, c)]
+    for k in range(blocks):
+        slots += [Slot(f"body.{k}.0", "body", c, c, c), Slot(f"body.{k}.1", "body", c, c, c),
+                  Slot(f"body.{k}.skip", "skip", c, c, c)]
+    slots += [Slot("upsample", "upsample", c, 3 * scale * scale, c),
+              Slot("tail.0", "tail", 3, c, c), Slot("tail.1", "tail", c, 3, c)]
+    return slots
+
+
+def check(channels: int, blocks: int, scale: int) -> str | None:
+    if blocks < 1:
+        return f"blocks: the basic space needs at least 1 body block, got {blocks}"
+    return None
+
+
+def _tensor_quant(bits: int, signed: bool = True, fixed_scale: float | None = None) -> Uint8AffineTensor:
+    return Uint8AffineTensor(signed=signed, fixed_scale=fixed_scale, bits=bits)
+
+
+class BasicBlock(nn.Module):
+    """Two body layers in sequence, one parallel skip layer, ADQ and the residual."""
+
+    def __init__(self, body0: QOp, body1: QOp, skip: QOp, channels: int, adq: str | None, tbits: int):
+        super().__init__()
+        self.body0, self.body1, self.skip = body0, body1, skip
+        self.adq = ADQ(channels, adq) if adq else None
+        self.q_body = _tensor_quant(tbits)
+        self.q_skip = _tensor_quant(tbits)
+        self.q_sum = _tensor_quant(tbits)
+        self.q_prod = _tensor_quant(tbits) if adq == "dynamic" else None
+        self.q_out = _tensor_quant(tbits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xn = self.adq.normalize(x) if self.adq else x
+        b = self.body1(self.body0(xn))
+        k = self.skip(xn)
+        s = self.adq.scale(x) if self.adq else None
+        if s is not None and self.adq.static:
+            b, k = b * s, k * s
+        r = self.q_sum(self.q_body(b) + self.q_skip(k))
+        if s is not None and not self.adq.static:
+            r = self.q_prod(r * s)
+        return self.q_out(r + x)
+
+
+class BasicNet(nn.Module):
+    """The fixed network of a Basic-space spec (see the module docstring)."""
+
+    def __init__(self, spec):
+        super().__init__()
+        self.spec = spec
+        self.scale = spec.scale
+        c = spec.channels
+        bits = {l.name: (l.w_bits, l.a_bits) for l in spec.layers}
+        float_net = all(w == a == FLOAT_BITS for w, a in bits.values())
+        tbits = FLOAT_BITS if float_net else 8
+        self.layers = nn.ModuleDict()
+        for slot, layer in zip(layout(c, spec.blocks, spec.scale), spec.layers):
+            self.layers[slot.name.replace(".", "_")] = QOp(
+                layer.op, slot.c_in, slot.c_out, slot.c_mid, layer.w_bits, layer.a_bits)
+        L = self.layers
+        adq = spec.adq_mode if spec.adq else None
+        self.blocks = nn.ModuleList(
+            BasicBlock(L[f"body_{k}_0"], L[f"body_{k}_1"], L[f"body_{k}_skip"], c, adq, tbits)
+            for k in range(spec.blocks))
+        self.q_in = _tensor_quant(tbits, signed=False, fixed_scale=1 / 255)
+        self.q_head = _tensor_quant(tbits)
+        self.q_long = _tensor_quant(tbits)
+        self.q_up = _tensor_quant(tbits)
+        self.q_tail = _tensor_quant(tbits)
+        self.q_image = _tensor_quant(tbits, signed=False, fixed_scale=1 / 255)
+        self.shuffle = nn.PixelShuffle(spec.scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: RGB in [0, 1], ``[N, 3, H, W]``; returns ``[N, 3, sH, sW]``."""
+        L = self.layers
+        x = self.q_in(x)
+        h = self.q_head(L["head_1"](L["head_0"](x)))
+        y = h
+        for block in self.blocks:
+            y = block(y)
+        y = self.q_long(y + h)
+        up = self.shuffle(self.q_up(L["upsample"](y)))
+        t = self.q_tail(L["tail_1"](L["tail_0"](up)))
+        out = up + t
+        if self.q_image.enabled:
+            return self.q_image(out)
+        return out
+
+
+def build(spec) -> BasicNet:
+    return BasicNet(spec)
+
+
+SPACE = register_space(Space(
+    name="basic", default_channels=36, default_blocks=3,
+    op_sets={role: {"small": SMALL[role], "big": BIG[role]} for role in SMALL},
+    layout=layout, check=check, build=build))

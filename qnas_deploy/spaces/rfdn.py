@@ -1,0 +1,196 @@
+"""The RFDN search space (QuantNAS section III-A; RFDN, Liu et al. 2020).
+
+RFDN with its convolutions replaced by searchable operations, as in the QuantNAS code:
+no head (the 3 input channels are repeated ``C/3`` times), ``blocks`` residual feature
+distillation blocks (RFDB) each wrapped by ADQ, a fixed 1x1 fusion and 3x3 conv, the
+searchable upsample conv + PixelShuffle, and a searchable 3->3 tail with a residual.
+
+RFDB here (``C`` channels; distillation and refinement layers are searchable)::
+
+    x ─ skip.0 (C->C/2) ──────────────────────────────┐ d0
+    x ─ body.0 (C->C) ─(+x)─ skip.1 ──────────────────┤ d1
+                         └── body.1 ─(+)─ skip.2 ─────┤ d2
+                                     └── body.2 ─(+)─ body.3 (C->C/2) ┤ d3
+    concat(d0..d3) ─ 1x1 (2C->C) ─ ESA ─ · phi(std x) ─(+ x)
+
+The operations of every searchable layer: ``simple_1x1/3x3/5x5`` and
+``growth1_1x1/3x3/5x5``. Non-searchable convs (the 1x1 fusions, the 3x3 after the body
+and ESA) run at ``fixed_bits`` (8). ESA follows RFDN's activation placement: convs that
+RFDN feeds without a ReLU take an 8-bit signed tensor instead of a ReLU-quantized one.
+ESA's strided conv and 7x7/3 max-pool need an LR input of at least 15x15 pixels.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as TF
+from torch import nn
+
+from ..adq import ADQ
+from ..ops import ConvDef, QConv2d, QOp
+from ..quant import FLOAT_BITS, Uint8AffineTensor
+from . import Slot, Space, register_space
+
+RFDN_OPS = ("simple_1x1", "simple_3x3", "simple_5x5", "growth1_1x1", "growth1_3x3", "growth1_5x5")
+ROLES = ("skip", "body", "upsample", "tail")
+MIN_LR_SIZE = 15
+
+
+def layout(channels: int, blocks: int, scale: int) -> list[Slot]:
+    c, h = channels, channels // 2
+    slots: list[Slot] = []
+    for k in range(blocks):
+        for i in range(3):
+            slots += [Slot(f"block.{k}.skip.{i}", "skip", c, h, c),
+                      Slot(f"block.{k}.body.{i}", "body", c, c, c)]
+        slots.append(Slot(f"block.{k}.body.3", "body", c, h, c))
+    slots += [Slot("upsample", "upsample", c, 3 * scale * scale, c), Slot("tail", "tail", 3, 3, c)]
+    return slots
+
+
+def check(channels: int, blocks: int, scale: int) -> str | None:
+    if channels % 12:
+        return (f"channels: the rfdn space needs channels divisible by 12 (input repeat by 3, "
+                f"distillation halves, ESA quarters), got {channels}")
+    if blocks < 1:
+        return f"blocks: the rfdn space needs at least 1 block, got {blocks}"
+    return None
+
+
+def _tq(bits: int, signed: bool = True, fixed_scale: float | None = None) -> Uint8AffineTensor:
+    return Uint8AffineTensor(signed=signed, fixed_scale=fixed_scale, bits=bits)
+
+
+class ESA(nn.Module):
+    """Enhanced Spatial Attention of RFDN, at fixed bits, with its tensors quantized."""
+
+    def __init__(self, channels: int, bits: int, tbits: int):
+        super().__init__()
+        f = channels // 4
+
+        def conv(ci, co, k, act, stride=1, padding=None):
+            return QConv2d(ConvDef(ci, co, (k, k), stride=stride, padding=padding), bits, bits, act=act)
+
+        self.conv1 = conv(channels, f, 1, "none")
+        self.conv_f = conv(f, f, 1, "none")
+        self.conv2 = conv(f, f, 3, "none", stride=2, padding=(0, 0))
+        self.conv_max = conv(f, f, 3, "none")
+        self.conv3 = conv(f, f, 3, "hwgq")
+        self.conv3_ = conv(f, f, 3, "hwgq")
+        self.conv4 = conv(f, channels, 1, "none")
+        self.q_c1 = _tq(tbits)
+        self.q_c2 = _tq(tbits)
+        self.q_c3 = _tq(tbits)
+        self.q_cf = _tq(tbits)
+        self.q_sum = _tq(tbits)
+        self.q_c4 = _tq(tbits)
+        # TFLite's int8 LOGISTIC wants output scale 1/256 and zero point -128: uint8 zp 0.
+        self.q_mask = _tq(tbits, signed=False, fixed_scale=1 / 256)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c1_ = self.q_c1(self.conv1(x))
+        c1 = self.q_c2(self.conv2(c1_))
+        v_max = TF.max_pool2d(c1, kernel_size=7, stride=3)
+        c3 = self.q_c3(self.conv3_(self.conv3(self.conv_max(v_max))))
+        c3 = self.q_c3.frozen(TF.interpolate(c3, size=x.shape[-2:], mode="bilinear", align_corners=False))
+        cf = self.q_cf(self.conv_f(c1_))
+        m = self.q_mask(torch.sigmoid(self.q_c4(self.conv4(self.q_sum(c3 + cf)))))
+        return x * m
+
+
+class RFDB(nn.Module):
+    """Residual feature distillation block with searchable layers, ESA and ADQ."""
+
+    def __init__(self, skips: list[QOp], bodies: list[QOp], channels: int, adq: str | None,
+                 bits: int, tbits: int):
+        super().__init__()
+        self.skips, self.bodies = nn.ModuleList(skips), nn.ModuleList(bodies)
+        self.adq = ADQ(channels, adq) if adq else None
+        self.q_d = nn.ModuleList(_tq(tbits) for _ in range(4))
+        self.q_b = nn.ModuleList(_tq(tbits) for _ in range(3))
+        self.q_r = nn.ModuleList(_tq(tbits) for _ in range(3))
+        self.q_cat = _tq(tbits)
+        self.fuse = QConv2d(ConvDef(2 * channels, channels, (1, 1)), bits, bits)
+        self.q_fuse = _tq(tbits)
+        self.esa = ESA(channels, bits, tbits)
+        self.q_esa = _tq(tbits)
+        self.q_prod = _tq(tbits) if adq == "dynamic" else None
+        self.q_out = _tq(tbits)
+
+    def forward(self, x_in: torch.Tensor) -> torch.Tensor:
+        x = self.adq.normalize(x_in) if self.adq else x_in
+        ds = []
+        for i in range(3):
+            ds.append(self.q_d[i](self.skips[i](x)))
+            x = self.q_r[i](x + self.q_b[i](self.bodies[i](x)))
+        ds.append(self.q_d[3](self.bodies[3](x)))
+        e = self.esa(self.q_fuse(self.fuse(self.q_cat(torch.cat(ds, dim=1)))))
+        s = self.adq.scale(x_in) if self.adq else None
+        if s is not None and self.adq.static:
+            e = e * s
+        e = self.q_esa(e)
+        if s is not None and not self.adq.static:
+            e = self.q_prod(e * s)
+        return self.q_out(e + x_in)
+
+
+class RFDNNet(nn.Module):
+    """The fixed network of an RFDN-space spec (see the module docstring)."""
+
+    def __init__(self, spec):
+        super().__init__()
+        self.spec = spec
+        self.scale = spec.scale
+        c = spec.channels
+        float_net = all(l.w_bits == l.a_bits == FLOAT_BITS for l in spec.layers)
+        tbits = FLOAT_BITS if float_net else 8
+        fbits = FLOAT_BITS if float_net else spec.fixed_bits
+        self.layers = nn.ModuleDict()
+        for slot, layer in zip(layout(c, spec.blocks, spec.scale), spec.layers):
+            self.layers[slot.name.replace(".", "_")] = QOp(
+                layer.op, slot.c_in, slot.c_out, slot.c_mid, layer.w_bits, layer.a_bits)
+        L = self.layers
+        adq = spec.adq_mode if spec.adq else None
+        self.blocks = nn.ModuleList(
+            RFDB([L[f"block_{k}_skip_{i}"] for i in range(3)], [L[f"block_{k}_body_{i}"] for i in range(4)],
+                 c, adq, fbits, tbits)
+            for k in range(spec.blocks))
+        self.q_in = _tq(tbits, signed=False, fixed_scale=1 / 255)
+        self.q_cat = _tq(tbits)
+        self.fuse = QConv2d(ConvDef(spec.blocks * c, c, (1, 1)), fbits, fbits)
+        self.lr_conv = QConv2d(ConvDef(c, c, (3, 3)), fbits, fbits)
+        self.q_lr = _tq(tbits)
+        self.q_long = _tq(tbits)
+        self.q_up = _tq(tbits)
+        self.q_tail = _tq(tbits)
+        self.q_image = _tq(tbits, signed=False, fixed_scale=1 / 255)
+        self.shuffle = nn.PixelShuffle(spec.scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: RGB in [0, 1], ``[N, 3, H, W]`` with H, W >= 15; returns ``[N, 3, sH, sW]``."""
+        if min(x.shape[-2:]) < MIN_LR_SIZE:
+            raise ValueError(f"the rfdn space needs inputs of at least {MIN_LR_SIZE}x{MIN_LR_SIZE} "
+                             f"pixels (ESA), got {tuple(x.shape[-2:])}")
+        L = self.layers
+        x = self.q_in(x)
+        h = x.repeat(1, self.spec.channels // 3, 1, 1)
+        y, outs = h, []
+        for block in self.blocks:
+            y = block(y)
+            outs.append(y)
+        y = self.q_lr(self.lr_conv(self.fuse(self.q_cat(torch.cat(outs, dim=1)))))
+        y = self.q_long(y + h)
+        up = self.shuffle(self.q_up(L["upsample"](y)))
+        out = up + self.q_tail(L["tail"](up))
+        if self.q_image.enabled:
+            return self.q_image(out)
+        return out
+
+
+def build(spec) -> RFDNNet:
+    return RFDNNet(spec)
+
+
+SPACE = register_space(Space(
+    name="rfdn", default_channels=48, default_blocks=4,
+    op_sets={role: {"small": RFDN_OPS, "big": RFDN_OPS} for role in ROLES},
+    layout=layout, check=check, build=build))

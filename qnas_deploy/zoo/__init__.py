@@ -1,0 +1,39 @@
+"""Example architectures shipped with the package; every command takes a zoo name for a path.
+
+=================  ======================================================================
+``basic_mixed``    Basic space in the spirit of QuantNAS Figure 18: 8-bit first layer,
+                   upsample and last layer, 4-bit head.1, body and tail.0.
+``basic_w8a8``     the same operations, uniform 8 bits.
+``basic_w4a4``     the same operations, uniform 4 bits.
+``basic_fp32``     the same operations in float (the FP32 reference for speed-ups).
+``rfdn_mixed``     RFDN space, 4 blocks, 48 channels: 8-bit distillation, mixed refinement.
+``espcn_w8a8``     an ESPCN-like three-layer baseline at 8 bits.
+=================  ======================================================================
+"""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from ..errors import BadInput
+from ..spec import ArchSpec, load, loads
+
+
+def names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files(__name__).iterdir() if p.name.endswith(".json"))
+
+
+def load_zoo(name: str) -> ArchSpec:
+    if name not in names():
+        raise BadInput(f"unknown zoo entry {name!r} (choose from {', '.join(names())})")
+    text = resources.files(__name__).joinpath(f"{name}.json").read_text(encoding="utf-8")
+    return loads(text, f"zoo:{name}")
+
+
+def resolve(arg: str) -> ArchSpec:
+    """A found.json path, or the name of a zoo entry."""
+    if Path(arg).is_file():
+        return load(arg)
+    if arg in names():
+        return load_zoo(arg)
+    raise BadInput(f"{arg}: no such file, and not a zoo entry (zoo: {', '.join(names())})")

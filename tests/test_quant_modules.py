@@ -1,0 +1,94 @@
+"""Quantizer modules: the grids an integer runtime holds, calibration and freezing."""
+import numpy as np
+import pytest
+import torch
+
+from qnas_deploy.quant import HWGQAct, LSQWeightPerChannel, Uint8AffineTensor, hwgq_step
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_lsq_weights_are_symmetric_per_channel_integers(bits):
+    torch.manual_seed(0)
+    w = torch.randn(6, 4, 3, 3)
+    q = LSQWeightPerChannel(bits, 6)
+    wq = q(w)
+    ints = q.integer_weight(w)
+    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    assert ints.min() >= lo and ints.max() <= hi
+    torch.testing.assert_close(wq, ints.float() * q.step.detach(), rtol=1e-6, atol=1e-8)
+    assert q.step.shape == (6, 1, 1, 1)
+
+
+def test_lsq_step_is_learned():
+    w = torch.randn(2, 3, 3, 3)
+    q = LSQWeightPerChannel(4, 2)
+    q(w).pow(2).sum().backward()
+    assert q.step.grad is not None and torch.isfinite(q.step.grad).all() and q.step.grad.abs().sum() > 0
+
+
+def test_float_bits_are_identity():
+    w = torch.randn(2, 3, 3, 3)
+    assert torch.equal(LSQWeightPerChannel(32, 2)(w), w)
+    assert torch.equal(HWGQAct(32)(w), torch.relu(w))
+    assert torch.equal(Uint8AffineTensor(True, bits=32)(w), w)
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_hwgq_act_scales_its_step_to_the_tensor(bits):
+    torch.manual_seed(1)
+    x = 3.0 * torch.randn(8, 4, 16, 16)
+    act = HWGQAct(bits)
+    y = act(x)
+    step = act.step.item()
+    assert abs(step / (hwgq_step(bits) * 3.0) - 1) < 0.02
+    q = torch.round(y / step)
+    assert q.min() == 0 and q.max() <= 2**bits - 1
+    torch.testing.assert_close(y, q * step, rtol=0, atol=1e-6)
+
+
+def test_hwgq_act_freezes_in_eval():
+    act = HWGQAct(4)
+    act(torch.randn(100))
+    sigma = act.sigma.clone()
+    act.eval()
+    act(100 * torch.randn(100))
+    assert torch.equal(act.sigma, sigma)
+
+
+def test_signed_tensor_quantizer_uses_zero_point_128():
+    q = Uint8AffineTensor(signed=True)
+    x = torch.tensor([-2.0, -1.0, 0.0, 0.5, 1.27])
+    y = q(x)
+    assert q.zero_point == 128
+    scale = q.scale.item()
+    assert abs(scale - 2.0 / 127) < 1e-7
+    ints = torch.round(y / scale) + 128
+    assert ints.min() >= 0 and ints.max() <= 255
+    assert y[2] == 0.0  # zero is exact: padding and ReLU thresholds map to integers
+
+
+def test_input_quantizer_is_lossless_for_uint8_images():
+    q = Uint8AffineTensor(signed=False, fixed_scale=1 / 255)
+    pixels = torch.arange(256, dtype=torch.float32)
+    x = pixels / 255
+    # The same integers come back; the floats agree to one float32 ulp.
+    np.testing.assert_array_equal(torch.round(q(x) * 255).numpy(), pixels.numpy())
+    np.testing.assert_allclose(q(x).numpy(), x.numpy(), rtol=2e-7, atol=0)
+
+
+def test_output_quantizer_clamps_and_rounds_to_1_over_255():
+    q = Uint8AffineTensor(signed=False, fixed_scale=1 / 255)
+    y = q(torch.tensor([-0.2, 0.2, 1.3, 0.1 / 255]))
+    np.testing.assert_array_equal(torch.round(y * 255).numpy(), [0, 51, 255, 0])
+    np.testing.assert_allclose(y.numpy(), [0.0, 51 / 255, 1.0, 0.0], atol=1e-7)
+
+
+def test_tensor_quantizer_tracks_range_then_freezes():
+    q = Uint8AffineTensor(signed=True, momentum=0.5)
+    q(torch.tensor([1.0]))
+    q(torch.tensor([3.0]))
+    assert abs(q.absmax.item() - 2.0) < 1e-6
+    q.eval()
+    q(torch.tensor([100.0]))
+    assert abs(q.absmax.item() - 2.0) < 1e-6
+    assert abs(q.frozen(torch.tensor([5.0])).item() - 2.0 * 127 / 127) < 1e-6

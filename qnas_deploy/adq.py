@@ -34,16 +34,18 @@ class ADQ(nn.Module):
         channels: channels of the block input.
         mode: ``static`` (calibrated constant scale at inference) or ``dynamic``.
         momentum: EMA momentum of the calibrated scale.
+        tensor_bits: bits of the normalised tensor (32 in a float network).
     """
 
-    def __init__(self, channels: int, mode: str = "static", momentum: float = 0.1):
+    def __init__(self, channels: int, mode: str = "static", momentum: float = 0.1,
+                 tensor_bits: int = 8):
         super().__init__()
         if mode not in ADQ_MODES:
             raise ValueError(f"ADQ mode must be one of {ADQ_MODES}, got {mode!r}")
         self.mode = mode
         self.momentum = momentum
         self.bn = nn.BatchNorm2d(channels)
-        self.bn_quant = Uint8AffineTensor(signed=True)
+        self.bn_quant = Uint8AffineTensor(signed=True, bits=tensor_bits)
         self.phi_a = nn.Parameter(torch.tensor(1.5))
         self.phi_c = nn.Parameter(torch.tensor(0.0))
         self.register_buffer("static_scale", torch.tensor(1.0))

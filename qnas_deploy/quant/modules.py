@@ -32,7 +32,10 @@ class LSQWeightPerChannel(nn.Module):
         super().__init__()
         self.bits = bits
         self.qmin, self.qmax = (F.int_range(bits, signed=True) if bits < FLOAT_BITS else (0, 0))
-        self.step = nn.Parameter(torch.ones(out_channels, 1, 1, 1))
+        if self.enabled:
+            self.step = nn.Parameter(torch.ones(out_channels, 1, 1, 1))
+        else:
+            self.register_parameter("step", None)  # a float layer has no step to learn
         self.register_buffer("initialized", torch.tensor(False))
 
     @property

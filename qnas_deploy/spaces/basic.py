@@ -75,7 +75,7 @@ class BasicBlock(nn.Module):
     def __init__(self, body0: QOp, body1: QOp, skip: QOp, channels: int, adq: str | None, tbits: int):
         super().__init__()
         self.body0, self.body1, self.skip = body0, body1, skip
-        self.adq = ADQ(channels, adq) if adq else None
+        self.adq = ADQ(channels, adq, tensor_bits=tbits) if adq else None
         self.q_body = _tensor_quant(tbits)
         self.q_skip = _tensor_quant(tbits)
         self.q_sum = _tensor_quant(tbits)

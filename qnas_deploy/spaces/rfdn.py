@@ -104,7 +104,7 @@ class RFDB(nn.Module):
                  bits: int, tbits: int):
         super().__init__()
         self.skips, self.bodies = nn.ModuleList(skips), nn.ModuleList(bodies)
-        self.adq = ADQ(channels, adq) if adq else None
+        self.adq = ADQ(channels, adq, tensor_bits=tbits) if adq else None
         self.q_d = nn.ModuleList(_tq(tbits) for _ in range(4))
         self.q_b = nn.ModuleList(_tq(tbits) for _ in range(3))
         self.q_r = nn.ModuleList(_tq(tbits) for _ in range(3))

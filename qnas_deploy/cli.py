@@ -79,6 +79,34 @@ def zoo() -> None:
                    f"{arch.description or ''}")
 
 
+@cli.command("eval")
+@click.argument("model", required=False)
+@click.option("--bicubic", is_flag=True, help="Score MATLAB-style bicubic upscaling (the baseline every SR paper prints).")
+@click.option("--data", default="Set5,Set14", show_default=True,
+              help="Comma-separated dataset folders or names (resolved under --datasets-root).")
+@click.option("--datasets-root", metavar="DIR", help="Where dataset names resolve (default: $QNAS_DATASETS, then ../shared/datasets).")
+@click.option("--scale", type=click.IntRange(2, 4), default=4, show_default=True, help="Upscaling factor.")
+@click.option("--json", "json_path", metavar="PATH", help="Write per-image and mean PSNR/SSIM as JSON ('-' for stdout).")
+def eval_cmd(model: str | None, bicubic: bool, data: str, datasets_root: str | None, scale: int,
+             json_path: str | None) -> None:
+    """Mean and per-image PSNR/SSIM (Y channel, `scale` pixels shaved) on benchmark sets."""
+    from .errors import BadInput
+    from .evaluate import bicubic_upscaler, evaluate_sets, results_table
+
+    if not bicubic:
+        # Scoring trained checkpoints arrives with training (the train issue).
+        raise BadInput("eval: only --bicubic is available in this version; give --bicubic")
+    if model:
+        raise BadInput("eval: give either MODEL or --bicubic, not both")
+    sets = [s for s in data.split(",") if s]
+    result = evaluate_sets(bicubic_upscaler(scale), sets, scale, datasets_root)
+    result["method"] = "bicubic"
+    if json_path:
+        write_json(json_path, result)
+    if json_path != "-":
+        click.echo(results_table(result, "bicubic"))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: turns errors into one line and an exit code."""
     from .errors import QnasError

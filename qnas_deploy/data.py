@@ -1,0 +1,104 @@
+"""Image folders and benchmark sets.
+
+Images load as 8-bit arrays: RGB ``HxWx3``, or ``HxW`` for single-channel files, which the
+SR benchmarks score on their grey values (MATLAB's ``size(im, 3) == 1`` branch). RGBA
+drops alpha, palette and 16-bit images convert to 8 bits. A benchmark set is a folder with
+``HR/`` and ``LR_bicubic/X{scale}/`` (the layout of ``../shared/datasets``); a name such as
+``Set5`` resolves under ``--datasets-root``, then ``$QNAS_DATASETS``, then
+``../shared/datasets`` when present.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import BadInput
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+DATASETS_ENV = "QNAS_DATASETS"
+
+
+def load_image(path: str | Path, rgb: bool = False) -> np.ndarray:
+    """8-bit image as ``HxWx3`` (``HxW`` for single-channel files unless ``rgb``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise BadInput(f"{p}: no such image")
+    try:
+        with Image.open(p) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(im, dtype=np.uint32)
+                gray = (arr >> 8).astype(np.uint8) if arr.max() > 255 else arr.astype(np.uint8)
+                return np.repeat(gray[..., None], 3, axis=2) if rgb else gray
+            if im.mode in ("L", "1") and not rgb:
+                return np.asarray(im.convert("L"), dtype=np.uint8)
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise BadInput(f"{p}: not a readable image ({e})") from None
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    f = Path(folder)
+    if not f.is_dir():
+        raise BadInput(f"{f}: no such folder")
+    files = sorted(p for p in f.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise BadInput(f"{f}: no images (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def default_datasets_root() -> Path | None:
+    env = os.environ.get(DATASETS_ENV)
+    if env:
+        return Path(env)
+    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
+        candidate = base.parent / "shared" / "datasets"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def resolve_dataset(name_or_path: str, root: str | Path | None = None) -> Path:
+    """A dataset folder from a path or a name under the datasets root."""
+    p = Path(name_or_path)
+    if p.is_dir():
+        return p
+    base = Path(root) if root else default_datasets_root()
+    if base is not None and (base / name_or_path).is_dir():
+        return base / name_or_path
+    where = f" under {base}" if base is not None else f" (no datasets root: set --datasets-root or ${DATASETS_ENV})"
+    raise BadInput(f"{name_or_path}: no such folder, and no dataset of that name{where}")
+
+
+@dataclass(frozen=True)
+class Pair:
+    name: str
+    hr: np.ndarray
+    lr: np.ndarray
+
+
+def benchmark_pairs(folder: str | Path, scale: int) -> list[Pair]:
+    """HR/LR pairs of a benchmark folder; HR is cropped to ``scale`` times its LR."""
+    folder = Path(folder)
+    hr_dir, lr_dir = folder / "HR", folder / "LR_bicubic" / f"X{scale}"
+    if not hr_dir.is_dir():
+        raise BadInput(f"{folder}: expected an HR/ folder (and LR_bicubic/X{scale}/) inside")
+    pairs = []
+    for hr_path in list_images(hr_dir):
+        hr = load_image(hr_path)
+        lr_path = lr_dir / hr_path.name
+        if lr_path.is_file():
+            lr = load_image(lr_path)
+        else:
+            from .imresize import imresize
+            hr = hr[: hr.shape[0] - hr.shape[0] % scale, : hr.shape[1] - hr.shape[1] % scale]
+            lr = imresize(hr, 1 / scale)
+        h, w = lr.shape[0] * scale, lr.shape[1] * scale
+        if hr.shape[0] < h or hr.shape[1] < w:
+            raise BadInput(f"{lr_path}: LR image {lr.shape[1]}x{lr.shape[0]} is larger than its HR / {scale}")
+        pairs.append(Pair(hr_path.stem, hr[:h, :w], lr))
+    return pairs

@@ -1,0 +1,36 @@
+"""Scoring super-resolution results on benchmark sets (PSNR/SSIM, Y channel, shaved borders)."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from .data import benchmark_pairs, resolve_dataset
+from .imresize import imresize
+from .metrics import psnr, ssim
+
+
+def bicubic_upscaler(scale: int) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda lr: imresize(lr, float(scale))
+
+
+def evaluate_sets(upscale: Callable[[np.ndarray], np.ndarray], sets: list[str], scale: int,
+                  datasets_root: str | None = None) -> dict:
+    """Per-image and mean ``psnr_db``/``ssim`` of ``upscale`` on each set."""
+    result = {"scale": scale, "sets": {}}
+    for name in sets:
+        folder = resolve_dataset(name, datasets_root)
+        images = {}
+        for pair in benchmark_pairs(folder, scale):
+            sr = upscale(pair.lr)
+            images[pair.name] = {"psnr_db": psnr(sr, pair.hr, scale), "ssim": ssim(sr, pair.hr, scale)}
+        mean = {k: float(np.mean([v[k] for v in images.values()])) for k in ("psnr_db", "ssim")}
+        result["sets"][name] = {"path": str(folder), "images": images, "mean": mean}
+    return result
+
+
+def results_table(result: dict, method: str) -> str:
+    lines = [f"{method}, x{result['scale']}:", f"{'set':10s} {'images':>6s} {'PSNR (dB)':>10s} {'SSIM':>7s}"]
+    for name, s in result["sets"].items():
+        lines.append(f"{name:10s} {len(s['images']):6d} {s['mean']['psnr_db']:10.2f} {s['mean']['ssim']:7.4f}")
+    return "\n".join(lines)

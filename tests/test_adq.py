@@ -1,7 +1,7 @@
 """ADQ: out = body(BN(x)) * phi(std(x)) + x, static and dynamic inference."""
 import torch
 
-from qnas_deploy import spec as S, zoo
+from qnas_deploy import zoo
 from qnas_deploy.adq import ADQ
 from qnas_deploy.spaces import build_model
 

@@ -1,6 +1,5 @@
 """The runtimes the package depends on import and run a model (real ones, no mocks)."""
 import numpy as np
-import onnx
 from onnx import TensorProto, helper
 
 from qnas_deploy.runtimes import onnxruntime, tflite_interpreter_class

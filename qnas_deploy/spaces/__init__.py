@@ -78,6 +78,20 @@ def get_space(name: str) -> Space:
         raise KeyError(f"unknown search space {name!r} (choose from {', '.join(sorted(SPACES))})") from None
 
 
+def build_layers(spec, slots: list[Slot]) -> nn.ModuleDict:
+    """The searchable layers of ``spec`` as quantized operations, keyed ``head_0``, ``body_1_skip``..."""
+    from ..ops import QOp
+
+    return nn.ModuleDict({
+        slot.name.replace(".", "_"): QOp(layer.op, slot.c_in, slot.c_out, slot.c_mid, layer.w_bits, layer.a_bits)
+        for slot, layer in zip(slots, spec.layers)})
+
+
+def tensor_bits(spec) -> int:
+    """Bits of the tensors between layers: 8, or 32 (no quantizer) in an all-float network."""
+    return 32 if spec.float_only else 8
+
+
 def build_model(spec) -> nn.Module:
     """The fixed quantized network a validated :class:`~qnas_deploy.spec.ArchSpec` describes."""
     return get_space(spec.space).build(spec)

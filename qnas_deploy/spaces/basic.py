@@ -24,8 +24,8 @@ from torch import nn
 
 from ..adq import ADQ
 from ..ops import QOp
-from ..quant import FLOAT_BITS, Uint8AffineTensor
-from . import Slot, Space, register_space
+from ..quant import Uint8AffineTensor
+from . import Slot, Space, build_layers, register_space, tensor_bits
 
 SMALL = {
     "head": ("simple_3x3", "simple_5x5", "simple_3x3_grouped_3", "simple_5x5_grouped_3", "simple_1x1"),
@@ -103,14 +103,8 @@ class BasicNet(nn.Module):
         self.spec = spec
         self.scale = spec.scale
         c = spec.channels
-        bits = {l.name: (l.w_bits, l.a_bits) for l in spec.layers}
-        float_net = all(w == a == FLOAT_BITS for w, a in bits.values())
-        tbits = FLOAT_BITS if float_net else 8
-        self.layers = nn.ModuleDict()
-        for slot, layer in zip(layout(c, spec.blocks, spec.scale), spec.layers):
-            self.layers[slot.name.replace(".", "_")] = QOp(
-                layer.op, slot.c_in, slot.c_out, slot.c_mid, layer.w_bits, layer.a_bits)
-        L = self.layers
+        tbits = tensor_bits(spec)
+        self.layers = L = build_layers(spec, layout(c, spec.blocks, spec.scale))
         adq = spec.adq_mode if spec.adq else None
         self.blocks = nn.ModuleList(
             BasicBlock(L[f"body_{k}_0"], L[f"body_{k}_1"], L[f"body_{k}_skip"], c, adq, tbits)

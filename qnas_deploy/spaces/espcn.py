@@ -10,9 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..ops import QOp
-from ..quant import FLOAT_BITS, Uint8AffineTensor
-from . import Slot, Space, register_space
+from ..quant import Uint8AffineTensor
+from . import Slot, Space, build_layers, register_space, tensor_bits
 
 OPS = ("simple_1x1", "simple_3x3", "simple_5x5", "simple_3x3_grouped_3", "simple_5x5_grouped_3")
 
@@ -36,11 +35,8 @@ class ESPCNNet(nn.Module):
         super().__init__()
         self.spec = spec
         self.scale = spec.scale
-        tbits = FLOAT_BITS if spec.float_only else 8
-        self.layers = nn.ModuleDict()
-        for slot, layer in zip(layout(spec.channels, spec.blocks, spec.scale), spec.layers):
-            self.layers[slot.name.replace(".", "_")] = QOp(
-                layer.op, slot.c_in, slot.c_out, slot.c_mid, layer.w_bits, layer.a_bits)
+        tbits = tensor_bits(spec)
+        self.layers = build_layers(spec, layout(spec.channels, spec.blocks, spec.scale))
         self.q_in = Uint8AffineTensor(signed=False, fixed_scale=1 / 255, bits=tbits)
         self.q_image = Uint8AffineTensor(signed=False, fixed_scale=1 / 255, bits=tbits)
         self.shuffle = nn.PixelShuffle(spec.scale)

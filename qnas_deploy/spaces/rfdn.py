@@ -28,7 +28,7 @@ from torch import nn
 from ..adq import ADQ
 from ..ops import ConvDef, QConv2d, QOp
 from ..quant import FLOAT_BITS, Uint8AffineTensor
-from . import Slot, Space, register_space
+from . import Slot, Space, build_layers, register_space, tensor_bits
 
 RFDN_OPS = ("simple_1x1", "simple_3x3", "simple_5x5", "growth1_1x1", "growth1_3x3", "growth1_5x5")
 ROLES = ("skip", "body", "upsample", "tail")
@@ -141,14 +141,9 @@ class RFDNNet(nn.Module):
         self.spec = spec
         self.scale = spec.scale
         c = spec.channels
-        float_net = all(l.w_bits == l.a_bits == FLOAT_BITS for l in spec.layers)
-        tbits = FLOAT_BITS if float_net else 8
-        fbits = FLOAT_BITS if float_net else spec.fixed_bits
-        self.layers = nn.ModuleDict()
-        for slot, layer in zip(layout(c, spec.blocks, spec.scale), spec.layers):
-            self.layers[slot.name.replace(".", "_")] = QOp(
-                layer.op, slot.c_in, slot.c_out, slot.c_mid, layer.w_bits, layer.a_bits)
-        L = self.layers
+        tbits = tensor_bits(spec)
+        fbits = FLOAT_BITS if spec.float_only else spec.fixed_bits
+        self.layers = L = build_layers(spec, layout(c, spec.blocks, spec.scale))
         adq = spec.adq_mode if spec.adq else None
         self.blocks = nn.ModuleList(
             RFDB([L[f"block_{k}_skip_{i}"] for i in range(3)], [L[f"block_{k}_body_{i}"] for i in range(4)],

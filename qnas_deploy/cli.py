@@ -54,11 +54,13 @@ def info(spec: str, size: tuple[int, int], json_path: str | None) -> None:
     """
     from .cost import FLOPS_SIZE, layer_costs
     from .report import info_table
+    from .spaces import build_model
     from .zoo import resolve
 
     arch = resolve(spec)
-    report = layer_costs(arch, size)
-    flops = layer_costs(arch, FLOPS_SIZE).flops
+    model = build_model(arch)
+    report = layer_costs(arch, size, model)
+    flops = layer_costs(arch, FLOPS_SIZE, model).flops
     if json_path:
         write_json(json_path, {"name": arch.name, "space": arch.space, "scale": arch.scale,
                                "flops_256x256": flops, **report.to_dict()})
@@ -69,12 +71,12 @@ def info(spec: str, size: tuple[int, int], json_path: str | None) -> None:
 @cli.command()
 def zoo() -> None:
     """List the architectures shipped with the package."""
-    from .cost import layer_costs
+    from .cost import summary
     from .zoo import load_zoo, names
 
     for name in names():
         arch = load_zoo(name)
-        bitops = layer_costs(arch).bitops
+        bitops = (arch.cost or summary(arch))["bitops_32x32"]
         click.echo(f"{name:14s} {arch.space:6s} x{arch.scale}  {bitops / 1e9:8.2f} GBitOps@32x32  "
                    f"{arch.description or ''}")
 

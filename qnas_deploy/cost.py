@@ -130,8 +130,9 @@ def layer_costs(spec, size: tuple[int, int] = BITOPS_SIZE, model: torch.nn.Modul
 
 def summary(spec) -> dict[str, float]:
     """The cost figures stored in found.json: MACs and BitOps at 32x32, FLOPs at 256x256."""
-    small = layer_costs(spec, BITOPS_SIZE)
-    big = layer_costs(spec, FLOPS_SIZE)
+    model = build_model(spec)
+    small = layer_costs(spec, BITOPS_SIZE, model)
+    big = layer_costs(spec, FLOPS_SIZE, model)
     return {"macs_32x32": small.macs, "bitops_32x32": small.bitops, "flops_256x256": big.flops}
 
 

@@ -81,32 +81,123 @@ def zoo() -> None:
                    f"{arch.description or ''}")
 
 
+def _data_option(default: str | None, help_: str):
+    return click.option("--data", default=default, show_default=default is not None, required=default is None,
+                        help=help_ + " Comma-separated folders or dataset names (resolved under --datasets-root).")
+
+
+_datasets_root_option = click.option(
+    "--datasets-root", metavar="DIR",
+    help="Where dataset names resolve (default: $QNAS_DATASETS, then ../shared/datasets).")
+
+
 @cli.command("eval")
 @click.argument("model", required=False)
 @click.option("--bicubic", is_flag=True, help="Score MATLAB-style bicubic upscaling (the baseline every SR paper prints).")
-@click.option("--data", default="Set5,Set14", show_default=True,
-              help="Comma-separated dataset folders or names (resolved under --datasets-root).")
-@click.option("--datasets-root", metavar="DIR", help="Where dataset names resolve (default: $QNAS_DATASETS, then ../shared/datasets).")
-@click.option("--scale", type=click.IntRange(2, 4), default=4, show_default=True, help="Upscaling factor.")
+@_data_option("Set5,Set14", "Benchmark sets.")
+@_datasets_root_option
+@click.option("--scale", type=click.IntRange(2, 4), default=None, help="Upscaling factor (default: the model's, or 4).")
 @click.option("--json", "json_path", metavar="PATH", help="Write per-image and mean PSNR/SSIM as JSON ('-' for stdout).")
-def eval_cmd(model: str | None, bicubic: bool, data: str, datasets_root: str | None, scale: int,
+def eval_cmd(model: str | None, bicubic: bool, data: str, datasets_root: str | None, scale: int | None,
              json_path: str | None) -> None:
-    """Mean and per-image PSNR/SSIM (Y channel, `scale` pixels shaved) on benchmark sets."""
+    """Mean and per-image PSNR/SSIM (Y channel, `scale` pixels shaved) on benchmark sets.
+
+    MODEL is a trained checkpoint (.pt, the fake-quantized model as trained) or an exported
+    file (.onnx, .tflite); --bicubic scores the bicubic baseline instead.
+    """
     from .errors import BadInput
     from .evaluate import bicubic_upscaler, evaluate_sets, results_table
+    from .infer import grey_aware
+    from .runners import open_model
 
-    if not bicubic:
-        # Scoring trained checkpoints arrives with training (the train issue).
-        raise BadInput("eval: only --bicubic is available in this version; give --bicubic")
-    if model:
-        raise BadInput("eval: give either MODEL or --bicubic, not both")
+    if bicubic == bool(model):
+        raise BadInput("eval: give either MODEL or --bicubic" + (", not both" if bicubic else ""))
     sets = [s for s in data.split(",") if s]
-    result = evaluate_sets(bicubic_upscaler(scale), sets, scale, datasets_root)
-    result["method"] = "bicubic"
+    if bicubic:
+        scale = scale or 4
+        run, method = bicubic_upscaler(scale), "bicubic"
+    else:
+        opened = open_model(model)
+        if scale and scale != opened.scale:
+            raise BadInput(f"--scale {scale}: {model} upscales x{opened.scale}")
+        scale, run, method = opened.scale, grey_aware(opened.run), opened.description
+    result = evaluate_sets(run, sets, scale, datasets_root)
+    result["method"] = method
     if json_path:
         write_json(json_path, result)
     if json_path != "-":
-        click.echo(results_table(result, "bicubic"))
+        click.echo(results_table(result, method))
+
+
+@cli.command()
+@click.argument("spec")
+@_data_option(None, "Training images: folders of HR images or benchmark-layout sets.")
+@click.option("-o", "--output", "out", required=True, metavar="PATH", help="Checkpoint to write (every epoch).")
+@click.option("--val", metavar="DATA", help="Validation sets scored in PSNR after every epoch.")
+@_datasets_root_option
+@click.option("--epochs", type=int, default=30, show_default=True)
+@click.option("--iters", type=int, default=1000, show_default=True, help="Iterations per epoch.")
+@click.option("--batch", type=int, default=16, show_default=True)
+@click.option("--patch", type=int, default=32, show_default=True, help="LR patch side in pixels.")
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--calib-batches", type=int, default=8, show_default=True,
+              help="Batches used to calibrate BN, ADQ and quantizer ranges at the end.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N, or auto.")
+@click.option("--resume", is_flag=True, help="Continue the run saved at --output.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def train(spec: str, data: str, out: str, val: str | None, datasets_root: str | None, epochs: int,
+          iters: int, batch: int, patch: int, lr: float, optimizer: str, seed: int, calib_batches: int,
+          device: str, resume: bool, no_progress: bool) -> None:
+    """Quantization-aware training of SPEC (found.json or zoo name) from scratch."""
+    from .train import TrainConfig, load_pairs, train as run_train
+    from .zoo import resolve
+
+    arch = resolve(spec)
+    cfg = TrainConfig(epochs=epochs, iters=iters, batch=batch, patch=patch, lr=lr, optimizer=optimizer,
+                      seed=seed, calib_batches=calib_batches)
+    dev = _device(device)
+    pairs = load_pairs(data, arch.scale, datasets_root, training=True)
+    val_pairs = load_pairs(val, arch.scale, datasets_root, training=False) if val else None
+    click.echo(f"training {arch.name or spec} on {len(pairs)} images ({dev})", err=True)
+    run_train(arch, pairs, out, cfg, val_pairs, resume=resume, device=dev, progress=not no_progress,
+              log=lambda m: click.echo(m, err=True))
+    click.echo(f"wrote {out}", err=True)
+
+
+def _device(name: str) -> str:
+    import torch
+
+    from .errors import BadInput
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise BadInput(f"--device {name}: no CUDA device here")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise BadInput(f"--device {name}: expected cpu, cuda, cuda:N or auto")
+    return name
+
+
+@cli.command()
+@click.argument("model")
+@click.argument("image")
+@click.option("-o", "--output", "out", metavar="PATH", help="Output PNG (default: IMAGE_x{scale}.png beside it).")
+@click.option("--tile", type=int, default=256, show_default=True, help="LR tile side for large images (0: no tiling).")
+@click.option("--overlap", type=int, default=16, show_default=True, help="LR pixels of context around each tile.")
+@click.option("--compare", metavar="PATH", help="Also write bicubic | model side by side to PATH.")
+def upscale(model: str, image: str, out: str | None, tile: int, overlap: int, compare: str | None) -> None:
+    """Upscale IMAGE with MODEL (checkpoint .pt, .onnx or .tflite)."""
+    from pathlib import Path
+
+    from .infer import upscale_file
+    from .runners import open_model
+
+    opened = open_model(model)
+    out = out or str(Path(image).with_name(f"{Path(image).stem}_x{opened.scale}.png"))
+    upscale_file(opened, image, out, tile=tile, overlap=overlap, compare=compare)
+    click.echo(f"wrote {out}" + (f" and {compare}" if compare else ""), err=True)
 
 
 def main(argv: list[str] | None = None) -> int:

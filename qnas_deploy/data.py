@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
 
 from .errors import BadInput
@@ -102,3 +103,72 @@ def benchmark_pairs(folder: str | Path, scale: int) -> list[Pair]:
             raise BadInput(f"{lr_path}: LR image {lr.shape[1]}x{lr.shape[0]} is larger than its HR / {scale}")
         pairs.append(Pair(hr_path.stem, hr[:h, :w], lr))
     return pairs
+
+
+def training_pairs(folder: str | Path, scale: int) -> list[Pair]:
+    """HR/LR pairs for training: a benchmark-layout folder (``HR/``, ``LR_bicubic/X{s}/``)
+    or a plain folder of HR images, whose LR images are made with MATLAB-style bicubic."""
+    folder = Path(folder)
+    if (folder / "HR").is_dir():
+        return benchmark_pairs(folder, scale)
+    from .imresize import imresize
+
+    pairs = []
+    for p in list_images(folder):
+        hr = load_image(p, rgb=True)
+        hr = hr[: hr.shape[0] - hr.shape[0] % scale, : hr.shape[1] - hr.shape[1] % scale]
+        pairs.append(Pair(p.stem, hr, imresize(hr, 1 / scale)))
+    return pairs
+
+
+class PatchSampler:
+    """Random aligned LR/HR patches with flips and 90-degree rotations.
+
+    Every random choice comes from one ``torch.Generator`` whose state is saved in the
+    checkpoint, so a resumed run draws the same patches as an uninterrupted one.
+    Returns float tensors in [0, 1]: LR ``[N, 3, p, p]`` and HR ``[N, 3, s*p, s*p]``.
+    """
+
+    def __init__(self, pairs: list[Pair], scale: int, patch: int, seed: int = 0):
+        self.scale, self.patch = scale, patch
+        self.lr = [_as_rgb(p.lr) for p in pairs]
+        self.hr = [_as_rgb(p.hr) for p in pairs]
+        small = [p.name for p, lr in zip(pairs, self.lr) if min(lr.shape[:2]) < patch]
+        if small:
+            raise BadInput(f"{small[0]}: LR image smaller than the {patch}x{patch} training patch "
+                           f"({len(small)} such images); lower --patch")
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def _randint(self, high: int) -> int:
+        return int(torch.randint(high, (1,), generator=self.generator))
+
+    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        s, p = self.scale, self.patch
+        lrs, hrs = [], []
+        for _ in range(n):
+            i = self._randint(len(self.lr))
+            lr, hr = self.lr[i], self.hr[i]
+            y, x = self._randint(lr.shape[0] - p + 1), self._randint(lr.shape[1] - p + 1)
+            a = lr[y:y + p, x:x + p]
+            b = hr[s * y:s * (y + p), s * x:s * (x + p)]
+            k, flip = self._randint(4), self._randint(2)
+            a, b = np.rot90(a, k), np.rot90(b, k)
+            if flip:
+                a, b = a[:, ::-1], b[:, ::-1]
+            lrs.append(np.ascontiguousarray(a))
+            hrs.append(np.ascontiguousarray(b))
+        return _to_tensor(np.stack(lrs)), _to_tensor(np.stack(hrs))
+
+    def get_state(self) -> torch.Tensor:
+        return self.generator.get_state()
+
+    def set_state(self, state: torch.Tensor) -> None:
+        self.generator.set_state(state)
+
+
+def _as_rgb(img: np.ndarray) -> np.ndarray:
+    return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
+
+
+def _to_tensor(batch: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)

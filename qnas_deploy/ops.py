@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as TF
 from torch import nn
 
-from .quant import HWGQAct, LSQWeightPerChannel
+from .quant import FLOAT_BITS, HWGQAct, LSQWeightPerChannel
 
 
 @dataclass(frozen=True)
@@ -151,9 +151,33 @@ class QConv2d(nn.Module):
         self.act_quant = HWGQAct(a_bits) if act == "hwgq" else nn.Identity()
         self.weight_quant = LSQWeightPerChannel(w_bits, conv.c_out)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def quantized(self) -> bool:
+        return self.w_bits < FLOAT_BITS and self.a_bits < FLOAT_BITS
+
+    def input_step(self, in_scale: torch.Tensor | float | None = None) -> torch.Tensor | None:
+        """Scale of the integers this conv reads: its HWGQ step, or the caller's tensor scale."""
+        if isinstance(self.act_quant, HWGQAct):
+            return self.act_quant.step if self.act_quant.enabled else None
+        return None if in_scale is None else torch.as_tensor(in_scale)
+
+    def bias_scale(self, in_scale=None) -> torch.Tensor | None:
+        """``s_in * s_w[c]``: the step of the int32 bias the runtime adds to the accumulator."""
+        s_in = self.input_step(in_scale)
+        if not self.quantized or s_in is None or self.bias is None:
+            return None
+        return (s_in.detach() * self.weight_quant.step.detach().reshape(-1))
+
+    def forward(self, x: torch.Tensor, in_scale: torch.Tensor | float | None = None) -> torch.Tensor:
+        """``in_scale``: the scale of ``x`` when ``act="none"`` (the caller quantized it), so that
+        the bias is quantized to int32 on the accumulator's grid, as the runtime stores it."""
         c = self.conv
-        return TF.conv2d(self.act_quant(x), self.weight_quant(self.weight), self.bias,
+        xq = self.act_quant(x)  # first: in training this updates the step the bias grid uses
+        bias = self.bias
+        bs = self.bias_scale(in_scale)
+        if bs is not None:
+            bias = bias + (torch.round(bias / bs) * bs - bias).detach()
+        return TF.conv2d(xq, self.weight_quant(self.weight), bias,
                          c.stride, c.pad, c.dilation, c.groups)
 
     def extra_repr(self) -> str:

@@ -86,14 +86,15 @@ class ESA(nn.Module):
         # TFLite's int8 LOGISTIC wants output scale 1/256 and zero point -128: uint8 zp 0.
         self.q_mask = _tq(tbits, signed=False, fixed_scale=1 / 256)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c1_ = self.q_c1(self.conv1(x))
-        c1 = self.q_c2(self.conv2(c1_))
+    def forward(self, x: torch.Tensor, x_scale: torch.Tensor) -> torch.Tensor:
+        """``x_scale``: the scale of ``x`` (the fused features), for the int32 bias of conv1."""
+        c1_ = self.q_c1(self.conv1(x, x_scale))
+        c1 = self.q_c2(self.conv2(c1_, self.q_c1.scale))
         v_max = TF.max_pool2d(c1, kernel_size=7, stride=3)
-        c3 = self.q_c3(self.conv3_(self.conv3(self.conv_max(v_max))))
+        c3 = self.q_c3(self.conv3_(self.conv3(self.conv_max(v_max, self.q_c2.scale))))
         c3 = self.q_c3.frozen(TF.interpolate(c3, size=x.shape[-2:], mode="bilinear", align_corners=False))
-        cf = self.q_cf(self.conv_f(c1_))
-        m = self.q_mask(torch.sigmoid(self.q_c4(self.conv4(self.q_sum(c3 + cf)))))
+        cf = self.q_cf(self.conv_f(c1_, self.q_c1.scale))
+        m = self.q_mask(torch.sigmoid(self.q_c4(self.conv4(self.q_sum(c3 + cf), self.q_sum.scale))))
         return x * m
 
 
@@ -123,7 +124,7 @@ class RFDB(nn.Module):
             ds.append(self.q_d[i](self.skips[i](x)))
             x = self.q_r[i](x + self.q_b[i](self.bodies[i](x)))
         ds.append(self.q_d[3](self.bodies[3](x)))
-        e = self.esa(self.q_fuse(self.fuse(self.q_cat(torch.cat(ds, dim=1)))))
+        e = self.esa(self.q_fuse(self.fuse(self.q_cat(torch.cat(ds, dim=1)))), self.q_fuse.scale)
         s = self.adq.scale(x_in) if self.adq else None
         if s is not None and self.adq.static:
             e = e * s

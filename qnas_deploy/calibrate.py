@@ -1,0 +1,63 @@
+"""Calibration before export: the statistics inference freezes, measured in inference mode.
+
+During training, BatchNorm normalises with batch statistics, ADQ multiplies by a per-image
+scale and every quantizer range is an EMA taken while the weights were still moving. The
+integer graph freezes all three, so they are re-measured on the final weights, in order:
+
+1. BatchNorm running statistics and the ADQ static scale: an exact average over the
+   calibration batches (BN in training mode with ``momentum=None``; quantizers frozen);
+2. every activation and tensor range, with BatchNorm and ADQ now in inference mode,
+   so each range is the one of the tensor the runtime will hold.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from .adq import ADQ
+from .quant import HWGQAct, Uint8AffineTensor
+
+_QUANTIZERS = (HWGQAct, Uint8AffineTensor)
+
+
+def calibrate(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
+    """Re-measure BN statistics, ADQ scales and quantizer ranges; returns the batches used."""
+    batches = list(batches)
+    if not batches:
+        raise ValueError("calibration needs at least one batch")
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    adqs = [m for m in model.modules() if isinstance(m, ADQ)]
+    quants = [m for m in model.modules() if isinstance(m, _QUANTIZERS) and m.enabled]
+    saved = {m: m.momentum for m in bns + adqs + quants}
+    try:
+        with torch.no_grad():
+            model.eval()
+            for m in bns:
+                m.reset_running_stats()
+                m.momentum = None  # cumulative average
+                m.train()
+            for m in adqs:
+                m.initialized.fill_(False)
+                m.train()
+            _run(model, batches, adqs)
+            model.eval()
+            for m in quants:
+                if getattr(m, "fixed_scale", None) is None:
+                    m.initialized.fill_(False)
+                m.train()
+            _run(model, batches, quants)
+    finally:
+        for m, mom in saved.items():
+            m.momentum = mom
+        model.eval()
+    return len(batches)
+
+
+def _run(model: nn.Module, batches: list[torch.Tensor], averaged: list[nn.Module]) -> None:
+    # momentum 1/(k+1) on batch k turns the EMA into the exact mean over the batches.
+    for k, x in enumerate(batches):
+        for m in averaged:
+            m.momentum = 1.0 / (k + 1)
+        model(x)

@@ -55,8 +55,29 @@ class ADQ(nn.Module):
     def static(self) -> bool:
         return self.mode == "static"
 
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn_quant(self.bn(x))
+    def normalize(self, x: torch.Tensor, x_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """``BN(x)`` quantized. In inference mode with the input's scale known, BN is computed
+        as the runtime computes it: a depthwise 1x1 integer conv with one weight per channel
+        (``+-127`` at scale ``|alpha|/127``, exact) and an int32 bias on ``s_x |alpha| / 127``."""
+        if self.training or x_scale is None or not self.bn_quant.enabled:
+            return self.bn_quant(self.bn(x))
+        alpha, beta = self.folded()
+        s_x = torch.as_tensor(x_scale, dtype=x.dtype).detach()
+        step = s_x * self.weight_scale(alpha)
+        w_int = torch.where(alpha < 0, -127.0, 127.0).double().reshape(1, -1, 1, 1)
+        acc = torch.round(x / s_x).double() * w_int + torch.round(beta / step).double().reshape(1, -1, 1, 1)
+        return self.bn_quant(acc.to(x.dtype) * step.reshape(1, -1, 1, 1))
+
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference-mode BN as ``alpha * x + beta`` per channel."""
+        bn = self.bn
+        alpha = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach()
+        beta = (bn.bias - bn.running_mean * alpha).detach()
+        return alpha, beta
+
+    @staticmethod
+    def weight_scale(alpha: torch.Tensor) -> torch.Tensor:
+        return alpha.abs().clamp_min(1e-12) / 127
 
     def phi(self, x: torch.Tensor) -> torch.Tensor:
         """Per-image ``phi(std(x))``, shape ``[N, 1, 1, 1]``."""

@@ -173,12 +173,32 @@ class QConv2d(nn.Module):
         the bias is quantized to int32 on the accumulator's grid, as the runtime stores it."""
         c = self.conv
         xq = self.act_quant(x)  # first: in training this updates the step the bias grid uses
+        if not self.training and self.quantized:
+            s_in = self.input_step(in_scale)
+            if s_in is not None:
+                return self._integer_forward(xq, s_in)
         bias = self.bias
         bs = self.bias_scale(in_scale)
         if bs is not None:
             bias = bias + (torch.round(bias / bs) * bs - bias).detach()
         return TF.conv2d(xq, self.weight_quant(self.weight), bias,
                          c.stride, c.pad, c.dilation, c.groups)
+
+    def _integer_forward(self, xq: torch.Tensor, s_in: torch.Tensor) -> torch.Tensor:
+        """Inference as the integer runtime computes it: an exact integer accumulator
+        (float64 holds these sums exactly) scaled once by ``s_in * s_w`` in float32, so
+        the next quantizer sees the value onnxruntime's requantisation sees."""
+        c = self.conv
+        s_in = s_in.detach().to(xq.dtype)
+        x_int = torch.round(xq / s_in).double()
+        if not bool(self.weight_quant.initialized):
+            self.weight_quant.init_from(self.weight)
+        w_int = self.weight_quant.integer_weight(self.weight).double()
+        acc = TF.conv2d(x_int, w_int, None, c.stride, c.pad, c.dilation, c.groups)
+        step = (s_in * self.weight_quant.step.detach().reshape(-1)).to(xq.dtype)
+        if self.bias is not None:
+            acc = acc + torch.round(self.bias.detach() / step).double().reshape(1, -1, 1, 1)
+        return acc.to(xq.dtype) * step.reshape(1, -1, 1, 1)
 
     def extra_repr(self) -> str:
         c = self.conv

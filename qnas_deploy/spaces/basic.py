@@ -82,8 +82,9 @@ class BasicBlock(nn.Module):
         self.q_prod = _tensor_quant(tbits) if adq == "dynamic" else None
         self.q_out = _tensor_quant(tbits)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xn = self.adq.normalize(x) if self.adq else x
+    def forward(self, x: torch.Tensor, x_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """``x_scale``: the scale of ``x`` (the previous tensor quantizer's), for ADQ's BN."""
+        xn = self.adq.normalize(x, x_scale) if self.adq else x
         b = self.body1(self.body0(xn))
         k = self.skip(xn)
         s = self.adq.scale(x) if self.adq else None
@@ -122,9 +123,9 @@ class BasicNet(nn.Module):
         L = self.layers
         x = self.q_in(x)
         h = self.q_head(L["head_1"](L["head_0"](x)))
-        y = h
+        y, y_scale = h, self.q_head.scale
         for block in self.blocks:
-            y = block(y)
+            y, y_scale = block(y, y_scale), block.q_out.scale
         y = self.q_long(y + h)
         up = self.shuffle(self.q_up(L["upsample"](y)))
         t = self.q_tail(L["tail_1"](L["tail_0"](up)))

@@ -56,6 +56,27 @@ def check(channels: int, blocks: int, scale: int) -> str | None:
     return None
 
 
+def _axis(out: int, size: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    scale = torch.tensor(size, dtype=torch.float32) / torch.tensor(out, dtype=torch.float32)
+    src = torch.clamp_min(scale * (torch.arange(out, dtype=torch.float32) + 0.5) - 0.5, 0.0)
+    i0 = torch.floor(src).long()
+    l1 = torch.clamp(src - i0.float(), 0.0, 1.0)
+    i1 = torch.where(i0 < size - 1, i0 + 1, i0)
+    return i0.to(device), i1.to(device), (1.0 - l1).to(device), l1.to(device)
+
+
+def bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize, half-pixel centres (``align_corners=False``), written out in float32
+    elementwise operations so that the numpy reference executor reproduces it bit for bit
+    (``F.interpolate``'s vectorised kernel rounds differently in the last bit)."""
+    y0, y1, h0, h1 = _axis(size[0], x.shape[-2], x.device)
+    x0, x1, w0, w1 = _axis(size[1], x.shape[-1], x.device)
+    top, bot = x[:, :, y0], x[:, :, y1]
+    top = top[..., x0] * w0 + top[..., x1] * w1
+    bot = bot[..., x0] * w0 + bot[..., x1] * w1
+    return top * h0[:, None] + bot * h1[:, None]
+
+
 def _tq(bits: int, signed: bool = True, fixed_scale: float | None = None) -> Uint8AffineTensor:
     return Uint8AffineTensor(signed=signed, fixed_scale=fixed_scale, bits=bits)
 
@@ -92,7 +113,7 @@ class ESA(nn.Module):
         c1 = self.q_c2(self.conv2(c1_, self.q_c1.scale))
         v_max = TF.max_pool2d(c1, kernel_size=7, stride=3)
         c3 = self.q_c3(self.conv3_(self.conv3(self.conv_max(v_max, self.q_c2.scale))))
-        c3 = self.q_c3.frozen(TF.interpolate(c3, size=x.shape[-2:], mode="bilinear", align_corners=False))
+        c3 = self.q_c3.frozen(bilinear(c3, tuple(x.shape[-2:])))
         cf = self.q_cf(self.conv_f(c1_, self.q_c1.scale))
         m = self.q_mask(torch.sigmoid(self.q_c4(self.conv4(self.q_sum(c3 + cf), self.q_sum.scale))))
         return x * m
@@ -117,8 +138,9 @@ class RFDB(nn.Module):
         self.q_prod = _tq(tbits) if adq == "dynamic" else None
         self.q_out = _tq(tbits)
 
-    def forward(self, x_in: torch.Tensor) -> torch.Tensor:
-        x = self.adq.normalize(x_in) if self.adq else x_in
+    def forward(self, x_in: torch.Tensor, x_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """``x_scale``: the scale of ``x_in`` (the previous tensor quantizer's), for ADQ's BN."""
+        x = self.adq.normalize(x_in, x_scale) if self.adq else x_in
         ds = []
         for i in range(3):
             ds.append(self.q_d[i](self.skips[i](x)))
@@ -169,9 +191,9 @@ class RFDNNet(nn.Module):
         L = self.layers
         x = self.q_in(x)
         h = x.repeat(1, self.spec.channels // 3, 1, 1)
-        y, outs = h, []
+        y, y_scale, outs = h, self.q_in.scale, []
         for block in self.blocks:
-            y = block(y)
+            y, y_scale = block(y, y_scale), block.q_out.scale
             outs.append(y)
         y = self.q_lr(self.lr_conv(self.fuse(self.q_cat(torch.cat(outs, dim=1)))))
         y = self.q_long(y + h)

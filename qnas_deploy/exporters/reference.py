@@ -1,0 +1,225 @@
+"""The numpy reference executor of the integer graph: the golden model of every parity test.
+
+Quantized convolutions run in integers: ``acc = sum (q - zp_in) * w + bias`` in int64
+(never overflowing int32 for these sizes), then the requantisation onnxruntime's
+QLinearConv performs: ``clip(rint(float32(acc) * M) + zp_out)`` with the float32
+multiplier ``M = s_in * s_w[c] / s_out`` (FACTS.md section 5), rounding half to even.
+Elementwise operations compute the real values in float32 from their integer inputs
+and quantize the result with ``rint(v / s_out)``, exactly as the fake-quant model does.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .ir import Graph, Node, Tensor
+
+F32 = np.float32
+
+
+def run(graph: Graph, image: np.ndarray) -> np.ndarray:
+    """Run ``graph`` on ``image``: uint8 ``[N, 3, H, W]`` (or ``[3, H, W]``); returns uint8."""
+    squeeze = image.ndim == 3
+    x = image[None] if squeeze else image
+    values = {graph.input: _input(graph.tensor(graph.input), x)}
+    for node in graph.nodes:
+        values[node.output] = _OPS[node.op](graph, node, values)
+    out = _to_uint8(graph.tensor(graph.output), values[graph.output])
+    return out[0] if squeeze else out
+
+
+def run_tensors(graph: Graph, image: np.ndarray) -> dict[str, np.ndarray]:
+    """Every tensor's value (integers for quantized tensors), for debugging and tests."""
+    values = {graph.input: _input(graph.tensor(graph.input), image)}
+    for node in graph.nodes:
+        values[node.output] = _OPS[node.op](graph, node, values)
+    return values
+
+
+def runner(graph: Graph):
+    """A runner (``infer.py``): uint8 HxWx3 image in, uint8 upscaled image out."""
+    def run_one(lr: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(run(graph, np.ascontiguousarray(lr.transpose(2, 0, 1))).transpose(1, 2, 0))
+    return run_one
+
+
+# helpers ---------------------------------------------------------------------------------
+
+def _input(t: Tensor, x: np.ndarray) -> np.ndarray:
+    if x.dtype != np.uint8:
+        raise ValueError("the reference executor takes uint8 images")
+    if t.quantized:  # the input grid is 1/255 with zero point 0: uint8 pixels are its integers
+        return x.astype(np.int32)
+    return x.astype(F32) / F32(255.0)
+
+
+def _to_uint8(t: Tensor, v: np.ndarray) -> np.ndarray:
+    if t.quantized:
+        return np.clip(v, 0, 255).astype(np.uint8)
+    return np.clip(np.rint(v * F32(255.0)), 0, 255).astype(np.uint8)
+
+
+def real(t: Tensor, v: np.ndarray) -> np.ndarray:
+    """Real values of a tensor, in float32 (dequantization)."""
+    if not t.quantized:
+        return v.astype(F32)
+    return (v - t.zero_point).astype(F32) * F32(t.scale)
+
+
+def quantize(t: Tensor, v: np.ndarray) -> np.ndarray:
+    """Real float32 values onto the grid of ``t`` (``rint(v / s) + zp``, clipped)."""
+    if not t.quantized:
+        return v.astype(F32)
+    q = np.rint(v.astype(F32) / F32(t.scale)).astype(np.int64) + t.zero_point
+    return np.clip(q, t.qmin, t.qmax).astype(np.int32)
+
+
+def _conv_int(x: np.ndarray, w: np.ndarray, stride: int, pad, dilation: int, groups: int) -> np.ndarray:
+    """Integer (or float) 2-D convolution by im2col, NCHW; zero padding."""
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    ph, pw = pad
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    ho = (h + 2 * ph - dilation * (kh - 1) - 1) // stride + 1
+    wo = (wd + 2 * pw - dilation * (kw - 1) - 1) // stride + 1
+    og = o // groups
+    acc_dtype = np.int64 if np.issubdtype(x.dtype, np.integer) else np.float32
+    out = np.zeros((n, o, ho, wo), dtype=acc_dtype)
+    for g in range(groups):
+        xg = xp[:, g * cg:(g + 1) * cg]
+        wg = w[g * og:(g + 1) * og].astype(acc_dtype)
+        for i in range(kh):
+            for j in range(kw):
+                patch = xg[:, :, i * dilation: i * dilation + stride * (ho - 1) + 1: stride,
+                           j * dilation: j * dilation + stride * (wo - 1) + 1: stride].astype(acc_dtype)
+                out[:, g * og:(g + 1) * og] += np.einsum("nchw,oc->nohw", patch, wg[:, :, i, j], optimize=True)
+    return out
+
+
+def _conv(graph: Graph, node: Node, values: dict) -> np.ndarray:
+    a = node.attrs
+    xt, yt = graph.tensor(node.inputs[0]), graph.tensor(node.output)
+    x = values[node.inputs[0]]
+    if a.get("float"):
+        xr = real(xt, x)
+        if a.get("relu_in"):
+            xr = np.maximum(xr, 0)
+        y = _conv_int(xr, a["weight"], a["stride"], a["pad"], a["dilation"], a["groups"])
+        y = y + a["bias"].reshape(1, -1, 1, 1).astype(F32)
+        return quantize(yt, y.astype(F32) * F32(a["mult"]) if a["mult"] != 1.0 else y.astype(F32))
+    acc = _conv_int(x.astype(np.int64) - xt.zero_point, a["weight"], a["stride"], a["pad"], a["dilation"], a["groups"])
+    acc = acc + a["bias"].astype(np.int64).reshape(1, -1, 1, 1)
+    w_scale = (a["w_scale"].astype(F32) * F32(a["mult"])).astype(F32)
+    if not yt.quantized:  # into a float layer
+        return acc.astype(F32) * (F32(xt.scale) * w_scale).reshape(1, -1, 1, 1)
+    m = ((F32(xt.scale) * w_scale) / F32(yt.scale)).astype(F32)
+    q = np.rint(acc.astype(F32) * m.reshape(1, -1, 1, 1)).astype(np.int64)
+    return np.clip(q + yt.zero_point, yt.qmin, yt.qmax).astype(np.int32)
+
+
+def _elementwise(fn):
+    def op(graph: Graph, node: Node, values: dict) -> np.ndarray:
+        ins = [real(graph.tensor(i), values[i]) for i in node.inputs]
+        v = fn(*ins).astype(F32)
+        mult = node.attrs.get("mult", 1.0)
+        if mult != 1.0:
+            v = (v * F32(mult)).astype(F32)
+        return quantize(graph.tensor(node.output), v)
+    return op
+
+
+def _requant(graph, node, values):
+    return quantize(graph.tensor(node.output), real(graph.tensor(node.inputs[0]), values[node.inputs[0]]))
+
+
+def _concat(graph, node, values):
+    yt = graph.tensor(node.output)
+    parts = []
+    for i in node.inputs:
+        t, v = graph.tensor(i), values[i]
+        parts.append(v if t.quantized and t.same_grid(yt) else quantize(yt, real(t, v)))
+    return np.concatenate(parts, axis=1)
+
+
+def _depth_to_space(graph, node, values):
+    v = values[node.inputs[0]]
+    r = node.attrs["blocksize"]
+    n, c, h, w = v.shape
+    v = v.reshape(n, c // (r * r), r, r, h, w).transpose(0, 1, 4, 2, 5, 3)
+    return v.reshape(n, c // (r * r), h * r, w * r)
+
+
+def _tile(graph, node, values):
+    return np.tile(values[node.inputs[0]], (1, node.attrs["times"], 1, 1))
+
+
+def _max_pool(graph, node, values):
+    v = values[node.inputs[0]]
+    k, s = node.attrs["kernel"], node.attrs["stride"]
+    n, c, h, w = v.shape
+    ho, wo = (h - k) // s + 1, (w - k) // s + 1
+    out = np.full((n, c, ho, wo), np.iinfo(np.int32).min if np.issubdtype(v.dtype, np.integer) else -np.inf,
+                  dtype=v.dtype)
+    for i in range(k):
+        for j in range(k):
+            out = np.maximum(out, v[:, :, i:i + s * (ho - 1) + 1:s, j:j + s * (wo - 1) + 1:s])
+    return out
+
+
+def bilinear(v: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize with half-pixel centres, in float32 with the operation order of
+    PyTorch's CPU kernel (``align_corners=False``), so the reference equals the model."""
+    n, c, h, w = v.shape
+    oh, ow = size
+
+    def axis(o, i):
+        scale = F32(i) / F32(o)
+        src = np.maximum(scale * (np.arange(o, dtype=F32) + F32(0.5)) - F32(0.5), F32(0)).astype(F32)
+        i0 = np.floor(src).astype(np.int64)
+        l1 = np.clip(src - i0.astype(F32), F32(0), F32(1)).astype(F32)
+        i1 = np.where(i0 < i - 1, i0 + 1, i0)
+        return i0, i1, (F32(1) - l1).astype(F32), l1
+
+    y0, y1, hy0, hy1 = axis(oh, h)
+    x0, x1, wx0, wx1 = axis(ow, w)
+    v = v.astype(F32)
+    top = v[:, :, y0][:, :, :, x0] * wx0 + v[:, :, y0][:, :, :, x1] * wx1
+    bot = v[:, :, y1][:, :, :, x0] * wx0 + v[:, :, y1][:, :, :, x1] * wx1
+    return (top * hy0[:, None] + bot * hy1[:, None]).astype(F32)
+
+
+def _resize(graph, node, values):
+    xt = graph.tensor(node.inputs[0])
+    ref = values[node.inputs[1]]
+    v = bilinear(real(xt, values[node.inputs[0]]), ref.shape[-2:])
+    return quantize(graph.tensor(node.output), v)
+
+
+def _sigmoid(graph, node, values):
+    v = real(graph.tensor(node.inputs[0]), values[node.inputs[0]])
+    return quantize(graph.tensor(node.output), (F32(1) / (F32(1) + np.exp(-v))).astype(F32))
+
+
+def _adq_scale(graph, node, values):
+    v = real(graph.tensor(node.inputs[0]), values[node.inputs[0]])
+    std = v.reshape(v.shape[0], -1).astype(np.float64).std(axis=1, ddof=1).astype(F32)
+    return (F32(node.attrs["a"]) * std + F32(node.attrs["c"])).reshape(-1, 1, 1, 1).astype(F32)
+
+
+def _relu(graph, node, values):
+    return quantize(graph.tensor(node.output), np.maximum(real(graph.tensor(node.inputs[0]), values[node.inputs[0]]), 0))
+
+
+_OPS = {
+    "conv": _conv,
+    "requant": _requant,
+    "add": _elementwise(lambda a, b: a + b),
+    "mul": _elementwise(lambda a, b: a * b),
+    "concat": _concat,
+    "depth_to_space": _depth_to_space,
+    "tile": _tile,
+    "max_pool": _max_pool,
+    "resize": _resize,
+    "sigmoid": _sigmoid,
+    "adq_scale": _adq_scale,
+    "relu": _relu,
+}

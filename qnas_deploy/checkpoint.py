@@ -8,6 +8,7 @@ state dict must then match the network that spec builds, key for key and shape f
 from __future__ import annotations
 
 import pickle
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,11 +53,13 @@ def load_checkpoint(path: str | Path, spec: ArchSpec | None = None, map_location
     p = Path(path)
     if not p.is_file():
         raise BadInput(f"{p}: no such checkpoint")
+    if not zipfile.is_zipfile(p):
+        raise BadInput(f"{p}: not a readable checkpoint (not a PyTorch zip archive)")
     try:
         doc = torch.load(p, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
-        raise BadInput(f"{p}: refused to load (checkpoints hold tensors only; {first})") from None
+    except pickle.UnpicklingError:
+        raise BadInput(f"{p}: refused to load: it holds objects other than tensors, numbers and "
+                       f"strings, and checkpoints are loaded with weights_only=True") from None
     except Exception as e:  # noqa: BLE001 - truncated zip, not a torch file, ...
         raise BadInput(f"{p}: not a readable checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
@@ -71,7 +74,7 @@ def load_checkpoint(path: str | Path, spec: ArchSpec | None = None, map_location
         raise BadInput(f"{p}: checkpoint does not match the spec given ({_first_difference(spec, stored)})")
     model = build_model(stored)
     load_weights(model, doc["model"], str(p))
-    return Checkpoint(stored, model, bool(doc.get("calibrated")), doc.get("record", {}), doc.get("state", {}))
+    return Checkpoint(stored, model.eval(), bool(doc.get("calibrated")), doc.get("record", {}), doc.get("state", {}))
 
 
 def load_weights(model: nn.Module, state: dict, source: str) -> None:

@@ -200,6 +200,35 @@ def upscale(model: str, image: str, out: str | None, tile: int, overlap: int, co
     click.echo(f"wrote {out}" + (f" and {compare}" if compare else ""), err=True)
 
 
+@cli.command()
+@click.argument("source")
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
+@click.option("-o", "--output", "out", metavar="PATH", help="Output file (default: SOURCE name + .onnx).")
+@click.option("--weights", metavar="CKPT", help="Trained checkpoint for SOURCE (a found.json or zoo name).")
+@click.option("--calib", metavar="DATA", help="Recalibrate ranges on these images (folders or dataset names).")
+@_datasets_root_option
+@click.option("--adq", type=click.Choice(["static", "dynamic"]), default="static", show_default=True,
+              help="static: calibrated constant folded into the convs (fully integer); dynamic: per-image subgraph.")
+@click.option("--int4", type=click.Choice(["container", "packed"]), default="container", show_default=True,
+              help="Sub-8-bit weights in int8 containers, or packed INT4 (opset 21).")
+@click.option("--io", type=click.Choice(["uint8", "float"]), default="uint8", show_default=True,
+              help="Input/output: uint8 images NCHW, or float in [0, 1].")
+@click.option("--no-simplify", is_flag=True, help="Skip onnxsim.")
+def export(source: str, fmt: str, out: str | None, weights: str | None, calib: str | None,
+           datasets_root: str | None, adq: str, int4: str, io: str, no_simplify: bool) -> None:
+    """Export SOURCE (found.json, zoo name or checkpoint .pt) to a fully integer QDQ ONNX file."""
+    from pathlib import Path
+
+    from .exporters.export import export as run_export
+
+    out = out or f"{Path(source).stem}.{fmt}"
+    e = run_export(source, out, fmt, weights=weights, calib=calib, adq=adq, int4=int4, io=io,
+                   datasets_root=datasets_root, simplify=not no_simplify, log=lambda m: click.echo(m, err=True))
+    convs = len(e.graph.conv_nodes())
+    click.echo(f"wrote {out}: {convs} convs, {len(e.graph.nodes)} graph nodes, weights {e.weights}, "
+               f"{e.seconds:.1f} s", err=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: turns errors into one line and an exit code."""
     from .errors import QnasError

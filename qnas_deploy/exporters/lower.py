@@ -180,14 +180,14 @@ def _lower_basic(net, g: _Builder, x: str, adq_mode: str | None) -> str:
     u = g.chain(_convs(L["upsample"]), y, g.held("upsample", 3 * s2, net.q_up), "upsample")
     up = g.node("depth_to_space", [u], g.like("shuffle", u, 3), blocksize=net.scale)
     t = g.chain(_convs(L["tail_0"]) + _convs(L["tail_1"]), up, g.held("tail", 3, net.q_tail), "tail")
-    return g.binary("add", up, t, g.held("output", 3, net.q_image))
+    return g.binary("add", up, t, g.held("sr", 3, net.q_image))
 
 
 def _lower_espcn(net, g: _Builder, x: str, adq_mode: str | None) -> str:
     L = net.layers
     convs = _convs(L["conv_0"]) + _convs(L["conv_1"]) + _convs(L["upsample"])
     u = g.chain(convs, x, g.held("upsample", 3 * net.scale ** 2, net.q_image), "convs")
-    return g.node("depth_to_space", [u], g.like("output", u, 3), blocksize=net.scale)
+    return g.node("depth_to_space", [u], g.like("sr", u, 3), blocksize=net.scale)
 
 
 def _lower_rfdn(net, g: _Builder, x: str, adq_mode: str | None) -> str:
@@ -204,7 +204,7 @@ def _lower_rfdn(net, g: _Builder, x: str, adq_mode: str | None) -> str:
     u = g.chain(_convs(L["upsample"]), y2, g.held("upsample", 3 * net.scale ** 2, net.q_up), "upsample")
     up = g.node("depth_to_space", [u], g.like("shuffle", u, 3), blocksize=net.scale)
     t = g.chain(_convs(L["tail"]), up, g.held("tail", 3, net.q_tail), "tail")
-    return g.binary("add", up, t, g.held("output", 3, net.q_image))
+    return g.binary("add", up, t, g.held("sr", 3, net.q_image))
 
 
 def _lower_rfdb(blk, g: _Builder, x_in: str, p: str, c: int, mode: str | None) -> str:

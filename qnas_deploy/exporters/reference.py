@@ -16,13 +16,24 @@ from .ir import Graph, Node, Tensor
 F32 = np.float32
 
 
-def run(graph: Graph, image: np.ndarray) -> np.ndarray:
-    """Run ``graph`` on ``image``: uint8 ``[N, 3, H, W]`` (or ``[3, H, W]``); returns uint8."""
+ARITHMETIC = ("torch", "ort")
+
+
+def run(graph: Graph, image: np.ndarray, arithmetic: str = "torch") -> np.ndarray:
+    """Run ``graph`` on ``image``: uint8 ``[N, 3, H, W]`` (or ``[3, H, W]``); returns uint8.
+
+    ``arithmetic="ort"`` computes the 8-bit residual additions as onnxruntime's x86
+    QLinearAdd kernel does (fixed point, see :func:`qlinear_add_ort`) and requantisations
+    as the identity QLinearConv the ONNX file holds (``rint(k * f32(s_in / s_out))``)
+    instead of in float as the fake-quant model does (``rint(f32(k * s_in) / s_out)``).
+    The two differ only where a value lies within float rounding of a tie.
+    """
     squeeze = image.ndim == 3
     x = image[None] if squeeze else image
     values = {graph.input: _input(graph.tensor(graph.input), x)}
+    ops = _OPS if arithmetic == "torch" else {**_OPS, "add": _add_ort, "requant": _requant_ort}
     for node in graph.nodes:
-        values[node.output] = _OPS[node.op](graph, node, values)
+        values[node.output] = ops[node.op](graph, node, values)
     out = _to_uint8(graph.tensor(graph.output), values[graph.output])
     return out[0] if squeeze else out
 
@@ -35,10 +46,11 @@ def run_tensors(graph: Graph, image: np.ndarray) -> dict[str, np.ndarray]:
     return values
 
 
-def runner(graph: Graph):
+def runner(graph: Graph, arithmetic: str = "torch"):
     """A runner (``infer.py``): uint8 HxWx3 image in, uint8 upscaled image out."""
     def run_one(lr: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(run(graph, np.ascontiguousarray(lr.transpose(2, 0, 1))).transpose(1, 2, 0))
+        y = run(graph, np.ascontiguousarray(lr.transpose(2, 0, 1)), arithmetic)
+        return np.ascontiguousarray(y.transpose(1, 2, 0))
     return run_one
 
 
@@ -223,3 +235,48 @@ _OPS = {
     "adq_scale": _adq_scale,
     "relu": _relu,
 }
+
+
+def qlinear_add_ort(a: np.ndarray, sa: float, za: int, b: np.ndarray, sb: float, zb: int,
+                    sc: float, zc: int) -> np.ndarray:
+    """onnxruntime's uint8 QLinearAdd on x86 (MLAS AVX2 kernel, XNNPACK's method).
+
+    Both scale ratios become integer multipliers with 22 significant bits sharing one
+    right shift; the sum is rounded half away from zero, then offset and saturated.
+    Reproduced from the kernel's arithmetic; it differs from float addition only on
+    (near-)ties, which float rounding resolves to even and this resolves away from zero.
+    """
+    ra, rb = F32(F32(sa) / F32(sc)), F32(F32(sb) / F32(sc))
+    greater = max(ra, rb)
+    exponent = int((np.array(greater, F32).view(np.uint32) >> 23)) - 127
+    shift = 21 - exponent
+    if not 13 <= shift <= 31:  # outside the kernel's range: onnxruntime adds in float
+        return None
+    mant = F32(2.0 ** (21 - exponent))
+    ma, mb = int(np.rint(ra * mant)), int(np.rint(rb * mant))
+    acc = ma * a.astype(np.int64) + mb * b.astype(np.int64) - (ma * za + mb * zb)
+    mask = (1 << shift) - 1
+    rem = (acc & mask) - (acc < 0)
+    q = (acc >> shift) + (rem > (mask >> 1))
+    q = np.clip(q, -32768, 32767) + zc
+    return np.clip(q, 0, 255).astype(np.int32)
+
+
+def _add_ort(graph, node, values):
+    ta, tb, tc = (graph.tensor(n) for n in (*node.inputs, node.output))
+    if (ta.quantized and tb.quantized and tc.quantized and node.attrs.get("mult", 1.0) == 1.0
+            and tc.qmin == 0 and tc.qmax == 255):
+        q = qlinear_add_ort(values[node.inputs[0]], ta.scale, ta.zero_point, values[node.inputs[1]],
+                            tb.scale, tb.zero_point, tc.scale, tc.zero_point)
+        if q is not None:
+            return q
+    return _OPS["add"](graph, node, values)
+
+
+def _requant_ort(graph, node, values):
+    xt, yt = graph.tensor(node.inputs[0]), graph.tensor(node.output)
+    if not (xt.quantized and yt.quantized):
+        return _requant(graph, node, values)
+    m = F32(F32(xt.scale) * F32(1.0)) / F32(yt.scale)
+    q = np.rint((values[node.inputs[0]] - xt.zero_point).astype(F32) * F32(m)).astype(np.int64) + yt.zero_point
+    return np.clip(q, yt.qmin, yt.qmax).astype(np.int32)

@@ -151,7 +151,8 @@ def train(spec: str, data: str, out: str, val: str | None, datasets_root: str | 
           iters: int, batch: int, patch: int, lr: float, optimizer: str, seed: int, calib_batches: int,
           device: str, resume: bool, no_progress: bool) -> None:
     """Quantization-aware training of SPEC (found.json or zoo name) from scratch."""
-    from .train import TrainConfig, load_pairs, train as run_train
+    from .data import load_pairs
+    from .train import TrainConfig, train as run_train
     from .zoo import resolve
 
     arch = resolve(spec)

@@ -121,6 +121,17 @@ def training_pairs(folder: str | Path, scale: int) -> list[Pair]:
     return pairs
 
 
+def load_pairs(data: str, scale: int, root: str | None, training: bool) -> list[Pair]:
+    """Pairs from comma-separated folders or dataset names."""
+    pairs: list[Pair] = []
+    for item in (s for s in data.split(",") if s):
+        folder = resolve_dataset(item, root)
+        pairs += training_pairs(folder, scale) if training else benchmark_pairs(folder, scale)
+    if not pairs:
+        raise BadInput(f"{data}: no images")
+    return pairs
+
+
 class PatchSampler:
     """Random aligned LR/HR patches with flips and 90-degree rotations.
 

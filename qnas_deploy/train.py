@@ -20,7 +20,7 @@ from torch import nn
 
 from .calibrate import calibrate
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .data import PatchSampler, Pair, benchmark_pairs, resolve_dataset, training_pairs
+from .data import PatchSampler, Pair
 from .errors import BadInput
 from .infer import grey_aware, min_input_size, torch_runner
 from .metrics import psnr
@@ -65,17 +65,6 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-
-
-def load_pairs(data: str, scale: int, root: str | None, training: bool) -> list[Pair]:
-    """Pairs from comma-separated folders or dataset names."""
-    pairs: list[Pair] = []
-    for item in (s for s in data.split(",") if s):
-        folder = resolve_dataset(item, root)
-        pairs += training_pairs(folder, scale) if training else benchmark_pairs(folder, scale)
-    if not pairs:
-        raise BadInput(f"{data}: no images")
-    return pairs
 
 
 def validate(model: nn.Module, pairs: list[Pair], scale: int, device: str = "cpu") -> float:

@@ -101,8 +101,6 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path, tiny_spec):
     torch.save({"format": "qnas-deploy/checkpoint", "x": io.BytesIO(b"")}, evil)
     with pytest.raises(BadInput, match="refused to load"):
         load_checkpoint(evil)
-    other = tmp_path / "other.json"
-    save(tiny_spec.with_(channels=12), other)
 
 
 def test_train_eval_upscale_cli(tmp_path, tiny_spec, capsys):

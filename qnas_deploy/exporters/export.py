@@ -49,9 +49,8 @@ def load_model(spec_or_ckpt: str, weights: str | None = None, log: Callable[[str
 
 def calibration_batches(spec, calib: str | None, datasets_root: str | None, n: int = 4) -> list[torch.Tensor]:
     """LR batches to calibrate on: patches of ``--calib`` images, else smooth random images."""
-    from ..data import PatchSampler
+    from ..data import PatchSampler, load_pairs
     from ..infer import min_input_size
-    from ..train import load_pairs
 
     size = max(32, min_input_size(spec))
     if calib:

@@ -28,7 +28,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 
 
 @dataclass
@@ -43,10 +42,6 @@ class Tensor:
     @property
     def quantized(self) -> bool:
         return self.scale is not None
-
-    @property
-    def bits(self) -> int:
-        return int(self.qmax - self.qmin).bit_length()
 
     def same_grid(self, other: "Tensor") -> bool:
         return (self.scale == other.scale and self.zero_point == other.zero_point
@@ -74,19 +69,5 @@ class Graph:
     def tensor(self, name: str) -> Tensor:
         return self.tensors[name]
 
-    @property
-    def quantized(self) -> bool:
-        return self.tensors[self.input].quantized
-
     def conv_nodes(self) -> list[Node]:
         return [n for n in self.nodes if n.op == "conv"]
-
-    def summary(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for n in self.nodes:
-            counts[n.op] = counts.get(n.op, 0) + 1
-        return counts
-
-
-def f32(x) -> np.float32:
-    return np.float32(x)

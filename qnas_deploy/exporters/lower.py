@@ -22,7 +22,7 @@ from torch import nn
 from ..adq import ADQ
 from ..errors import BadInput
 from ..ops import QConv2d, QOp
-from ..quant import HWGQAct, Uint8AffineTensor
+from ..quant import HWGQAct, Uint8AffineTensor, int_range
 from .ir import Graph, Node, Tensor
 
 
@@ -49,7 +49,7 @@ class _Builder:
     def grid_of(self, conv: QConv2d, name: str) -> Tensor:
         act = conv.act_quant
         if isinstance(act, HWGQAct) and act.enabled:
-            return self._add(Tensor(name, conv.conv.c_in, float(act.step), 0, *_range(act.bits)))
+            return self._add(Tensor(name, conv.conv.c_in, float(act.step), 0, *int_range(act.bits, signed=False)))
         return self._add(Tensor(name, conv.conv.c_in))
 
     def like(self, name: str, src: str, channels: int | None = None) -> Tensor:
@@ -124,9 +124,9 @@ class _Builder:
     def binary(self, op: str, a: str, b: str, out: Tensor, mult: float = 1.0) -> str:
         return self.node(op, [a, b], out, mult=float(np.float32(mult)))
 
-
-def _range(bits: int) -> tuple[int, int]:
-    return 0, 2**bits - 1
+    def adq_scale(self, adq: ADQ, x: str, name: str) -> str:
+        """The per-image ``phi(std(x))`` of dynamic ADQ (a float tensor ``[N, 1, 1, 1]``)."""
+        return self.node("adq_scale", [x], self._add(Tensor(name, 1)), a=float(adq.phi_a), c=float(adq.phi_c))
 
 
 def _convs(op: QOp) -> list[QConv2d]:
@@ -168,8 +168,7 @@ def _lower_basic(net, g: _Builder, x: str, adq_mode: str | None) -> str:
             b = g.chain(_convs(blk.body0) + _convs(blk.body1), xn, g.held(f"{p}.body", c, blk.q_body, d), f"{p}.body")
             sk = g.chain(_convs(blk.skip), xn, g.held(f"{p}.skip", c, blk.q_skip, d), f"{p}.skip")
             r = g.binary("add", b, sk, g.held(f"{p}.sum", c, blk.q_sum, d))
-            sc = g.node("adq_scale", [y], g._add(Tensor(f"{p}.adq_scale", 1)), a=float(blk.adq.phi_a), c=float(blk.adq.phi_c))
-            r = g.binary("mul", r, sc, g.held(f"{p}.prod", c, blk.q_prod or blk.q_sum))
+            r = g.binary("mul", r, g.adq_scale(blk.adq, y, f"{p}.adq_scale"), g.held(f"{p}.prod", c, blk.q_prod or blk.q_sum))
         else:
             b = g.chain(_convs(blk.body0) + _convs(blk.body1), xn, g.held(f"{p}.body", c, blk.q_body), f"{p}.body", s)
             sk = g.chain(_convs(blk.skip), xn, g.held(f"{p}.skip", c, blk.q_skip), f"{p}.skip", s)
@@ -222,8 +221,7 @@ def _lower_rfdb(blk, g: _Builder, x_in: str, p: str, c: int, mode: str | None) -
     if mode == "dynamic":
         d = 1.0 if blk.q_prod is not None else float(blk.adq.static_scale)  # see _lower_basic
         e = g.binary("mul", f, m, g.held(f"{p}.esa.out", c, blk.q_esa, d))
-        sc = g.node("adq_scale", [x_in], g._add(Tensor(f"{p}.adq_scale", 1)), a=float(blk.adq.phi_a), c=float(blk.adq.phi_c))
-        e = g.binary("mul", e, sc, g.held(f"{p}.prod", c, blk.q_prod or blk.q_esa))
+        e = g.binary("mul", e, g.adq_scale(blk.adq, x_in, f"{p}.adq_scale"), g.held(f"{p}.prod", c, blk.q_prod or blk.q_esa))
     else:
         e = g.binary("mul", f, m, g.held(f"{p}.esa.out", c, blk.q_esa), mult=s)
     return g.binary("add", e, x_in, g.held(f"{p}.out", c, blk.q_out))
@@ -258,7 +256,7 @@ def lower(model: nn.Module, adq_mode: str | None = None) -> Graph:
         raise BadInput(f"--adq must be static or dynamic, got {adq_mode!r}")
     model = model.eval()
     g = _Builder()
-    x = g.held("image", 3, model.q_in) if hasattr(model, "q_in") else None
+    x = g.held("image", 3, model.q_in)
     with torch.no_grad():
         out = _LOWER[spec.space](model, g, x.name, adq_mode)
     return Graph(g.tensors, g.nodes, x.name, out, spec.scale)

@@ -101,7 +101,7 @@ class _Writer:
             if a.get("relu_in"):
                 x = self.node("Relu", [x], f"{n.name}.relu")
             w = self.const(f"{n.name}.weight", a["weight"].astype(F32))
-            b = self.const(f"{n.name}.bias", (a["bias"] * 1).astype(F32))
+            b = self.const(f"{n.name}.bias", a["bias"].astype(F32))
             y = self.node("Conv", [x, w, b], f"{n.name}.conv", **conv_attrs)
             if a["mult"] != 1.0:
                 y = self.node("Mul", [y, self.const(f"{n.name}.mult", np.array(a["mult"], F32))], f"{n.name}.mult")

@@ -29,20 +29,19 @@ def run(graph: Graph, image: np.ndarray, arithmetic: str = "torch") -> np.ndarra
     The two differ only where a value lies within float rounding of a tie.
     """
     squeeze = image.ndim == 3
-    x = image[None] if squeeze else image
-    values = {graph.input: _input(graph.tensor(graph.input), x)}
-    ops = _OPS if arithmetic == "torch" else {**_OPS, "add": _add_ort, "requant": _requant_ort}
-    for node in graph.nodes:
-        values[node.output] = ops[node.op](graph, node, values)
+    values = run_tensors(graph, image[None] if squeeze else image, arithmetic)
     out = _to_uint8(graph.tensor(graph.output), values[graph.output])
     return out[0] if squeeze else out
 
 
-def run_tensors(graph: Graph, image: np.ndarray) -> dict[str, np.ndarray]:
+def run_tensors(graph: Graph, image: np.ndarray, arithmetic: str = "torch") -> dict[str, np.ndarray]:
     """Every tensor's value (integers for quantized tensors), for debugging and tests."""
+    if arithmetic not in ARITHMETIC:
+        raise ValueError(f"arithmetic must be one of {ARITHMETIC}, got {arithmetic!r}")
+    ops = _OPS if arithmetic == "torch" else {**_OPS, "add": _add_ort, "requant": _requant_ort}
     values = {graph.input: _input(graph.tensor(graph.input), image)}
     for node in graph.nodes:
-        values[node.output] = _OPS[node.op](graph, node, values)
+        values[node.output] = ops[node.op](graph, node, values)
     return values
 
 

@@ -42,6 +42,12 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
+def _runtime_options(f):
+    f = click.option("--no-xnnpack", is_flag=True, help="TFLite: builtin kernels only (XNNPACK is on by default).")(f)
+    return click.option("--threads", type=click.IntRange(1), default=None,
+                        help="Threads for onnxruntime / LiteRT (default: the runtime's).")(f)
+
+
 @cli.command()
 @click.argument("spec")
 @_size_option("32x32")
@@ -98,8 +104,9 @@ _datasets_root_option = click.option(
 @_datasets_root_option
 @click.option("--scale", type=click.IntRange(2, 4), default=None, help="Upscaling factor (default: the model's, or 4).")
 @click.option("--json", "json_path", metavar="PATH", help="Write per-image and mean PSNR/SSIM as JSON ('-' for stdout).")
+@_runtime_options
 def eval_cmd(model: str | None, bicubic: bool, data: str, datasets_root: str | None, scale: int | None,
-             json_path: str | None) -> None:
+             json_path: str | None, threads: int | None, no_xnnpack: bool) -> None:
     """Mean and per-image PSNR/SSIM (Y channel, `scale` pixels shaved) on benchmark sets.
 
     MODEL is a trained checkpoint (.pt, the fake-quantized model as trained) or an exported
@@ -117,7 +124,7 @@ def eval_cmd(model: str | None, bicubic: bool, data: str, datasets_root: str | N
         scale = scale or 4
         run, method = bicubic_upscaler(scale), "bicubic"
     else:
-        opened = open_model(model)
+        opened = open_model(model, threads=threads, xnnpack=not no_xnnpack)
         if scale and scale != opened.scale:
             raise BadInput(f"--scale {scale}: {model} upscales x{opened.scale}")
         scale, run, method = opened.scale, grey_aware(opened.run), opened.description
@@ -188,14 +195,16 @@ def _device(name: str) -> str:
 @click.option("--tile", type=int, default=256, show_default=True, help="LR tile side for large images (0: no tiling).")
 @click.option("--overlap", type=int, default=16, show_default=True, help="LR pixels of context around each tile.")
 @click.option("--compare", metavar="PATH", help="Also write bicubic | model side by side to PATH.")
-def upscale(model: str, image: str, out: str | None, tile: int, overlap: int, compare: str | None) -> None:
+@_runtime_options
+def upscale(model: str, image: str, out: str | None, tile: int, overlap: int, compare: str | None,
+            threads: int | None, no_xnnpack: bool) -> None:
     """Upscale IMAGE with MODEL (checkpoint .pt, .onnx or .tflite)."""
     from pathlib import Path
 
     from .infer import upscale_file
     from .runners import open_model
 
-    opened = open_model(model)
+    opened = open_model(model, threads=threads, xnnpack=not no_xnnpack)
     out = out or str(Path(image).with_name(f"{Path(image).stem}_x{opened.scale}.png"))
     upscale_file(opened, image, out, tile=tile, overlap=overlap, compare=compare)
     click.echo(f"wrote {out}" + (f" and {compare}" if compare else ""), err=True)
@@ -203,28 +212,40 @@ def upscale(model: str, image: str, out: str | None, tile: int, overlap: int, co
 
 @cli.command()
 @click.argument("source")
-@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
-@click.option("-o", "--output", "out", metavar="PATH", help="Output file (default: SOURCE name + .onnx).")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "tflite"]), default="onnx", show_default=True)
+@click.option("-o", "--output", "out", metavar="PATH", help="Output file (default: SOURCE name + .onnx/.tflite).")
 @click.option("--weights", metavar="CKPT", help="Trained checkpoint for SOURCE (a found.json or zoo name).")
 @click.option("--calib", metavar="DATA", help="Recalibrate ranges on these images (folders or dataset names).")
 @_datasets_root_option
 @click.option("--adq", type=click.Choice(["static", "dynamic"]), default="static", show_default=True,
               help="static: calibrated constant folded into the convs (fully integer); dynamic: per-image subgraph.")
 @click.option("--int4", type=click.Choice(["container", "packed"]), default="container", show_default=True,
-              help="Sub-8-bit weights in int8 containers, or packed INT4 (opset 21).")
-@click.option("--io", type=click.Choice(["uint8", "float"]), default="uint8", show_default=True,
-              help="Input/output: uint8 images NCHW, or float in [0, 1].")
+              help="Sub-8-bit weights in int8 containers, or packed INT4 (ONNX opset 21; TFLite INT4 filters).")
+@click.option("--io", type=click.Choice(["uint8", "int8", "float"]), default="uint8", show_default=True,
+              help="Input/output images: uint8 (NCHW in ONNX, NHWC in TFLite), int8 (TFLite), or float in [0, 1].")
+@click.option("--input-size", default="128x128", show_default=True, metavar="HxW",
+              help="TFLite: the LR input size the file is allocated for (the runner resizes it).")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim.")
 def export(source: str, fmt: str, out: str | None, weights: str | None, calib: str | None,
-           datasets_root: str | None, adq: str, int4: str, io: str, no_simplify: bool) -> None:
-    """Export SOURCE (found.json, zoo name or checkpoint .pt) to a fully integer QDQ ONNX file."""
+           datasets_root: str | None, adq: str, int4: str, io: str, input_size: str, no_simplify: bool) -> None:
+    """Export SOURCE (found.json, zoo name or checkpoint .pt) to a fully integer QDQ ONNX file
+    or an int8 TFLite flatbuffer."""
     from pathlib import Path
 
     from .exporters.export import export as run_export
 
+    from .errors import BadInput
+
+    if io == "int8" and fmt != "tflite":
+        raise BadInput("--io int8 is for --format tflite (ONNX takes uint8 or float images)")
+    try:
+        h, w = (int(v) for v in input_size.lower().split("x"))
+    except ValueError:
+        raise BadInput(f"--input-size must be HxW (for example 180x320), got {input_size!r}") from None
     out = out or f"{Path(source).stem}.{fmt}"
     e = run_export(source, out, fmt, weights=weights, calib=calib, adq=adq, int4=int4, io=io,
-                   datasets_root=datasets_root, simplify=not no_simplify, log=lambda m: click.echo(m, err=True))
+                   datasets_root=datasets_root, simplify=not no_simplify, input_size=(h, w),
+                   log=lambda m: click.echo(m, err=True))
     convs = len(e.graph.conv_nodes())
     click.echo(f"wrote {out}: {convs} convs, {len(e.graph.nodes)} graph nodes, weights {e.weights}, "
                f"{e.seconds:.1f} s", err=True)

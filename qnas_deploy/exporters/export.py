@@ -17,7 +17,7 @@ from ..zoo import resolve
 from .ir import Graph
 from .lower import lower
 
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "tflite")
 
 
 @dataclass
@@ -63,9 +63,15 @@ def calibration_batches(spec, calib: str | None, datasets_root: str | None, n: i
 
 def export(source: str, out: str, fmt: str = "onnx", weights: str | None = None, calib: str | None = None,
            adq: str = "static", int4: str = "container", io: str = "uint8", datasets_root: str | None = None,
-           simplify: bool = True, log: Callable[[str], None] = print) -> Exported:
+           simplify: bool = True, input_size: tuple[int, int] = (128, 128),
+           log: Callable[[str], None] = print) -> Exported:
+    """Export ``source`` to ``out``: ``fmt`` onnx (QDQ, dynamic size) or tflite (int8, NHWC,
+    ``input_size`` LR pixels, resizable by the runner). Nothing is left at ``out`` on error."""
     if fmt not in FORMATS:
         raise BadInput(f"--format {fmt}: this version exports {', '.join(FORMATS)}")
+    if fmt == "tflite" and adq == "dynamic":
+        raise BadInput("--adq dynamic cannot be exported to TFLite (int8 TFLite has no per-image standard "
+                       "deviation); export with --adq static")
     t0 = time.perf_counter()
     spec, model, calibrated, wdesc = load_model(source, weights, log)
     if calib or not calibrated:
@@ -74,12 +80,23 @@ def export(source: str, out: str, fmt: str = "onnx", weights: str | None = None,
     graph = lower(model, adq if spec.adq else None)
     options = {"format": fmt, "adq": adq if spec.adq else "none", "int4": int4, "io": io, "weights": wdesc,
                "calibration": calib or ("checkpoint" if calibrated else "synthetic")}
+    if fmt == "tflite":
+        options["input_size"] = f"{input_size[0]}x{input_size[1]}"
     from ..cost import summary
     from . import onnx as onnx_writer
 
     metadata = {"qnas.found_json": spec.to_dict(), "qnas.export_options": options,
                 "qnas.layer_bits": {l.name: [l.w_bits, l.a_bits] for l in spec.layers},
                 "qnas.cost": spec.cost or summary(spec)}
+    if fmt == "tflite":
+        from .tflite import to_tflite
+        from .tflite_runner import interpreter
+
+        data = to_tflite(graph, io=io, input_size=input_size, int4=int4, metadata=metadata)
+        interpreter(data, threads=1)  # the runtime's own verifier: it must load and allocate
+        with atomic_path(out) as tmp:
+            Path(tmp).write_bytes(data)
+        return Exported(str(out), graph, model, spec, time.perf_counter() - t0, wdesc, options)
     model_proto = onnx_writer.to_onnx(graph, io=io, int4=int4, metadata=metadata)
     if simplify:
         model_proto = onnx_writer.simplify(model_proto)

@@ -16,7 +16,7 @@ from .ir import Graph, Node, Tensor
 F32 = np.float32
 
 
-ARITHMETIC = ("torch", "ort")
+ARITHMETIC = ("torch", "ort", "xnnpack", "tflite")
 
 
 def run(graph: Graph, image: np.ndarray, arithmetic: str = "torch") -> np.ndarray:
@@ -27,6 +27,10 @@ def run(graph: Graph, image: np.ndarray, arithmetic: str = "torch") -> np.ndarra
     as the identity QLinearConv the ONNX file holds (``rint(k * f32(s_in / s_out))``)
     instead of in float as the fake-quant model does (``rint(f32(k * s_in) / s_out)``).
     The two differ only where a value lies within float rounding of a tie.
+    ``"xnnpack"`` is LiteRT with its XNNPACK delegate: onnxruntime's conv arithmetic,
+    XNNPACK's fixed-point add, and TFLite's builtin integer bilinear resize (the resize
+    takes a computed size, which XNNPACK does not delegate). ``"tflite"`` is LiteRT's
+    builtin kernels: every requantisation in gemmlowp fixed point (``tflite_fixed.py``).
     """
     squeeze = image.ndim == 3
     values = run_tensors(graph, image[None] if squeeze else image, arithmetic)
@@ -38,7 +42,7 @@ def run_tensors(graph: Graph, image: np.ndarray, arithmetic: str = "torch") -> d
     """Every tensor's value (integers for quantized tensors), for debugging and tests."""
     if arithmetic not in ARITHMETIC:
         raise ValueError(f"arithmetic must be one of {ARITHMETIC}, got {arithmetic!r}")
-    ops = _OPS if arithmetic == "torch" else {**_OPS, "add": _add_ort, "requant": _requant_ort}
+    ops = {"torch": _OPS, "ort": _ORT, "xnnpack": _XNNPACK, "tflite": _TFLITE}[arithmetic]
     values = {graph.input: _input(graph.tensor(graph.input), image)}
     for node in graph.nodes:
         values[node.output] = ops[node.op](graph, node, values)
@@ -279,3 +283,18 @@ def _requant_ort(graph, node, values):
     m = F32(F32(xt.scale) * F32(1.0)) / F32(yt.scale)
     q = np.rint((values[node.inputs[0]] - xt.zero_point).astype(F32) * F32(m)).astype(np.int64) + yt.zero_point
     return np.clip(q, yt.qmin, yt.qmax).astype(np.int32)
+
+
+_ORT = {**_OPS, "add": _add_ort, "requant": _requant_ort}
+
+
+def _fixed_point_ops():
+    from . import tflite_fixed as fx
+
+    xnnpack = {**_ORT, "add": fx.add_xnnpack, "resize": fx.resize, "mul": fx.mul_xnnpack}
+    builtin = {**_OPS, "conv": fx.conv, "requant": fx.requant, "add": fx.add, "mul": fx.mul,
+               "concat": fx.concat, "resize": fx.resize, "sigmoid": fx.sigmoid}
+    return xnnpack, builtin
+
+
+_XNNPACK, _TFLITE = _fixed_point_ops()

@@ -1,0 +1,160 @@
+"""The TFLite writer and LiteRT, on every zoo entry, with both kernel sets.
+
+Tolerances, in quantization steps of the uint8 output:
+* LiteRT + XNNPACK vs the numpy reference in "xnnpack" arithmetic, and LiteRT's builtin
+  kernels vs the reference in "tflite" arithmetic (gemmlowp fixed point): 0, for every
+  quantized zoo entry. Both references reproduce the kernels' own integer arithmetic,
+  so any difference is a bug in the writer or the reference.
+* the float zoo entry: at most 1 step and >= 99.9% identical pixels vs the reference
+  ("torch"), as float32 convolutions sum in another order than numpy.
+"""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from qnas_deploy.cli import main
+from qnas_deploy.exporters import reference
+from qnas_deploy.exporters.ir import Graph, Node, Tensor
+from qnas_deploy.exporters.lower import lower
+from qnas_deploy.exporters.tflite import d2s_permutation, read_metadata, to_tflite
+from qnas_deploy.exporters.tflite_fixed import multiply_by_quantized_multiplier, quantize_multiplier
+from qnas_deploy.exporters.tflite_runner import TfliteModelRunner, interpreter, open_tflite
+from qnas_deploy.zoo import names
+
+from test_export import _model
+
+IMG = (20, 26)
+
+
+def _hwc(h=IMG[0], w=IMG[1], seed=3):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8, generator=g), size=(h, w), mode="bilinear")
+    return (x * 255).round().to(torch.uint8).numpy()[0].transpose(1, 2, 0).copy()
+
+
+@pytest.fixture(scope="module")
+def graphs():
+    return {n: lower(_model(n)) for n in names()}
+
+
+@pytest.mark.parametrize("name", names())
+@pytest.mark.parametrize("xnnpack", [True, False], ids=["xnnpack", "builtin"])
+def test_zoo_matches_reference(graphs, name, xnnpack):
+    g = graphs[name]
+    data = to_tflite(g, input_size=IMG)
+    run = TfliteModelRunner(interpreter(data, threads=1, xnnpack=xnnpack), "uint8")
+    x = _hwc()
+    y = run(x)
+    assert y.shape == (IMG[0] * g.scale, IMG[1] * g.scale, 3)
+    if name == "basic_fp32":
+        r = reference.runner(g, "torch")(x)
+        d = np.abs(y.astype(int) - r)
+        assert d.max() <= 1 and (d == 0).mean() >= 0.999
+    else:
+        r = reference.runner(g, "xnnpack" if xnnpack else "tflite")(x)
+        assert np.array_equal(y, r)
+
+
+def test_input_is_resized(graphs):
+    g = graphs["rfdn_mixed"]  # the resize inside ESA follows the input size too
+    run = TfliteModelRunner(interpreter(to_tflite(g, input_size=(24, 24)), threads=1), "uint8")
+    for h, w in [(20, 31), (17, 16), (24, 24)]:
+        x = _hwc(h, w)
+        assert np.array_equal(run(x), reference.runner(g, "xnnpack")(x))
+
+
+def test_depth_to_space_equals_pixel_shuffle():
+    """A hand-built graph: a 1x1 conv puts a distinct value in every channel, then
+    depth-to-space; TFLite's DCR order must give PyTorch's pixel_shuffle result."""
+    r, c = 2, 3
+    s = float(np.float32(1 / 255))
+    t = {"image": Tensor("image", 3, s, 0, 0, 255), "u": Tensor("u", c * r * r, s, 0, 0, 255),
+         "sr": Tensor("sr", 3, s, 0, 0, 255)}
+    k = c * r * r
+    weight = np.zeros((k, 3, 1, 1), np.int8)
+    weight[np.arange(k), np.arange(k) % 3] = 1
+    conv = dict(stride=1, pad=(0, 0), dilation=1, groups=1, kernel=(1, 1), mult=1.0, weight=weight,
+                w_scale=np.ones(k, np.float32), w_bits=8, bias=(np.arange(k) * 17).astype(np.int32))
+    g = Graph(t, [Node("conv", ["image"], "u", conv, "u"), Node("depth_to_space", ["u"], "sr", {"blocksize": r})],
+              "image", "sr", r)
+    x = np.random.default_rng(0).integers(0, 40, (5, 7, 3), dtype=np.uint8)
+    u = np.clip(x.transpose(2, 0, 1)[np.arange(k) % 3].astype(int) + (np.arange(k) * 17)[:, None, None], 0, 255)
+    expect = torch.nn.functional.pixel_shuffle(torch.from_numpy(u)[None].float(), r)[0].numpy().astype(np.uint8)
+    for xnnpack in (True, False):
+        y = TfliteModelRunner(interpreter(to_tflite(g, input_size=(5, 7)), 1, xnnpack), "uint8")(x)
+        assert np.array_equal(y.transpose(2, 0, 1), expect)
+    assert list(d2s_permutation(2, 2)) == [0, 4, 1, 5, 2, 6, 3, 7]  # FACTS.md's r=2, C=2 example
+
+
+@pytest.mark.parametrize("io", ["int8", "float"])
+def test_io_types(graphs, io):
+    g = graphs["basic_mixed"]
+    run = TfliteModelRunner(interpreter(to_tflite(g, io=io, input_size=IMG), threads=1), io)
+    x = _hwc()
+    assert np.array_equal(run(x), reference.runner(g, "xnnpack")(x))
+
+
+def test_packed_int4_runs_exact_in_builtin(graphs):
+    g = graphs["basic_w4a4"]
+    packed, container = to_tflite(g, input_size=IMG, int4="packed"), to_tflite(g, input_size=IMG)
+    assert len(packed) < 0.75 * len(container)
+    x = _hwc()
+    run = TfliteModelRunner(interpreter(packed, threads=1, xnnpack=False), "uint8")
+    assert np.array_equal(run(x), reference.runner(g, "tflite")(x))
+
+
+def test_gemmlowp_primitives():
+    # 0.75 = 0.75 * 2^0 -> Q31 significand 0.75 * 2^31, exponent 0
+    assert quantize_multiplier(0.75) == (3 << 29, 0)
+    sig, sh = quantize_multiplier(0.5)
+    x = np.array([-3, -1, 1, 3, 5])
+    # SaturatingRoundingDoublingHighMul nudges by -(2^30 - 1) below zero and truncates:
+    # halves round upward: -1.5 -> -1, -0.5 -> 0, 0.5 -> 1, 1.5 -> 2, 2.5 -> 3
+    assert list(multiply_by_quantized_multiplier(x, sig, sh)) == [-1, 0, 1, 2, 3]
+    # a right shift (RoundingDivideByPOT) rounds halves away from zero: -3/4 -> -1, 3/4 -> 1, -6/4 -> -2
+    sig, sh = quantize_multiplier(0.25)
+    assert list(multiply_by_quantized_multiplier(np.array([-3, 3, -6]), sig, sh)) == [-1, 1, -2]
+
+
+def test_cli_export_tflite_and_runners(tmp_path):
+    out = tmp_path / "m.tflite"
+    assert main(["export", "espcn_w8a8", "--format", "tflite", "-o", str(out), "--input-size", "16x20"]) == 0
+    meta = read_metadata(out.read_bytes())
+    assert json.loads(meta["qnas.found_json"])["space"] == "espcn"
+    assert json.loads(meta["qnas.export_options"])["input_size"] == "16x20"
+    opened = open_tflite(out, threads=1)
+    assert opened.scale == 4 and opened.run(_hwc(16, 20)).shape == (64, 80, 3)
+    img = tmp_path / "lr.png"
+    from PIL import Image
+
+    Image.fromarray(_hwc(18, 22)).save(img)
+    for flags in ([], ["--no-xnnpack", "--threads", "1"]):
+        assert main(["upscale", str(out), str(img), "-o", str(tmp_path / "sr.png"), *flags]) == 0
+        assert Image.open(tmp_path / "sr.png").size == (88, 72)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--adq", "dynamic"], "--adq dynamic"),
+    (["--input-size", "12by4"], "--input-size"),
+    (["--weights", "missing.pt"], "missing.pt"),
+])
+def test_cli_export_tflite_bad_input(tmp_path, capsys, args, needle):
+    out = tmp_path / "m.tflite"
+    assert main(["export", "basic_mixed", "--format", "tflite", "-o", str(out), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_corrupt_tflite_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"not a flatbuffer at all")
+    img = tmp_path / "lr.png"
+    from PIL import Image
+
+    Image.fromarray(_hwc()).save(img)
+    assert main(["upscale", str(bad), str(img), "-o", str(tmp_path / "o.png")]) == 2
+    assert "bad.tflite" in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()

@@ -251,6 +251,53 @@ def export(source: str, fmt: str, out: str | None, weights: str | None, calib: s
                f"{e.seconds:.1f} s", err=True)
 
 
+@cli.command()
+@click.option("--space", type=click.Choice(["basic", "rfdn"]), default="basic", show_default=True)
+@click.option("--bits", default="4,8", show_default=True, help="Bit widths to search (subset of 2,4,8,32).")
+@click.option("--penalty", type=float, default=1e-3, show_default=True, help="eta: weight of the BitOps term.")
+@click.option("--entropy", "entropy_coef", type=float, default=None, help="Initial entropy coefficient (1e-4).")
+@click.option("--data", default=None, help="Training images (folders or dataset names); default: "
+              "scikit-image's bundled photographs.")
+@_datasets_root_option
+@click.option("-o", "--output", "out", default="found.json", show_default=True, metavar="PATH")
+@click.option("--epochs", type=click.IntRange(1), default=None)
+@click.option("--iters", type=click.IntRange(1), default=None, help="Iterations per epoch.")
+@click.option("--patch", type=click.IntRange(4), default=None)
+@click.option("--batch", type=click.IntRange(1), default=None)
+@click.option("--channels", type=click.IntRange(3), default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--mode", type=click.Choice(["san", "shared", "independent"]), default="san", show_default=True)
+@click.option("--quick", is_flag=True, help="A small search that finishes in minutes on two CPU cores.")
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint beside --output.")
+def search(space, bits, penalty, entropy_coef, data, datasets_root, out, epochs, iters, patch, batch, channels,
+           seed, device, mode, quick, resume) -> None:
+    """QuantNAS search (SAN, BitMixer, entropy, BitOps penalty) -> found.json."""
+    from .errors import BadInput
+    from .search import SearchConfig, embedded_pairs
+    from .search import search as run_search
+
+    try:
+        bit_list = tuple(int(b) for b in bits.split(",") if b)
+    except ValueError:
+        raise BadInput(f"--bits must be comma-separated integers, got {bits!r}") from None
+    kw = dict(space=space, bits=bit_list, mode=mode, penalty=penalty, entropy=entropy_coef, epochs=epochs,
+              iters=iters, patch=patch, batch=batch, channels=channels, seed=seed, data=data or "embedded")
+    kw = {k: v for k, v in kw.items() if v is not None}
+    cfg = SearchConfig.quick(**kw) if quick else SearchConfig(**kw)
+    if data:
+        from .data import load_pairs
+
+        pairs = load_pairs(data, cfg.scale, datasets_root, training=True)
+    else:
+        pairs = embedded_pairs(cfg.scale)
+    r = run_search(cfg, pairs, out, resume=resume, device=_device(device),
+                   log=lambda m: click.echo(m, err=True))
+    arch = ", ".join(f"{l.name}={l.op}@{l.w_bits}" for l in r.spec.layers)
+    click.echo(f"wrote {out} ({r.seconds:.0f} s): {arch}; BitOps(32x32) {r.spec.cost['bitops_32x32']:.3g}",
+               err=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: turns errors into one line and an exit code."""
     from .errors import QnasError

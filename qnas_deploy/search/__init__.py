@@ -1,0 +1,5 @@
+"""QuantNAS search: supernet, BitMixer modes, alpha losses and the search loop."""
+from .run import SearchConfig, embedded_pairs, search
+from .supernet import MODES, MixedLayer, Supernet, qnoise_scale
+
+__all__ = ["MODES", "MixedLayer", "SearchConfig", "Supernet", "embedded_pairs", "qnoise_scale", "search"]

@@ -45,12 +45,17 @@ def median_ms(path: str, size: tuple[int, int], threads: int, runs: int, dtype=n
     x = np.random.default_rng(0).integers(0, 255, (1, 3, *size)).astype(dtype)
     if dtype == np.float32:
         x /= 255
-    for _ in range(3):
-        s.run(None, {"input": x})
+    return timed_median_ms(lambda: s.run(None, {"input": x}), runs)
+
+
+def timed_median_ms(call, runs: int, warmup: int = 3) -> float:
+    """Median wall time of ``call()`` in ms, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        call()
     times = []
     for _ in range(runs):
         t = time.perf_counter()
-        s.run(None, {"input": x})
+        call()
         times.append((time.perf_counter() - t) * 1000)
     return statistics.median(times)
 

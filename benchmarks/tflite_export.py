@@ -15,10 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +30,7 @@ from qnas_deploy.infer import grey_aware, torch_runner
 from qnas_deploy.zoo import load_zoo, names
 
 sys.path.insert(0, str(Path(__file__).parent))
-from onnx_export import median_ms as onnx_median_ms  # noqa: E402
+from onnx_export import median_ms as onnx_median_ms, timed_median_ms  # noqa: E402
 
 OUT = Path(__file__).parent / "results"
 
@@ -43,14 +41,7 @@ def litert_median_ms(path: str, size: tuple[int, int], threads: int, xnnpack: bo
     it.resize_tensor_input(inp["index"], [1, *size, 3])
     it.allocate_tensors()
     it.set_tensor(inp["index"], np.random.default_rng(0).integers(0, 255, (1, *size, 3)).astype(np.uint8))
-    for _ in range(3):
-        it.invoke()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        it.invoke()
-        times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
+    return timed_median_ms(it.invoke, runs)
 
 
 def weight_bits(spec) -> int:
@@ -77,12 +68,12 @@ def parity(checkpoint: str, tmp: Path) -> dict:
     for k, (run, mode) in runners.items():
         same = []
 
-        def timed(lr, run=run, mode=mode, same=same):
+        def compared(lr, run=run, mode=mode, same=same):
             y = run(lr)
             if mode:
                 same.append(float(np.mean(y == refs[mode](lr))))
             return y
-        scores[k] = evaluate_sets(timed, ["Set5", "Set14"], 4)
+        scores[k] = evaluate_sets(compared, ["Set5", "Set14"], 4)
         identical[k] = same
     base = scores["torch"]
     out = {}

@@ -42,7 +42,7 @@ def run_tensors(graph: Graph, image: np.ndarray, arithmetic: str = "torch") -> d
     """Every tensor's value (integers for quantized tensors), for debugging and tests."""
     if arithmetic not in ARITHMETIC:
         raise ValueError(f"arithmetic must be one of {ARITHMETIC}, got {arithmetic!r}")
-    ops = {"torch": _OPS, "ort": _ORT, "xnnpack": _XNNPACK, "tflite": _TFLITE}[arithmetic]
+    ops = _operations(arithmetic)
     values = {graph.input: _input(graph.tensor(graph.input), image)}
     for node in graph.nodes:
         values[node.output] = ops[node.op](graph, node, values)
@@ -288,13 +288,16 @@ def _requant_ort(graph, node, values):
 _ORT = {**_OPS, "add": _add_ort, "requant": _requant_ort}
 
 
-def _fixed_point_ops():
+def _operations(arithmetic: str) -> dict:
+    if arithmetic == "torch":
+        return _OPS
+    if arithmetic == "ort":
+        return _ORT
+    # LiteRT's arithmetic lives in tflite_fixed.py, which builds on this module: imported
+    # here, on use, so that either module can be imported first.
     from . import tflite_fixed as fx
 
-    xnnpack = {**_ORT, "add": fx.add_xnnpack, "resize": fx.resize, "mul": fx.mul_xnnpack}
-    builtin = {**_OPS, "conv": fx.conv, "requant": fx.requant, "add": fx.add, "mul": fx.mul,
-               "concat": fx.concat, "resize": fx.resize, "sigmoid": fx.sigmoid}
-    return xnnpack, builtin
-
-
-_XNNPACK, _TFLITE = _fixed_point_ops()
+    if arithmetic == "xnnpack":
+        return {**_ORT, "add": fx.add_xnnpack, "resize": fx.resize, "mul": fx.mul_xnnpack}
+    return {**_OPS, "conv": fx.conv, "requant": fx.requant, "add": fx.add, "mul": fx.mul,
+            "concat": fx.concat, "resize": fx.resize, "sigmoid": fx.sigmoid}

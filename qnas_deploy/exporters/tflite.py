@@ -42,6 +42,9 @@ TT = tflite.TensorType
 ACT = tflite.ActivationFunctionType
 
 IO = ("uint8", "int8", "float")
+# IR operations with a ``_Writer`` method of the same name
+LOWERED = ("conv", "requant", "add", "mul", "concat", "depth_to_space", "tile", "max_pool", "resize", "sigmoid",
+           "relu", "adq_scale")
 SCHEMA_VERSION = 3
 
 
@@ -178,7 +181,7 @@ class _Writer:
         self.op(OP.QUANTIZE, [value], [out])
 
     # convolutions --------------------------------------------------------------------
-    def _padding(self, x: int, shape: _Shape, kernel, stride, pad, dilation, name) -> tuple[int, int]:
+    def _padding(self, x: int, kernel, stride, pad, dilation, name) -> tuple[int, int]:
         kh, kw = kernel
         if tuple(pad) == (0, 0):
             return x, tflite.Padding.VALID
@@ -195,11 +198,11 @@ class _Writer:
         return out, tflite.Padding.VALID
 
     def _conv_op(self, name, x, out, w, w_dtype, bias, w_scale, bias_scale, groups, kernel, stride, pad,
-                 dilation, act, shape, qdim_w=0):
+                 dilation, act):
         """Emit CONV_2D or DEPTHWISE_CONV_2D. ``w`` is [O, I/g, kh, kw] (PyTorch layout)."""
         o, ig = w.shape[:2]
         c_in = ig * groups
-        x, padding = self._padding(x, shape, kernel, stride, pad, dilation, name)
+        x, padding = self._padding(x, kernel, stride, pad, dilation, name)
         depthwise = groups == c_in and groups > 1 and o == c_in
         if depthwise:
             wt = w.reshape(o, kernel[0], kernel[1]).transpose(1, 2, 0)[None]  # [1, kh, kw, O]
@@ -246,7 +249,7 @@ class _Writer:
             w_dtype = TT.INT4 if (self.int4 == "packed" and a["w_bits"] <= 4) else TT.INT8
             self._conv_op(n.name, self.index[n.inputs[0]], y, take(w), w_dtype, take(bias).astype(np.int32),
                           take(w_scale), take((np.float32(xt.scale) * w_scale).astype(np.float32)),
-                          a["groups"], a["kernel"], s, a["pad"], d, self.fused(yt), shape)
+                          a["groups"], a["kernel"], s, a["pad"], d, self.fused(yt))
             return
         # A float layer (or an integer conv into a float tensor): float32 weights.
         if a.get("float"):
@@ -261,12 +264,12 @@ class _Writer:
         if yt.quantized:
             tmp = self.tensor(f"{n.output}.float", [1, oshape.h, oshape.w, yt.channels], TT.FLOAT32)
             self._conv_op(n.name, x, tmp, take(wf).astype(np.float32), TT.FLOAT32, take(bf).astype(np.float32),
-                          None, None, a["groups"], a["kernel"], s, a["pad"], d, ACT.NONE, shape)
+                          None, None, a["groups"], a["kernel"], s, a["pad"], d, ACT.NONE)
             self.quantize_into(tmp, n.output, oshape)
         else:
             y = self.act(n.output, oshape)
             self._conv_op(n.name, x, y, take(wf).astype(np.float32), TT.FLOAT32, take(bf).astype(np.float32),
-                          None, None, a["groups"], a["kernel"], s, a["pad"], d, ACT.NONE, shape)
+                          None, None, a["groups"], a["kernel"], s, a["pad"], d, ACT.NONE)
 
     def requant_into(self, src: str, dst_idx: int, dst: Tensor, name: str) -> None:
         """Identity depthwise 1x1 conv: requantise ``src`` onto the grid of ``dst``."""
@@ -274,7 +277,7 @@ class _Writer:
         c = st.channels
         self._conv_op(name, self.index[src], dst_idx, np.ones((c, 1, 1, 1), np.int8), TT.INT8,
                       np.zeros(c, np.int32), np.ones(c, np.float32), np.full(c, st.scale, np.float32),
-                      c if c > 1 else 1, (1, 1), 1, (0, 0), 1, self.fused(dst), self.hw[src])
+                      c if c > 1 else 1, (1, 1), 1, (0, 0), 1, self.fused(dst))
 
     def requant(self, n: Node) -> None:
         xt, yt = self.g.tensor(n.inputs[0]), self.g.tensor(n.output)
@@ -326,6 +329,12 @@ class _Writer:
         if yt.quantized:
             self.quantize_into(tmp, n.output, shape)
 
+    def add(self, n: Node) -> None:
+        self.binary(n, OP.ADD, "AddOptions", tflite.BuiltinOptions.AddOptions)
+
+    def mul(self, n: Node) -> None:
+        self.binary(n, OP.MUL, "MulOptions", tflite.BuiltinOptions.MulOptions)
+
     def concat(self, n: Node) -> None:
         yt = self.g.tensor(n.output)
         shape = self.hw[n.inputs[0]]
@@ -363,11 +372,10 @@ class _Writer:
         if xt.quantized:
             self._conv_op(n.name, self.index[n.inputs[0]], y, onehot.astype(np.int8), TT.INT8,
                           np.zeros(c * times, np.int32), np.ones(c * times, np.float32),
-                          np.full(c * times, xt.scale, np.float32), 1, (1, 1), 1, (0, 0), 1, self.fused(yt),
-                          self.hw[n.inputs[0]])
+                          np.full(c * times, xt.scale, np.float32), 1, (1, 1), 1, (0, 0), 1, self.fused(yt))
         else:
             self._conv_op(n.name, self.index[n.inputs[0]], y, onehot, TT.FLOAT32, np.zeros(c * times, np.float32),
-                          None, None, 1, (1, 1), 1, (0, 0), 1, ACT.NONE, self.hw[n.inputs[0]])
+                          None, None, 1, (1, 1), 1, (0, 0), 1, ACT.NONE)
 
     def max_pool(self, n: Node) -> None:
         k, st = n.attrs["kernel"], n.attrs["stride"]
@@ -445,16 +453,9 @@ class _Writer:
             else:
                 self.op(OP.DEQUANTIZE, [x], [self.act(g.input, shape)])
         for n in g.nodes:
-            handler = getattr(self, n.op, None)
-            if n.op in ("add", "mul"):
-                if n.op == "add":
-                    self.binary(n, OP.ADD, "AddOptions", tflite.BuiltinOptions.AddOptions)
-                else:
-                    self.binary(n, OP.MUL, "MulOptions", tflite.BuiltinOptions.MulOptions)
-            elif handler is None:
+            if n.op not in LOWERED:
                 raise BadInput(f"the TFLite exporter cannot lower operation {n.op!r} ({n.name})")
-            else:
-                handler(n)
+            getattr(self, n.op)(n)
         ot = g.tensor(g.output)
         y, s = self.index[g.output], self.hw[g.output]
         odims = [1, s.h, s.w, 3]
@@ -494,13 +495,6 @@ def _pack_int4(v: np.ndarray) -> np.ndarray:
 
 
 # serialization -------------------------------------------------------------------------
-
-def _vector(b: flatbuffers.Builder, start, values, prepend) -> int:
-    start(b, len(values))
-    for v in reversed(list(values)):
-        prepend(v)
-    return b.EndVector()
-
 
 def _bytes(b: flatbuffers.Builder, data: bytes, align: int = 16) -> int:
     b.StartVector(1, len(data), align)

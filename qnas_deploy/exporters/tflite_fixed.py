@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from .reference import _conv_int, real
+from .reference import _OPS, _conv_int
 from .tflite import int8_grid
 
 F32 = np.float32
@@ -102,8 +102,6 @@ def _clip(q: np.ndarray, t) -> np.ndarray:
 # operations (same signature as reference.py's) ------------------------------------------
 
 def conv(graph, node, values):
-    from .reference import _OPS
-
     a = node.attrs
     xt, yt = graph.tensor(node.inputs[0]), graph.tensor(node.output)
     if a.get("float") or not (xt.quantized and yt.quantized):
@@ -126,8 +124,6 @@ def _requant_values(xt, v, yt) -> np.ndarray:
 
 
 def requant(graph, node, values):
-    from .reference import _OPS
-
     xt, yt = graph.tensor(node.inputs[0]), graph.tensor(node.output)
     if not (xt.quantized and yt.quantized):
         return _OPS["requant"](graph, node, values)
@@ -141,8 +137,6 @@ def concat(graph, node, values):
 
 
 def add(graph, node, values):
-    from .reference import _OPS
-
     ta, tb, tc = (graph.tensor(n) for n in (*node.inputs, node.output))
     if not (ta.quantized and tb.quantized and tc.quantized) or node.attrs.get("mult", 1.0) != 1.0:
         return _OPS["add"](graph, node, values)
@@ -162,8 +156,6 @@ def add_xnnpack(graph, node, values):
     """XNNPACK's int8 ADD: both scale ratios as integers with 20 significant bits below the
     larger ratio's exponent, one shared right shift, ties rounded upward (onnxruntime's
     MLAS copy of the kernel keeps 21 bits, see ``reference.qlinear_add_ort``)."""
-    from .reference import _OPS
-
     ta, tb, tc = (graph.tensor(n) for n in (*node.inputs, node.output))
     if not (ta.quantized and tb.quantized and tc.quantized) or node.attrs.get("mult", 1.0) != 1.0:
         return _OPS["add"](graph, node, values)
@@ -183,8 +175,6 @@ def mul_scale(sb: float, mult: float) -> float:
 
 
 def mul(graph, node, values):
-    from .reference import _OPS
-
     ta, tb, tc = (graph.tensor(n) for n in (*node.inputs, node.output))
     if not (ta.quantized and tb.quantized and tc.quantized):
         return _OPS["mul"](graph, node, values)
@@ -197,8 +187,6 @@ def mul(graph, node, values):
 
 def mul_xnnpack(graph, node, values):
     """XNNPACK's int8 MUL: the integer product times one float32 scale, rounded half to even."""
-    from .reference import _OPS
-
     ta, tb, tc = (graph.tensor(n) for n in (*node.inputs, node.output))
     if not (ta.quantized and tb.quantized and tc.quantized):
         return _OPS["mul"](graph, node, values)
@@ -242,6 +230,3 @@ def resize(graph, node, values):
     q = _div_pow2_trunc(acc + rnd, 20)
     return (q - (int8_grid(xt)[0] - xt.zero_point)).astype(np.int32)
 
-
-__all__ = ["quantize_multiplier", "multiply_by_quantized_multiplier", "conv", "requant", "concat", "add", "add_xnnpack", "mul", "mul_xnnpack",
-           "sigmoid", "resize", "real"]

@@ -201,7 +201,7 @@ def search(cfg: SearchConfig, pairs: list, found: str | Path, resume: bool = Fal
             torch.save(_state(net, opt_w, opt_a, sched, samplers, epoch + 1, history, cfg), tmp)
         log(f"epoch {epoch + 1}/{cfg.epochs}: L1 {rec['l1']:.4f}, Lcq {rec['lcq']:.3f}, "
             f"mean entropy {rec['entropy']:.3f}, mu {rec['mu']:.2e}")
-    settings = {k: v for k, v in asdict(cfg).items()}
+    settings = asdict(cfg)
     settings["bits"] = list(cfg.bits)
     settings["ops"] = {k: list(net.mixed[k].ops) for k in keys}
     settings["final_alphas"] = history[-1]["alphas"] if history else {}

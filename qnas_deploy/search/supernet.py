@@ -104,7 +104,7 @@ class MixedLayer(nn.Module):
         """``[ops, bits]`` importances on the simplex (eq. 7)."""
         return torch.softmax(self.alpha_logits.reshape(-1), 0).reshape(self.alpha_logits.shape)
 
-    def forward(self, x: torch.Tensor, in_scale=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.hw = tuple(x.shape[-2:])
         a = self.alphas()
         out = 0

@@ -3,11 +3,10 @@
 Tolerances, in quantization steps of the uint8 output:
 * fake-quant PyTorch vs numpy reference ("torch" arithmetic): 0 everywhere. Both compute
   the integer accumulator exactly and requantise with the same float32 operations.
-* onnxruntime vs numpy reference ("ort" arithmetic, which reproduces QLinearAdd's fixed
-  point and the identity-conv requantisation): >= 99.9% identical pixels. What remains
-  are float32 ties of a different operation order; with initialised (untrained) weights
-  one flipped internal step can move an output pixel far, so the share, not the size, of
-  differing pixels is bounded.
+* onnxruntime vs numpy reference ("ort" arithmetic, which reproduces QLinearAdd's float32
+  fused multiply-adds and the identity-conv requantisation): 0, bit for bit, for the
+  Basic and ESPCN entries. RFDN's ESA runs Resize on uint8 in onnxruntime, whose rounding
+  the reference does not reproduce yet (see the export notes), so it is not in this set.
 """
 import json
 
@@ -71,7 +70,7 @@ def test_onnxruntime_matches_reference(exported, name):
     x = _image(30, 26, seed=5)
     y = session(e.path, threads=1).run(None, {"input": x})[0]
     r = reference.run(e.graph, x, "ort")
-    assert np.mean(y == r) >= 0.999
+    assert np.array_equal(y, r)
 
 
 @pytest.mark.parametrize("name", ORT_EXACT)
@@ -148,3 +147,57 @@ def test_export_cli_writes_a_model_that_upscales(tmp_path):
     Image.fromarray(_image(20, 22)[0].transpose(1, 2, 0)).save(img)
     assert main(["upscale", str(out), str(img), "-o", str(tmp_path / "up.png")]) == 0
     assert Image.open(tmp_path / "up.png").size == (88, 80)
+
+
+def test_negative_weight_steps_are_flipped_at_lowering(tmp_path):
+    """LSQ steps can cross zero in training. The lowering flips such channels (integers,
+    step and bias), which changes no product, so that XNNPACK delegates every conv (it
+    refuses negative scales) and the ONNX scales are positive."""
+    from qnas_deploy.exporters.tflite import to_tflite
+    from qnas_deploy.exporters.tflite_runner import TfliteModelRunner, interpreter
+    from qnas_deploy.quant import LSQWeightPerChannel
+
+    m = _model("basic_mixed")
+    with torch.no_grad():
+        for q in (q for q in m.modules() if isinstance(q, LSQWeightPerChannel) and q.enabled):
+            q.step[::3] *= -1
+    g = lower(m)
+    assert all((n.attrs["w_scale"] > 0).all() for n in g.conv_nodes() if "w_scale" in n.attrs)
+    x = _image(20, 22)
+    with torch.no_grad():
+        y = torch.round(m(torch.from_numpy(x).float() / 255).clamp(0, 1) * 255).to(torch.uint8).numpy()
+    assert np.array_equal(reference.run(g, x, "torch"), y)
+    it = interpreter(to_tflite(g, input_size=(20, 22)), threads=1)
+    assert sum(o["op_name"] == "DELEGATE" for o in it._get_ops_details()) == 1
+    hwc = np.ascontiguousarray(x[0].transpose(1, 2, 0))
+    assert np.array_equal(TfliteModelRunner(it, "uint8")(hwc), reference.runner(g, "xnnpack")(hwc))
+
+
+def test_wide_int8_weights_avoid_saturating_u8s8_kernel(tmp_path):
+    """MLAS's AVX2 uint8 x int8 kernel sums pairs of products in saturating int16; a conv
+    with weights near +-127 on bright pixels would clip there. Such weights are written as
+    uint8 with zero point 128, and onnxruntime then equals the reference exactly."""
+    from qnas_deploy.exporters.ir import Graph, Node, Tensor
+    from qnas_deploy.exporters.onnx import to_onnx, u8s8_may_saturate
+
+    c = 8
+    s = float(np.float32(1 / 255))
+    t = {"image": Tensor("image", 3, s, 0, 0, 255), "mid": Tensor("mid", c, 0.5, 128, 0, 255),
+         "sr": Tensor("sr", 3, s, 0, 0, 255)}
+    rng = np.random.default_rng(0)
+    w1 = (rng.choice([-1, 1], (c, 3, 3, 3)) * rng.integers(100, 128, (c, 3, 3, 3))).astype(np.int8)
+    w2 = rng.integers(-127, 128, (3, c, 1, 1)).astype(np.int8)
+    conv = dict(stride=1, dilation=1, groups=1, mult=1.0, w_bits=8)
+    g = Graph(t, [Node("conv", ["image"], "mid", dict(conv, pad=(1, 1), kernel=(3, 3), weight=w1,
+                                                       w_scale=np.full(c, 2e-3, np.float32),
+                                                       bias=np.zeros(c, np.int32)), "mid"),
+                  Node("conv", ["mid"], "sr", dict(conv, pad=(0, 0), kernel=(1, 1), weight=w2,
+                                                   w_scale=np.full(3, 1e-4, np.float32),
+                                                   bias=np.zeros(3, np.int32)), "sr")],
+              "image", "sr", 1)
+    assert u8s8_may_saturate(w1, 1) and not u8s8_may_saturate((w1 // 2).astype(np.int8), 1)
+    x = np.where(rng.random((1, 3, 16, 16)) < 0.5, 255, 0).astype(np.uint8)
+    path = tmp_path / "m.onnx"
+    path.write_bytes(to_onnx(g).SerializeToString())
+    y = session(path, threads=1).run(None, {"input": x})[0]
+    assert np.array_equal(y, reference.run(g, x, "ort"))

@@ -25,6 +25,19 @@ IR_VERSION = 10  # onnx writes a newer IR than onnxruntime 1.31 reads (FACTS: 13
 F32 = np.float32
 
 
+
+def u8s8_may_saturate(weight: np.ndarray, groups: int) -> bool:
+    """Whether onnxruntime's x86 uint8 x int8 GEMM can saturate on these weights.
+
+    Without AVX-VNNI, MLAS multiplies uint8 activations by int8 weights with VPMADDUBSW,
+    which adds pairs of products into int16 with saturation: 255 * (|w1| + |w2|) may
+    exceed 32767 once a weight passes 64 in magnitude. Such a conv stores its weights as
+    uint8 with zero point 128 instead, which takes MLAS's exact uint8 x uint8 kernel.
+    Depthwise convs run a kernel with 32-bit products and are left as they are.
+    """
+    depthwise = groups > 1 and weight.shape[1] == 1
+    return not depthwise and int(np.abs(weight.astype(np.int16)).max()) > 64
+
 class _Writer:
     def __init__(self, graph: Graph, int4: str):
         self.g = graph
@@ -112,6 +125,9 @@ class _Writer:
         if packed:
             w = self.const(f"{n.name}.weight", a["weight"].astype(np.int8), TensorProto.INT4)
             wz = self.const(f"{n.name}.weight_zp", np.zeros(len(w_scale), np.int8), TensorProto.INT4)
+        elif u8s8_may_saturate(a["weight"], a["groups"]):
+            w = self.const(f"{n.name}.weight", (a["weight"].astype(np.int16) + 128).astype(np.uint8))
+            wz = self.const(f"{n.name}.weight_zp", np.full(len(w_scale), 128, np.uint8))
         else:
             w = self.const(f"{n.name}.weight", a["weight"].astype(np.int8))
             wz = self.const(f"{n.name}.weight_zp", np.zeros(len(w_scale), np.int8))

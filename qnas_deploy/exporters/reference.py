@@ -9,6 +9,8 @@ and quantize the result with ``rint(v / s_out)``, exactly as the fake-quant mode
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .ir import Graph, Node, Tensor
@@ -16,21 +18,23 @@ from .ir import Graph, Node, Tensor
 F32 = np.float32
 
 
-ARITHMETIC = ("torch", "ort", "xnnpack", "tflite")
+ARITHMETIC = ("torch", "ort", "xnnpack", "tflite", "tflite_int4")
 
 
 def run(graph: Graph, image: np.ndarray, arithmetic: str = "torch") -> np.ndarray:
     """Run ``graph`` on ``image``: uint8 ``[N, 3, H, W]`` (or ``[3, H, W]``); returns uint8.
 
     ``arithmetic="ort"`` computes the 8-bit residual additions as onnxruntime's x86
-    QLinearAdd kernel does (fixed point, see :func:`qlinear_add_ort`) and requantisations
+    QLinearAdd kernel does (float32 fused multiply-adds, see :func:`qlinear_add_ort`) and requantisations
     as the identity QLinearConv the ONNX file holds (``rint(k * f32(s_in / s_out))``)
     instead of in float as the fake-quant model does (``rint(f32(k * s_in) / s_out)``).
     The two differ only where a value lies within float rounding of a tie.
     ``"xnnpack"`` is LiteRT with its XNNPACK delegate: onnxruntime's conv arithmetic,
     XNNPACK's fixed-point add, and TFLite's builtin integer bilinear resize (the resize
     takes a computed size, which XNNPACK does not delegate). ``"tflite"`` is LiteRT's
-    builtin kernels: every requantisation in gemmlowp fixed point (``tflite_fixed.py``).
+    builtin kernels: every requantisation in gemmlowp fixed point (``tflite_fixed.py``);
+    ``"tflite_int4"`` the same for a file written with ``int4="packed"``, whose 4-bit
+    filters are not widened (``tflite.widen``).
     """
     squeeze = image.ndim == 3
     values = run_tensors(graph, image[None] if squeeze else image, arithmetic)
@@ -242,37 +246,27 @@ _OPS = {
 
 def qlinear_add_ort(a: np.ndarray, sa: float, za: int, b: np.ndarray, sb: float, zb: int,
                     sc: float, zc: int) -> np.ndarray:
-    """onnxruntime's uint8 QLinearAdd on x86 (MLAS AVX2 kernel, XNNPACK's method).
+    """onnxruntime's uint8 QLinearAdd on x86 (MLAS ``qladd_avx2.cpp``).
 
-    Both scale ratios become integer multipliers with 22 significant bits sharing one
-    right shift; the sum is rounded half away from zero, then offset and saturated.
-    Reproduced from the kernel's arithmetic; it differs from float addition only on
-    (near-)ties, which float rounding resolves to even and this resolves away from zero.
+    In float32: ``fixed = zc - (ra * za + rb * zb)`` with ``ra = sa / sc``, then two
+    fused multiply-adds on the raw uint8 values, ``a * ra + (b * rb + fixed)``, each
+    rounded once, and ``cvtps`` rounding half to even. It differs from float addition of
+    the dequantized values only near ties. ``fma`` is computed in float64 and rounded to
+    float32: the products of an 8-bit integer and a float32 are exact in float64.
     """
     ra, rb = F32(F32(sa) / F32(sc)), F32(F32(sb) / F32(sc))
-    greater = max(ra, rb)
-    exponent = int((np.array(greater, F32).view(np.uint32) >> 23)) - 127
-    shift = 21 - exponent
-    if not 13 <= shift <= 31:  # outside the kernel's range: onnxruntime adds in float
-        return None
-    mant = F32(2.0 ** (21 - exponent))
-    ma, mb = int(np.rint(ra * mant)), int(np.rint(rb * mant))
-    acc = ma * a.astype(np.int64) + mb * b.astype(np.int64) - (ma * za + mb * zb)
-    mask = (1 << shift) - 1
-    rem = (acc & mask) - (acc < 0)
-    q = (acc >> shift) + (rem > (mask >> 1))
-    q = np.clip(q, -32768, 32767) + zc
-    return np.clip(q, 0, 255).astype(np.int32)
+    fixed = F32(F32(zc) - F32(F32(ra * F32(za)) + F32(rb * F32(zb))))
+    t = (b.astype(np.float64) * np.float64(rb) + np.float64(fixed)).astype(F32)
+    c = (a.astype(np.float64) * np.float64(ra) + t.astype(np.float64)).astype(F32)
+    return np.clip(np.rint(c), 0, 255).astype(np.int32)
 
 
 def _add_ort(graph, node, values):
     ta, tb, tc = (graph.tensor(n) for n in (*node.inputs, node.output))
     if (ta.quantized and tb.quantized and tc.quantized and node.attrs.get("mult", 1.0) == 1.0
             and tc.qmin == 0 and tc.qmax == 255):
-        q = qlinear_add_ort(values[node.inputs[0]], ta.scale, ta.zero_point, values[node.inputs[1]],
-                            tb.scale, tb.zero_point, tc.scale, tc.zero_point)
-        if q is not None:
-            return q
+        return qlinear_add_ort(values[node.inputs[0]], ta.scale, ta.zero_point, values[node.inputs[1]],
+                               tb.scale, tb.zero_point, tc.scale, tc.zero_point)
     return _OPS["add"](graph, node, values)
 
 
@@ -299,5 +293,6 @@ def _operations(arithmetic: str) -> dict:
 
     if arithmetic == "xnnpack":
         return {**_ORT, "add": fx.add_xnnpack, "resize": fx.resize, "mul": fx.mul_xnnpack}
-    return {**_OPS, "conv": fx.conv, "requant": fx.requant, "add": fx.add, "mul": fx.mul,
+    conv = fx.conv if arithmetic == "tflite" else functools.partial(fx.conv, packed_int4=True)
+    return {**_OPS, "conv": conv, "requant": fx.requant, "add": fx.add, "mul": fx.mul,
             "concat": fx.concat, "resize": fx.resize, "sigmoid": fx.sigmoid}

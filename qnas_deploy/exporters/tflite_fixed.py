@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from .reference import _OPS, _conv_int
-from .tflite import int8_grid
+from .tflite import int8_grid, widen
 
 F32 = np.float32
 
@@ -101,15 +101,18 @@ def _clip(q: np.ndarray, t) -> np.ndarray:
 
 # operations (same signature as reference.py's) ------------------------------------------
 
-def conv(graph, node, values):
+def conv(graph, node, values, packed_int4: bool = False):
     a = node.attrs
     xt, yt = graph.tensor(node.inputs[0]), graph.tensor(node.output)
     if a.get("float") or not (xt.quantized and yt.quantized):
         return _OPS["conv"](graph, node, values)
     x = values[node.inputs[0]].astype(np.int64) - xt.zero_point
-    acc = _conv_int(x, a["weight"], a["stride"], a["pad"], a["dilation"], a["groups"])
-    acc = acc + a["bias"].astype(np.int64).reshape(1, -1, 1, 1)
+    weight, bias = a["weight"], a["bias"]
     w_scale = (a["w_scale"].astype(F32) * F32(a["mult"])).astype(F32)
+    if not (packed_int4 and a["w_bits"] <= 4):  # the file widens every int8 filter
+        weight, w_scale, bias = widen(weight, w_scale, bias)
+    acc = _conv_int(x, weight, a["stride"], a["pad"], a["dilation"], a["groups"])
+    acc = acc + bias.astype(np.int64).reshape(1, -1, 1, 1)
     sig, sh = _per_channel(float(F32(xt.scale)) * w_scale.astype(np.float64) / float(F32(yt.scale)))
     depthwise = a["groups"] == xt.channels == yt.channels and a["groups"] > 1
     return _clip(requantize_conv(acc, sig, sh, depthwise), yt)
@@ -118,9 +121,12 @@ def conv(graph, node, values):
 def _requant_values(xt, v, yt) -> np.ndarray:
     if xt.same_grid(yt):
         return v
-    # The TFLite file requantises with an identity depthwise conv (weight 1 at scale 1.0).
-    sig, sh = _per_channel(np.full(xt.channels, float(F32(xt.scale)) * 1.0 / float(F32(yt.scale))))
-    return _clip(requantize_conv(v.astype(np.int64) - xt.zero_point, sig, sh, xt.channels > 1), yt)
+    # The TFLite file requantises with an identity depthwise conv, weight 1 at scale 1 widened
+    # to weight 64 at scale 1/64 (tflite.widen).
+    w, s, _ = widen(np.ones((xt.channels, 1, 1, 1), np.int8), np.ones(xt.channels, F32), np.zeros(xt.channels, np.int32))
+    sig, sh = _per_channel(float(F32(xt.scale)) * s.astype(np.float64) / float(F32(yt.scale)))
+    acc = (v.astype(np.int64) - xt.zero_point) * w.reshape(1, -1, 1, 1).astype(np.int64)
+    return _clip(requantize_conv(acc, sig, sh, xt.channels > 1), yt)
 
 
 def requant(graph, node, values):

@@ -298,6 +298,97 @@ def search(space, bits, penalty, entropy_coef, data, datasets_root, out, epochs,
                err=True)
 
 
+def _int_list(value: str, what: str) -> list[int]:
+    try:
+        out = [int(v) for v in value.split(",") if v]
+    except ValueError:
+        out = []
+    if not out or min(out) < 1:
+        from .errors import BadInput
+
+        raise BadInput(f"{what}: expected comma-separated positive integers such as 1,2, got {value!r}")
+    return out
+
+
+def _kernels(value: str) -> tuple[str, ...]:
+    ks = tuple(k for k in value.split(",") if k)
+    if not ks or any(k not in ("xnnpack", "builtin") for k in ks):
+        from .errors import BadInput
+
+        raise BadInput(f"--tflite-kernels: expected xnnpack, builtin or both, got {value!r}")
+    return ks
+
+
+def _write_outputs(result: dict, json_path: str | None, md_path: str | None, md: str) -> None:
+    from ._io import write_text
+
+    if json_path:
+        write_json(json_path, result)
+    if md_path:
+        write_text(md_path, md)
+    if json_path != "-":
+        click.echo(md, nl=False)
+
+
+_kernels_option = click.option("--tflite-kernels", default="xnnpack,builtin", show_default=True,
+                               help="LiteRT kernel sets to run .tflite files with.")
+
+
+@cli.group()
+def bench() -> None:
+    """Parity and latency of exported files."""
+
+
+@bench.command("parity")
+@click.argument("checkpoint")
+@click.argument("files", nargs=-1, required=True)
+@_data_option("Set5,Set14", "Benchmark sets.")
+@_datasets_root_option
+@click.option("--tolerance-db", type=float, default=0.01, show_default=True,
+              help="Largest |PSNR difference| to the PyTorch model allowed per image.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="Runtime threads.")
+@_kernels_option
+@click.option("--json", "json_path", metavar="PATH", help="Write every number as JSON ('-' for stdout).")
+@click.option("--md", "md_path", metavar="PATH", help="Write the Markdown table.")
+@click.option("--diff-png", metavar="PATH", help="Difference map of the worst image (default: none).")
+def bench_parity(checkpoint, files, data, datasets_root, tolerance_db, threads, tflite_kernels, json_path, md_path,
+                 diff_png) -> None:
+    """Run every image through CHECKPOINT (PyTorch), the numpy integer reference and FILES.
+
+    Exits 1 when a file misses --tolerance-db on some image.
+    """
+    from .bench.parity import markdown, parity
+    from .checkpoint import load_checkpoint
+    from .data import benchmark_pairs, resolve_dataset
+    from .errors import QnasError
+
+    scale = load_checkpoint(checkpoint).spec.scale
+    sets = {s: benchmark_pairs(resolve_dataset(s, datasets_root), scale) for s in data.split(",") if s}
+    result = parity(checkpoint, list(files), sets, threads, tolerance_db, _kernels(tflite_kernels),
+                    diff_png=diff_png)
+    _write_outputs(result, json_path, md_path, markdown(result))
+    if not result["passed"]:
+        failed = [k for k, v in result["files"].items() if not v.get("passed", True)]
+        raise QnasError(f"parity: {', '.join(failed)} missed {tolerance_db} dB")
+
+
+@bench.command("latency")
+@click.argument("files", nargs=-1, required=True)
+@_size_option("320x180")
+@click.option("--threads", "threads_list", default="1,2", show_default=True, help="Thread counts to measure.")
+@click.option("--runs", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--warmup", type=click.IntRange(0), default=5, show_default=True)
+@_kernels_option
+@click.option("--json", "json_path", metavar="PATH", help="Write every number as JSON ('-' for stdout).")
+@click.option("--md", "md_path", metavar="PATH", help="Write the Markdown table.")
+def bench_latency(files, size, threads_list, runs, warmup, tflite_kernels, json_path, md_path) -> None:
+    """Median, p10/p90 latency and peak memory of FILES per backend and thread count."""
+    from .bench.latency import latency, markdown
+
+    result = latency(list(files), size, _int_list(threads_list, "--threads"), runs, warmup, _kernels(tflite_kernels))
+    _write_outputs(result, json_path, md_path, markdown(result))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: turns errors into one line and an exit code."""
     from .errors import QnasError

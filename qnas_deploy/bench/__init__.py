@@ -1,0 +1,1 @@
+"""Measurements users run on their models and machines: parity, latency, BitOps vs latency."""

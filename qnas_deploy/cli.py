@@ -298,6 +298,21 @@ def search(space, bits, penalty, entropy_coef, data, datasets_root, out, epochs,
                err=True)
 
 
+@cli.command()
+@click.option("-o", "--output", "out", default="qnas-demo", show_default=True, metavar="DIR", help="Run folder.")
+@_datasets_root_option
+@click.option("--resume", is_flag=True, help="Continue a run folder, reusing the steps already done.")
+def demo(out: str, datasets_root: str | None, resume: bool) -> None:
+    """The whole product in minutes: quick search, short training, ONNX + TFLite export,
+    parity and latency, and a one-page report (DIR/REPORT.md)."""
+    from .demo import run_demo
+
+    s = run_demo(out, datasets_root, resume, log=lambda m: click.echo(m, err=True))
+    click.echo(f"wrote {out}/REPORT.md: bicubic {s['bicubic_psnr_db']:.2f} dB, "
+               f"model {s['parity']['pytorch']['mean'][s['validation']]['psnr_db']:.2f} dB on {s['validation']}",
+               err=True)
+
+
 def _int_list(value: str, what: str) -> list[int]:
     try:
         out = [int(v) for v in value.split(",") if v]

@@ -179,3 +179,21 @@ def test_widened_filters_keep_products_and_cut_double_rounding():
     exact = reference.run_tensors(g, x, "torch")["mid"]
     fixed = reference.run_tensors(g, x, "tflite")["mid"]
     assert np.mean(exact == fixed) >= 0.97
+
+
+def test_grouped_conv_matches_builtin_reference_kernel():
+    """Grouped (not depthwise) convs run TFLite's reference kernel, which rounds like gemmlowp."""
+    from qnas_deploy.calibrate import calibrate
+    from qnas_deploy.spaces import build_model
+    from qnas_deploy.spec import uniform
+
+    torch.manual_seed(0)
+    spec = uniform("basic", {"head": "simple_3x3_grouped_3", "body": "simple_3x3_grouped_3",
+                             "skip": "simple_1x1", "upsample": "simple_3x3", "tail": "simple_3x3_grouped_3"},
+                   8, channels=6, blocks=1)
+    m = build_model(spec)
+    calibrate(m, [torch.rand(2, 3, 16, 16) for _ in range(2)])
+    g = lower(m.eval())
+    run = TfliteModelRunner(interpreter(to_tflite(g, input_size=IMG), threads=1, xnnpack=False), "uint8")
+    x = _hwc()
+    assert np.array_equal(run(x), reference.runner(g, "tflite")(x))

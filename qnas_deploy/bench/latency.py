@@ -26,26 +26,56 @@ def _kernels_for(path: str, tflite_kernels) -> list[str]:
 
 def measure(path: str, backend: str, size: tuple[int, int], threads: int, runs: int, warmup: int) -> dict:
     """Time ``runs`` inferences on one random LR image of ``size`` (H, W), after ``warmup``."""
-    import resource
-
-    from ..runners import open_model
-
-    base_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    opened = open_model(path, threads=threads, xnnpack=backend != "litert_builtin")
+    base_kb = _peak_rss_kb()
+    run = _runner(path, backend, threads)
     x = np.random.default_rng(0).integers(0, 256, (size[0], size[1], 3), dtype=np.uint8)
     for _ in range(max(warmup, 1)):  # the first call also sizes TFLite's tensors
-        opened.run(x)
+        run(x)
     times = []
     for _ in range(runs):
         t = time.perf_counter()
-        opened.run(x)
+        run(x)
         times.append((time.perf_counter() - t) * 1000)
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_kb = _peak_rss_kb()
     t = np.array(times)
     return {"file": str(path), "backend": backend, "size": f"{size[0]}x{size[1]}", "threads": threads,
             "runs": runs, "warmup": warmup, "median_ms": float(np.median(t)), "p10_ms": float(np.percentile(t, 10)),
             "p90_ms": float(np.percentile(t, 90)), "min_ms": float(t.min()),
             "peak_rss_mb": peak_kb / 1024, "model_rss_mb": (peak_kb - base_kb) / 1024}
+
+
+def _peak_rss_kb() -> int:
+    """Peak resident memory of this process image. Linux's VmHWM, not ``ru_maxrss``: the
+    latter keeps the high-water mark of the parent that forked this child before exec."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _runner(path: str, backend: str, threads: int):
+    """The runtime alone (no PyTorch import: a board needs only the runtime and this package)."""
+    if backend == "onnxruntime":
+        from ..exporters.onnx_runner import metadata, session
+
+        sess = session(path, threads)
+        as_float = metadata(sess).get("qnas.io") == "float"
+
+        def run(lr):
+            x = np.ascontiguousarray(lr.transpose(2, 0, 1)[None])
+            return sess.run(None, {"input": x.astype(np.float32) / np.float32(255) if as_float else x})[0]
+        return run
+    from ..exporters.tflite import read_metadata
+    from ..exporters.tflite_runner import TfliteModelRunner, interpreter
+
+    data = Path(path).read_bytes()
+    io = read_metadata(data).get("qnas.io", "uint8")
+    return TfliteModelRunner(interpreter(data, threads, backend != "litert_builtin"), io)
 
 
 def latency(files: list[str], size: tuple[int, int], threads: list[int], runs: int = 50, warmup: int = 5,

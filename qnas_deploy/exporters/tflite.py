@@ -71,10 +71,12 @@ def widen(weight: np.ndarray, w_scale: np.ndarray, bias: np.ndarray):
     peak = np.abs(weight.reshape(o, -1).astype(np.int64)).max(axis=1)
     k = np.zeros(o, np.int64)
     nz = peak > 0
-    k[nz] = np.floor(np.log2(127.0 / peak[nz])).astype(np.int64)
+    k[nz] = np.maximum(np.floor(np.log2(127.0 / peak[nz])), 0).astype(np.int64)  # -128 stays as it is
     big = np.abs(bias.astype(np.int64))
-    while np.any(big << k > 2**31 - 1):
-        k = np.where(big << k > 2**31 - 1, k - 1, k)
+    over = (big << k > 2**31 - 1) & (k > 0)
+    while over.any():  # a bias already at the int32 limit keeps k = 0
+        k = np.where(over, k - 1, k)
+        over = (big << k > 2**31 - 1) & (k > 0)
     f = np.int64(1) << k
     w = (weight.astype(np.int64) * f.reshape((o,) + (1,) * (weight.ndim - 1))).astype(np.int8)
     return w, (w_scale.astype(np.float32) / f.astype(np.float32)).astype(np.float32), \

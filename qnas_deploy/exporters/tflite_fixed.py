@@ -115,6 +115,8 @@ def conv(graph, node, values, packed_int4: bool = False):
     acc = acc + bias.astype(np.int64).reshape(1, -1, 1, 1)
     sig, sh = _per_channel(float(F32(xt.scale)) * w_scale.astype(np.float64) / float(F32(yt.scale)))
     depthwise = a["groups"] == xt.channels == yt.channels and a["groups"] > 1
+    if a["groups"] > 1 and not depthwise:  # grouped convs run TFLite's reference kernel
+        return _clip(multiply_by_quantized_multiplier(acc, sig, sh), yt)
     return _clip(requantize_conv(acc, sig, sh, depthwise), yt)
 
 

@@ -1,0 +1,147 @@
+"""``qnas-deploy demo``: the product end to end, in minutes, on two CPU cores.
+
+search (``--quick``, on images bundled with scikit-image) -> short QAT training of the
+found architecture -> ONNX and TFLite export -> parity and latency of both -> a one-page
+report. Every step writes into one run folder; ``resume`` reuses the steps already done.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ._io import atomic_path, write_json, write_text
+from .errors import BadInput
+
+
+def run_demo(out: str | Path, datasets_root: str | None = None, resume: bool = False, progress: bool = True,
+             train_iters: int = 150, train_epochs: int = 4, search_config=None, latency_runs: int = 10,
+             log: Callable[[str], None] = print) -> dict:
+    from .bench.latency import latency
+    from .bench.parity import parity
+    from .checkpoint import load_checkpoint
+    from .evaluate import bicubic_upscaler
+    from .exporters.export import export
+    from .metrics import psnr
+    from .search import SearchConfig, embedded_pairs, search
+    from .spec import load
+    from .train import TrainConfig, train
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise BadInput(f"{out}: run folder is not empty (use --resume to continue it, or another -o)")
+    out.mkdir(parents=True, exist_ok=True)
+    times: dict[str, float] = {}
+    pairs = embedded_pairs(4)
+    val_name, val = _validation_set(datasets_root, pairs)
+
+    t = time.perf_counter()
+    found = out / "found.json"
+    if not (resume and found.is_file()):
+        log("1/5 search (--quick, embedded images)")
+        search(search_config or SearchConfig.quick(), pairs, found, resume=resume and (out / "found.search.pt").is_file(),
+               progress=progress, log=log)
+    spec = load(found)
+    times["search_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    ck = out / "model.pt"
+    if not (resume and ck.is_file() and load_checkpoint(ck).calibrated):
+        log(f"2/5 train {spec.name} ({train_epochs} x {train_iters} iterations)")
+        cfg = TrainConfig(epochs=train_epochs, iters=train_iters, batch=8, patch=24, lr=2e-3, optimizer="adam",
+                          calib_batches=4)
+        train(spec, pairs, ck, cfg, val_pairs=val, resume=resume and ck.is_file(), progress=progress, log=log)
+    times["train_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    log("3/5 export ONNX and TFLite")
+    files = []
+    for fmt in ("onnx", "tflite"):
+        path = out / f"model.{fmt}"
+        if not (resume and path.is_file()):
+            export(str(ck), str(path), fmt=fmt, log=lambda m: None)
+        files.append(str(path))
+    times["export_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    log(f"4/5 parity on {val_name}")
+    par = parity(str(ck), files, {val_name: val}, diff_png=out / "parity_worst.png", progress=progress)
+    write_json(out / "parity.json", par)
+    times["parity_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    log("5/5 latency (LR 128x128, 1 thread)")
+    lat = latency(files, (128, 128), [1], runs=latency_runs, warmup=2, progress=progress)
+    write_json(out / "latency.json", lat)
+    times["latency_s"] = time.perf_counter() - t
+
+    bic = bicubic_upscaler(spec.scale)
+    bicubic_db = float(np.mean([psnr(bic(p.lr), p.hr, spec.scale) for p in val]))
+    summary = {"found": str(found), "checkpoint": str(ck), "files": files, "validation": val_name,
+               "bicubic_psnr_db": bicubic_db, "parity": {k: {kk: v.get(kk) for kk in
+                                                             ("max_abs_delta_psnr_db", "min_identical_pixels",
+                                                              "passed")} | {"mean": v["mean"]}
+                                                         for k, v in par["files"].items()},
+               "latency": lat["rows"], "cost": spec.cost, "seconds": times}
+    write_json(out / "summary.json", summary)
+    _comparison_png(ck, val[0], out / "comparison.png")
+    write_text(out / "REPORT.md", report(spec, summary))
+    return summary
+
+
+def _validation_set(datasets_root, pairs) -> tuple[str, list]:
+    from .data import benchmark_pairs, default_datasets_root
+
+    root = Path(datasets_root) if datasets_root else default_datasets_root()
+    if root is not None and (root / "Set5").is_dir():
+        return "Set5", benchmark_pairs(root / "Set5", 4)
+    # No benchmark sets here: score on the bundled photographs (they are also the training
+    # pool, so the numbers say little about quality; parity and latency stay meaningful).
+    return "embedded", pairs[:3]
+
+
+def _comparison_png(ck: Path, pair, out: Path) -> None:
+    from PIL import Image
+
+    from .imresize import imresize
+    from .infer import torch_runner
+    from .checkpoint import load_checkpoint
+
+    sr = torch_runner(load_checkpoint(ck).model)(pair.lr)
+    side = np.concatenate([imresize(pair.lr, 4.0), sr, pair.hr[: sr.shape[0], : sr.shape[1]]], axis=1)
+    with atomic_path(out) as tmp:
+        Image.fromarray(side).save(tmp, format="PNG")
+
+
+def report(spec, s: dict) -> str:
+    from pathlib import Path as _P
+
+    model_db = s["parity"]["pytorch"]["mean"][s["validation"]]["psnr_db"]
+    lines = [f"# qnas-deploy demo: {spec.name}", "",
+             f"Search space {spec.space}, {spec.channels} channels, {spec.blocks} block(s), x{spec.scale}. "
+             f"BitOps at LR 32x32: {s['cost'].get('bitops_32x32', 0):.3g}.", "",
+             "| layer | operation | weight bits | activation bits |", "|---|---|---|---|"]
+    lines += [f"| {l.name} | {l.op} | {l.w_bits} | {l.a_bits} |" for l in spec.layers]
+    lines += ["", f"## Quality on {s['validation']}", "",
+              f"Bicubic {s['bicubic_psnr_db']:.2f} dB, the trained model {model_db:.2f} dB "
+              f"({model_db - s['bicubic_psnr_db']:+.2f} dB; a few minutes of training on six photographs, "
+              "so expect it below bicubic: the demo shows the pipeline, `qnas-deploy train` makes the model).", "",
+              "![bicubic | model | ground truth](comparison.png)", "",
+              "## Parity: the exported files against the trained model", "",
+              "| model | max abs dPSNR (dB) | min identical pixels vs its reference | pass |", "|---|---|---|---|"]
+    for k, v in s["parity"].items():
+        if k == "pytorch":
+            continue
+        lines.append(f"| {k} | {v['max_abs_delta_psnr_db']:.4f} | {100 * v['min_identical_pixels']:.3f}% | "
+                     f"{'yes' if v['passed'] else 'no'} |")
+    lines += ["", f"## Latency (LR 128x128, 1 thread, median of {s['latency'][0]['runs']})", "", "| file | backend | median (ms) | peak RSS (MB) |",
+              "|---|---|---|---|"]
+    lines += [f"| {_P(r['file']).name} | {r['backend']} | {r['median_ms']:.1f} | {r['peak_rss_mb']:.0f} |"
+              for r in s["latency"]]
+    lines += ["", "Steps (s): " + ", ".join(f"{k[:-2]} {v:.0f}" for k, v in s["seconds"].items()),
+              "", "Files: found.json (+ found.alphas.png, the alphas per epoch), model.pt, model.onnx, model.tflite, "
+              "parity.json, parity_worst.png, latency.json, summary.json.", ""]
+    return "\n".join(lines)

@@ -82,3 +82,16 @@ def test_latency_bad_input_is_one_line(capsys, args, needle):
     assert main(["bench", "latency", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0]
+
+
+def test_latency_runs_without_pytorch(exported):
+    """What a board needs: the runtime and this package, no PyTorch."""
+    import subprocess
+    import sys
+
+    root, data, ck, files = exported
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from qnas_deploy.bench.latency import measure\n"
+            f"for f, b in [({files[0]!r}, 'onnxruntime'), ({files[1]!r}, 'litert_builtin')]:\n"
+            "    assert measure(f, b, (16, 16), 1, 2, 1)['median_ms'] > 0\n")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

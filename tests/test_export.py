@@ -173,29 +173,30 @@ def test_negative_weight_steps_are_flipped_at_lowering(tmp_path):
     assert np.array_equal(TfliteModelRunner(it, "uint8")(hwc), reference.runner(g, "xnnpack")(hwc))
 
 
-def test_wide_int8_weights_avoid_saturating_u8s8_kernel(tmp_path):
+@pytest.mark.parametrize("groups", [1, 3])
+def test_wide_int8_weights_avoid_saturating_u8s8_kernel(tmp_path, groups):
     """MLAS's AVX2 uint8 x int8 kernel sums pairs of products in saturating int16; a conv
     with weights near +-127 on bright pixels would clip there. Such weights are written as
     uint8 with zero point 128, and onnxruntime then equals the reference exactly."""
     from qnas_deploy.exporters.ir import Graph, Node, Tensor
     from qnas_deploy.exporters.onnx import to_onnx, u8s8_may_saturate
 
-    c = 8
+    c = 6
     s = float(np.float32(1 / 255))
     t = {"image": Tensor("image", 3, s, 0, 0, 255), "mid": Tensor("mid", c, 0.5, 128, 0, 255),
          "sr": Tensor("sr", 3, s, 0, 0, 255)}
     rng = np.random.default_rng(0)
-    w1 = (rng.choice([-1, 1], (c, 3, 3, 3)) * rng.integers(100, 128, (c, 3, 3, 3))).astype(np.int8)
+    w1 = (rng.choice([-1, 1], (c, 3 // groups, 3, 3)) * rng.integers(100, 128, (c, 3 // groups, 3, 3))).astype(np.int8)
     w2 = rng.integers(-127, 128, (3, c, 1, 1)).astype(np.int8)
     conv = dict(stride=1, dilation=1, groups=1, mult=1.0, w_bits=8)
-    g = Graph(t, [Node("conv", ["image"], "mid", dict(conv, pad=(1, 1), kernel=(3, 3), weight=w1,
+    g = Graph(t, [Node("conv", ["image"], "mid", dict(conv, groups=groups, pad=(1, 1), kernel=(3, 3), weight=w1,
                                                        w_scale=np.full(c, 2e-3, np.float32),
                                                        bias=np.zeros(c, np.int32)), "mid"),
                   Node("conv", ["mid"], "sr", dict(conv, pad=(0, 0), kernel=(1, 1), weight=w2,
                                                    w_scale=np.full(3, 1e-4, np.float32),
                                                    bias=np.zeros(3, np.int32)), "sr")],
               "image", "sr", 1)
-    assert u8s8_may_saturate(w1, 1) and not u8s8_may_saturate((w1 // 2).astype(np.int8), 1)
+    assert u8s8_may_saturate(w1, groups) and not u8s8_may_saturate((w1 // 2).astype(np.int8), groups)
     x = np.where(rng.random((1, 3, 16, 16)) < 0.5, 255, 0).astype(np.uint8)
     path = tmp_path / "m.onnx"
     path.write_bytes(to_onnx(g).SerializeToString())

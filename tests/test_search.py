@@ -143,3 +143,27 @@ def test_cli_search_and_bad_input(images, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle in err[0]
     assert not (tmp_path / "g.json").exists()
+
+
+def test_ctrl_c_inside_an_epoch_saves_and_resumes(images, tmp_path, monkeypatch):
+    from qnas_deploy.data import PatchSampler
+    from qnas_deploy.search.run import checkpoint_path
+
+    pairs = _pairs(images)
+    real, calls = PatchSampler.batch, {"n": 0}
+
+    def interrupted(self, n):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the alpha batch of the second iteration of the first epoch
+            raise KeyboardInterrupt
+        return real(self, n)
+
+    monkeypatch.setattr(PatchSampler, "batch", interrupted)
+    msgs = []
+    with pytest.raises(KeyboardInterrupt):
+        search(SearchConfig(**TINY), pairs, tmp_path / "c.json", progress=False, log=msgs.append)
+    st = torch.load(checkpoint_path(tmp_path / "c.json"), weights_only=True)
+    assert st["epoch"] == 0 and st["iter"] == 1 and "--resume" in msgs[-1]
+    monkeypatch.setattr(PatchSampler, "batch", real)
+    r = search(SearchConfig(**TINY), pairs, tmp_path / "c.json", resume=True, progress=False, log=lambda m: None)
+    assert len(r.history) == 3 and (tmp_path / "c.json").is_file()

@@ -33,10 +33,23 @@ def u8s8_may_saturate(weight: np.ndarray, groups: int) -> bool:
     which adds pairs of products into int16 with saturation: 255 * (|w1| + |w2|) may
     exceed 32767 once a weight passes 64 in magnitude. Such a conv stores its weights as
     uint8 with zero point 128 instead, which takes MLAS's exact uint8 x uint8 kernel.
-    Depthwise convs run a kernel with 32-bit products and are left as they are.
+    Depthwise convs run a kernel with 32-bit products and are left as they are; grouped
+    ones become one dense conv with block-diagonal weights (measured: onnxruntime's grouped
+    path saturates with uint8 weights as well).
     """
-    depthwise = groups > 1 and weight.shape[1] == 1
+    depthwise = groups > 1 and weight.shape[1] == 1 and weight.shape[0] == groups
     return not depthwise and int(np.abs(weight.astype(np.int16)).max()) > 64
+
+
+def block_diagonal(weight: np.ndarray, groups: int) -> np.ndarray:
+    """``[O, I/g, kh, kw]`` grouped weights as dense ``[O, I, kh, kw]`` ones (zeros off the groups)."""
+    o, ig = weight.shape[:2]
+    og = o // groups
+    dense = np.zeros((o, ig * groups) + weight.shape[2:], weight.dtype)
+    for g in range(groups):
+        dense[g * og:(g + 1) * og, g * ig:(g + 1) * ig] = weight[g * og:(g + 1) * og]
+    return dense
+
 
 class _Writer:
     def __init__(self, graph: Graph, int4: str):
@@ -126,7 +139,11 @@ class _Writer:
             w = self.const(f"{n.name}.weight", a["weight"].astype(np.int8), TensorProto.INT4)
             wz = self.const(f"{n.name}.weight_zp", np.zeros(len(w_scale), np.int8), TensorProto.INT4)
         elif u8s8_may_saturate(a["weight"], a["groups"]):
-            w = self.const(f"{n.name}.weight", (a["weight"].astype(np.int16) + 128).astype(np.uint8))
+            weight = a["weight"]
+            if a["groups"] > 1:  # onnxruntime's grouped path saturates with uint8 weights too
+                weight = block_diagonal(weight, a["groups"])
+                conv_attrs["group"] = 1
+            w = self.const(f"{n.name}.weight", (weight.astype(np.int16) + 128).astype(np.uint8))
             wz = self.const(f"{n.name}.weight_zp", np.full(len(w_scale), 128, np.uint8))
         else:
             w = self.const(f"{n.name}.weight", a["weight"].astype(np.int8))

@@ -5,7 +5,9 @@ Each iteration updates the alphas on a batch of one half of the training images 
 weights on a batch of the other half with L1 (SGD, momentum 0.9, cosine lr from 1e-3,
 weight decay 3e-7), as appendix D. The state after every epoch is a checkpoint
 (``weights_only`` loadable); ``resume`` continues from it and, with the same seed, ends
-exactly where an uninterrupted run ends.
+exactly where an uninterrupted run ends. Ctrl-C saves the state inside the epoch too;
+resuming from there repeats the interrupted iteration, so that run is close to, not
+bit-identical with, an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -92,9 +94,10 @@ def embedded_pairs(scale: int):
     return pairs
 
 
-def _state(net, opt_w, opt_a, sched, samplers, epoch, history, cfg) -> dict:
-    return {"format": CHECKPOINT_FORMAT, "config": json.dumps(asdict(cfg)), "epoch": epoch,
-            "history": json.dumps(history), "model": net.state_dict(), "opt_w": opt_w.state_dict(),
+def _state(net, opt_w, opt_a, sched, samplers, epoch, history, cfg, it: int = 0, sums: dict | None = None) -> dict:
+    # ``it``/``sums``: an epoch interrupted after ``it`` iterations (Ctrl-C) resumes there.
+    return {"format": CHECKPOINT_FORMAT, "config": json.dumps(asdict(cfg)), "epoch": epoch, "iter": it,
+            "sums": json.dumps(sums or {}), "history": json.dumps(history), "model": net.state_dict(), "opt_w": opt_w.state_dict(),
             "opt_a": opt_a.state_dict(), "sched": sched.state_dict(),
             "samplers": [s.get_state() for s in samplers], "torch_rng": torch.get_rng_state()}
 
@@ -148,7 +151,7 @@ def search(cfg: SearchConfig, pairs: list, found: str | Path, resume: bool = Fal
     total = cfg.epochs * cfg.iters
     sched = torch.optim.lr_scheduler.LambdaLR(opt_w, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, total) / total)))
     history: list[dict] = []
-    start = 0
+    start, start_iter, start_sums = 0, 0, {}
     if resume:
         if not ck.is_file():
             raise BadInput(f"--resume: no search checkpoint at {ck}")
@@ -163,35 +166,49 @@ def search(cfg: SearchConfig, pairs: list, found: str | Path, resume: bool = Fal
             s.set_state(g)
         torch.set_rng_state(st["torch_rng"])
         start, history = st["epoch"], json.loads(st["history"])
+        start_iter, start_sums = int(st.get("iter", 0)), json.loads(st.get("sums", "{}"))
         if start >= cfg.epochs:
             raise BadInput(f"--resume: {ck} is already complete ({start} epochs)")
-        log(f"resuming from epoch {start}")
+        log(f"resuming in epoch {start + 1} at iteration {start_iter}" if start_iter else f"resuming from epoch {start}")
     l1 = torch.nn.L1Loss()
     for epoch in range(start, cfg.epochs):
         net.train()
         sums = {"l1": 0.0, "lcq": 0.0, "entropy": 0.0}
-        bar = tqdm(range(cfg.iters), desc=f"search {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
-        for it in bar:
-            mu = entropy_weight(epoch + it / cfg.iters, cfg.entropy)
-            lr_a, hr_a = (t.to(device) for t in samplers[1].batch(cfg.batch))
-            alphas = [net.mixed[k].alphas() for k in keys]
-            lcq = expected_bitops([a.cpu() for a in alphas], macs, net.bits) / norm
-            ent = entropy(alphas)
-            loss_sr = l1(net(lr_a), hr_a)
-            opt_a.zero_grad(set_to_none=True)
-            (loss_sr + cfg.penalty * lcq.to(device) + mu * ent).backward()
-            opt_a.step()
-            lr_w, hr_w = (t.to(device) for t in samplers[0].batch(cfg.batch))
-            opt_w.zero_grad(set_to_none=True)
-            loss_w = l1(net(lr_w), hr_w)
-            loss_w.backward()
-            opt_w.step()
-            sched.step()
-            sums["l1"] += loss_w.item()
-            sums["lcq"] += lcq.item()
-            sums["entropy"] += ent.item() / len(keys)
-            bar.set_postfix(loss=f"{loss_w.item():.4f}", bitops=f"{lcq.item():.3f}",
-                            entropy=f"{ent.item() / len(keys):.3f}")
+        first = 0
+        if epoch == start and start_iter:
+            first, sums = start_iter, start_sums
+        bar = tqdm(range(first, cfg.iters), desc=f"search {epoch + 1}/{cfg.epochs}", disable=not progress,
+                   leave=False, initial=first, total=cfg.iters)
+        done = first
+        try:
+            for it in bar:
+                mu = entropy_weight(epoch + it / cfg.iters, cfg.entropy)
+                lr_a, hr_a = (t.to(device) for t in samplers[1].batch(cfg.batch))
+                alphas = [net.mixed[k].alphas() for k in keys]
+                lcq = expected_bitops([a.cpu() for a in alphas], macs, net.bits) / norm
+                ent = entropy(alphas)
+                loss_sr = l1(net(lr_a), hr_a)
+                opt_a.zero_grad(set_to_none=True)
+                (loss_sr + cfg.penalty * lcq.to(device) + mu * ent).backward()
+                opt_a.step()
+                lr_w, hr_w = (t.to(device) for t in samplers[0].batch(cfg.batch))
+                opt_w.zero_grad(set_to_none=True)
+                loss_w = l1(net(lr_w), hr_w)
+                loss_w.backward()
+                opt_w.step()
+                sched.step()
+                sums["l1"] += loss_w.item()
+                sums["lcq"] += lcq.item()
+                sums["entropy"] += ent.item() / len(keys)
+                bar.set_postfix(loss=f"{loss_w.item():.4f}", bitops=f"{lcq.item():.3f}",
+                                entropy=f"{ent.item() / len(keys):.3f}")
+                done = it + 1
+        except KeyboardInterrupt:
+            bar.close()
+            with atomic_path(ck) as tmp:
+                torch.save(_state(net, opt_w, opt_a, sched, samplers, epoch, history, cfg, done, sums), tmp)
+            log(f"interrupted: saved epoch {epoch + 1}, iteration {done} to {ck}; continue with --resume")
+            raise
         rec = {k: v / cfg.iters for k, v in sums.items()}
         rec.update(epoch=epoch + 1, mu=entropy_weight(epoch + 1, cfg.entropy),
                    alphas={k: net.mixed[k].alphas().detach().cpu().tolist() for k in keys},

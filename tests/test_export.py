@@ -181,9 +181,9 @@ def test_wide_int8_weights_avoid_saturating_u8s8_kernel(tmp_path, groups):
     from qnas_deploy.exporters.ir import Graph, Node, Tensor
     from qnas_deploy.exporters.onnx import to_onnx, u8s8_may_saturate
 
-    c = 6
+    c = 12
     s = float(np.float32(1 / 255))
-    t = {"image": Tensor("image", 3, s, 0, 0, 255), "mid": Tensor("mid", c, 0.5, 128, 0, 255),
+    t = {"image": Tensor("image", 3, s, 0, 0, 255), "mid": Tensor("mid", c, 0.02, 128, 0, 255),
          "sr": Tensor("sr", 3, s, 0, 0, 255)}
     rng = np.random.default_rng(0)
     w1 = (rng.choice([-1, 1], (c, 3 // groups, 3, 3)) * rng.integers(100, 128, (c, 3 // groups, 3, 3))).astype(np.int8)
@@ -202,3 +202,33 @@ def test_wide_int8_weights_avoid_saturating_u8s8_kernel(tmp_path, groups):
     path.write_bytes(to_onnx(g).SerializeToString())
     y = session(path, threads=1).run(None, {"input": x})[0]
     assert np.array_equal(y, reference.run(g, x, "ort"))
+
+
+# A grouped 3x3 conv (3 groups, 1 input channel each) from a trained demo checkpoint: a pair
+# of its weights (40, 92) times bright pixels passes int16 in onnxruntime's u8s8 kernel.
+_GROUPED_W = [[-16, -19, 0, -11, 13, 14, -6, -40, 11], [-18, 8, 7, 2, 18, 17, 3, -28, -32],
+              [10, 16, 11, -37, -9, 41, 16, -15, -5], [5, 42, 46, 28, -26, -21, 1, -14, 7],
+              [7, 0, 11, 8, -4, 14, -7, -1, 9], [11, -7, -7, -3, 4, 5, 1, -1, -2],
+              [14, -14, -16, 20, 40, 92, -43, -38, 45], [-29, -28, 31, 36, 46, -65, 93, -26, 7],
+              [-12, -4, -4, -5, -9, 8, -2, 5, -1], [10, -12, 0, 11, -7, 13, 3, -7, 31],
+              [-128, 0, -128, -128, -128, -128, -33, -128, 0], [0, 16, -1, -6, -19, -11, -9, 34, -8]]
+
+
+def test_trained_grouped_conv_is_exact_in_onnxruntime(tmp_path):
+    from qnas_deploy.exporters.ir import Graph, Node, Tensor
+    from qnas_deploy.exporters.onnx import to_onnx
+
+    s = float(np.float32(1 / 255))
+    w = np.array(_GROUPED_W, np.int8).reshape(12, 1, 3, 3)
+    ws = np.array([0.0254, 0.0257, 0.0205, 0.0154, 0.0231, 0.0993, 0.0166, 0.0118, 0.0637, 0.0313, 1.2e-07,
+                   0.0272], np.float32)
+    t = {"image": Tensor("image", 3, s, 0, 0, 255), "mid": Tensor("mid", 12, 0.0058, 0, 0, 255)}
+    g = Graph(t, [Node("conv", ["image"], "mid", dict(stride=1, dilation=1, groups=3, mult=1.0, w_bits=8, pad=(1, 1),
+                                                      kernel=(3, 3), weight=w, w_scale=ws,
+                                                      bias=np.array([1149, 465, -147, -83, 728, -76, -1220, -1689, 14,
+                                                                     -642, 0, 6], np.int32)), "mid")],
+              "image", "mid", 1)
+    x = np.where(np.random.default_rng(0).random((1, 3, 32, 32)) < 0.5, 255, 0).astype(np.uint8)
+    path = tmp_path / "g.onnx"
+    path.write_bytes(to_onnx(g).SerializeToString())
+    assert np.array_equal(session(path, threads=1).run(None, {"input": x})[0], reference.run(g, x, "ort"))

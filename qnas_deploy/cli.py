@@ -404,6 +404,28 @@ def bench_latency(files, size, threads_list, runs, warmup, tflite_kernels, json_
     _write_outputs(result, json_path, md_path, markdown(result))
 
 
+@bench.command("bitops")
+@click.option("--space", type=click.Choice(["basic", "rfdn"]), default="basic", show_default=True)
+@click.option("--samples", type=click.IntRange(1), default=30, show_default=True)
+@_size_option("128x128")
+@click.option("--runs", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "json_path", metavar="PATH", help="Write every number as JSON ('-' for stdout).")
+@click.option("--md", "md_path", metavar="PATH", help="Write the Markdown table.")
+@click.option("--plot", "plot_path", metavar="PATH", help="BitOps vs latency scatter plot (PNG).")
+def bench_bitops(space, samples, size, runs, threads, seed, json_path, md_path, plot_path) -> None:
+    """Kendall tau and Pearson r between BitOps and measured latency of random architectures
+    (onnxruntime and LiteRT + XNNPACK, initialised weights). The per-layer latency table is
+    not built yet."""
+    from .bench.bitops import bitops_vs_latency, markdown, plot
+
+    result = bitops_vs_latency(space, samples, size, runs, threads=threads, seed=seed)
+    if plot_path:
+        plot(result, plot_path)
+    _write_outputs(result, json_path, md_path, markdown(result))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: turns errors into one line and an exit code."""
     from .errors import QnasError

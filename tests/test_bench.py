@@ -95,3 +95,15 @@ def test_latency_runs_without_pytorch(exported):
             f"for f, b in [({files[0]!r}, 'onnxruntime'), ({files[1]!r}, 'litert_builtin')]:\n"
             "    assert measure(f, b, (16, 16), 1, 2, 1)['median_ms'] > 0\n")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_bitops_correlates_random_architectures(tmp_path):
+    out = tmp_path / "b.json"
+    assert main(["bench", "bitops", "--samples", "3", "--size", "16x16", "--runs", "1", "--json", str(out),
+                 "--plot", str(tmp_path / "b.png")]) == 0
+    r = json.loads(out.read_text())
+    assert len(r["rows"]) == 3 and len({json.dumps(x["layers"]) for x in r["rows"]}) == 3
+    for c in r["correlation"].values():
+        assert -1 <= c["kendall_tau"] <= 1 and -1 <= c["pearson_r"] <= 1
+    assert all(x["onnxruntime_ms"] > 0 and x["litert_xnnpack_ms"] > 0 for x in r["rows"])
+    assert (tmp_path / "b.png").stat().st_size > 0

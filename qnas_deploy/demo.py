@@ -117,8 +117,6 @@ def _comparison_png(ck: Path, pair, out: Path) -> None:
 
 
 def report(spec, s: dict) -> str:
-    from pathlib import Path as _P
-
     model_db = s["parity"]["pytorch"]["mean"][s["validation"]]["psnr_db"]
     lines = [f"# qnas-deploy demo: {spec.name}", "",
              f"Search space {spec.space}, {spec.channels} channels, {spec.blocks} block(s), x{spec.scale}. "
@@ -139,7 +137,7 @@ def report(spec, s: dict) -> str:
                      f"{'yes' if v['passed'] else 'no'} |")
     lines += ["", f"## Latency (LR 128x128, 1 thread, median of {s['latency'][0]['runs']})", "", "| file | backend | median (ms) | peak RSS (MB) |",
               "|---|---|---|---|"]
-    lines += [f"| {_P(r['file']).name} | {r['backend']} | {r['median_ms']:.1f} | {r['peak_rss_mb']:.0f} |"
+    lines += [f"| {Path(r['file']).name} | {r['backend']} | {r['median_ms']:.1f} | {r['peak_rss_mb']:.0f} |"
               for r in s["latency"]]
     lines += ["", "Steps (s): " + ", ".join(f"{k[:-2]} {v:.0f}" for k, v in s["seconds"].items()),
               "", "Files: found.json (+ found.alphas.png, the alphas per epoch), model.pt, model.onnx, model.tflite, "

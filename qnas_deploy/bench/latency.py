@@ -61,15 +61,9 @@ def _peak_rss_kb() -> int:
 def _runner(path: str, backend: str, threads: int):
     """The runtime alone (no PyTorch import: a board needs only the runtime and this package)."""
     if backend == "onnxruntime":
-        from ..exporters.onnx_runner import metadata, session
+        from ..exporters.onnx_runner import OnnxModelRunner, session
 
-        sess = session(path, threads)
-        as_float = metadata(sess).get("qnas.io") == "float"
-
-        def run(lr):
-            x = np.ascontiguousarray(lr.transpose(2, 0, 1)[None])
-            return sess.run(None, {"input": x.astype(np.float32) / np.float32(255) if as_float else x})[0]
-        return run
+        return OnnxModelRunner(session(path, threads))
     from ..exporters.tflite import read_metadata
     from ..exporters.tflite_runner import TfliteModelRunner, interpreter
 

@@ -58,10 +58,11 @@ def file_options(path: str | Path) -> dict:
             "options": json.loads(meta.get("qnas.export_options", "{}"))}
 
 
-def backends_of(path: str, threads: int | None = None, tflite_kernels=("xnnpack", "builtin")) -> list[Backend]:
+def backends_of(path: str, opts: dict, threads: int | None = None,
+                tflite_kernels=("xnnpack", "builtin")) -> list[Backend]:
+    """The backends a file runs in; ``opts`` is its export options (:func:`file_options`)."""
     from ..runners import open_model
 
-    opts = file_options(path)["options"]
     adq = opts.get("adq") if opts.get("adq") not in (None, "none") else None
     name = Path(path).name
     if path.lower().endswith(".onnx"):
@@ -91,11 +92,12 @@ def parity(checkpoint: str, files: list[str], sets: dict[str, list], threads: in
         raise BadInput(f"{checkpoint}: not calibrated (training did not finish); parity needs the final checkpoint")
     backends: list[Backend] = []
     for f in files:
-        found = file_options(f)["found"]
+        meta = file_options(f)
+        found = meta["found"]
         if found != ck.spec.to_dict():
             raise BadInput(f"{f}: exported from another architecture than {checkpoint} "
                            f"({found.get('name') or found.get('space')} vs {ck.spec.name or ck.spec.space})")
-        backends += backends_of(f, threads, tflite_kernels)
+        backends += backends_of(f, meta["options"], threads, tflite_kernels)
     adq_default = "static" if ck.spec.adq else None
     graphs = {}
 

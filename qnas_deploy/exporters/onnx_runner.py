@@ -44,16 +44,22 @@ def open_onnx(path: str | Path, threads: int | None = None, **_):
         raise BadInput(f"{path}: not a qnas-deploy export (no qnas.scale metadata)")
     scale = int(meta["qnas.scale"])
     spec = from_dict(json.loads(meta["qnas.found_json"])) if "qnas.found_json" in meta else None
-    as_float = meta.get("qnas.io") == "float"
+    return OpenedModel(str(path), scale, OnnxModelRunner(sess), f"{Path(path).name} (onnxruntime)",
+                       min_input_size(spec) if spec else 1, spec)
 
-    def run(lr: np.ndarray) -> np.ndarray:
+
+class OnnxModelRunner:
+    """Callable: uint8 HxWx3 LR image -> uint8 upscaled image, through one session."""
+
+    def __init__(self, sess):
+        self.sess = sess
+        self.as_float = metadata(sess).get("qnas.io") == "float"
+
+    def __call__(self, lr: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(lr.transpose(2, 0, 1)[None])
-        if as_float:
+        if self.as_float:
             x = x.astype(np.float32) / np.float32(255)
-        y = sess.run(None, {"input": x})[0][0]
-        if as_float:
+        y = self.sess.run(None, {"input": x})[0][0]
+        if self.as_float:
             y = np.clip(np.rint(y * 255), 0, 255)
         return np.ascontiguousarray(y.transpose(1, 2, 0)).astype(np.uint8)
-
-    return OpenedModel(str(path), scale, run, f"{Path(path).name} (onnxruntime)",
-                       min_input_size(spec) if spec else 1, spec)

@@ -270,9 +270,13 @@ def export(source: str, fmt: str, out: str | None, weights: str | None, calib: s
 @click.option("--mode", type=click.Choice(["san", "shared", "independent"]), default="san", show_default=True)
 @click.option("--quick", is_flag=True, help="A small search that finishes in minutes on two CPU cores.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint beside --output.")
+@click.option("--latency-table", metavar="PATH", default=None,
+              help="Penalise measured latency (bench bitops --table-json) instead of BitOps.")
+@click.option("--latency-backend", type=click.Choice(["onnxruntime", "litert_xnnpack"]), default="onnxruntime",
+              show_default=True, help="Which of the table's backends to penalise.")
 def search(space, bits, penalty, entropy_coef, data, datasets_root, out, epochs, iters, patch, batch, channels,
-           seed, device, mode, quick, resume) -> None:
-    """QuantNAS search (SAN, BitMixer, entropy, BitOps penalty) -> found.json."""
+           seed, device, mode, quick, resume, latency_table, latency_backend) -> None:
+    """QuantNAS search (SAN, BitMixer, entropy, BitOps or measured-latency penalty) -> found.json."""
     from .errors import BadInput
     from .search import SearchConfig, embedded_pairs
     from .search import search as run_search
@@ -282,7 +286,8 @@ def search(space, bits, penalty, entropy_coef, data, datasets_root, out, epochs,
     except ValueError:
         raise BadInput(f"--bits must be comma-separated integers, got {bits!r}") from None
     kw = dict(space=space, bits=bit_list, mode=mode, penalty=penalty, entropy=entropy_coef, epochs=epochs,
-              iters=iters, patch=patch, batch=batch, channels=channels, seed=seed, data=data or "embedded")
+              iters=iters, patch=patch, batch=batch, channels=channels, seed=seed, data=data or "embedded",
+              latency_table=latency_table, latency_backend=latency_backend)
     kw = {k: v for k, v in kw.items() if v is not None}
     cfg = SearchConfig.quick(**kw) if quick else SearchConfig(**kw)
     if data:
@@ -413,14 +418,34 @@ def bench_latency(files, size, threads_list, runs, warmup, tflite_kernels, json_
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "json_path", metavar="PATH", help="Write every number as JSON ('-' for stdout).")
 @click.option("--md", "md_path", metavar="PATH", help="Write the Markdown table.")
-@click.option("--plot", "plot_path", metavar="PATH", help="BitOps vs latency scatter plot (PNG).")
-def bench_bitops(space, samples, size, runs, threads, seed, json_path, md_path, plot_path) -> None:
+@click.option("--plot", "plot_path", metavar="PATH", help="BitOps vs latency (and table) scatter plots (PNG).")
+@click.option("--bits", "bits_list", default="2,4,8", show_default=True,
+              help="Bit widths the random architectures (and the table) draw from.")
+@click.option("--channels", type=click.IntRange(3), default=None, help="Network width (default: the space's).")
+@click.option("--blocks", type=click.IntRange(1), default=None, help="Blocks (default: the space's).")
+@click.option("--table/--no-table", "with_table", default=True, show_default=True,
+              help="Also build the per-layer latency table and judge it on the sampled architectures.")
+@click.option("--table-json", "table_path", metavar="PATH", help="Save the latency table (JSON) for the search.")
+@click.option("--fit", type=click.IntRange(1), default=3, show_default=True,
+              help="Other random architectures that fix the table's constant part.")
+@click.option("--table-runs", type=click.IntRange(1), default=10, show_default=True,
+              help="Runs per layer candidate.")
+def bench_bitops(space, samples, size, runs, threads, seed, json_path, md_path, plot_path, bits_list, channels,
+                 blocks, with_table, table_path, fit, table_runs) -> None:
     """Kendall tau and Pearson r between BitOps and measured latency of random architectures
-    (onnxruntime and LiteRT + XNNPACK, initialised weights). The per-layer latency table is
-    not built yet."""
+    (onnxruntime and LiteRT + XNNPACK, initialised weights), and of an FBNet-style per-layer
+    latency table measured on the same machine."""
     from .bench.bitops import bitops_vs_latency, markdown, plot
 
-    result = bitops_vs_latency(space, samples, size, runs, threads=threads, seed=seed)
+    if table_path and not with_table:
+        raise click.UsageError("--table-json needs the table (drop --no-table)")
+    bits = tuple(_int_list(bits_list, "--bits"))
+    if not set(bits) <= {2, 4, 8}:
+        raise click.UsageError(f"--bits {bits_list}: choose from 2, 4, 8 (the integer exporters' widths)")
+    result = bitops_vs_latency(space, samples, size, runs, threads=threads, seed=seed, table=with_table, fit=fit,
+                               table_runs=table_runs, bits=bits, channels=channels, blocks=blocks)
+    if table_path:
+        write_json(table_path, result["table"])
     if plot_path:
         plot(result, plot_path)
     _write_outputs(result, json_path, md_path, markdown(result))

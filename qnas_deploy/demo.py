@@ -6,7 +6,6 @@ report. Every step writes into one run folder; ``resume`` reuses the steps alrea
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Callable

@@ -98,12 +98,96 @@ def test_latency_runs_without_pytorch(exported):
 
 
 def test_bitops_correlates_random_architectures(tmp_path):
-    out = tmp_path / "b.json"
-    assert main(["bench", "bitops", "--samples", "3", "--size", "16x16", "--runs", "1", "--json", str(out),
+    from qnas_deploy.bench.latency_table import load, predict
+
+    out, table = tmp_path / "b.json", tmp_path / "table.json"
+    assert main(["bench", "bitops", "--samples", "3", "--size", "16x16", "--runs", "1", "--bits", "8",
+                 "--table-runs", "1", "--fit", "1", "--json", str(out), "--table-json", str(table),
                  "--plot", str(tmp_path / "b.png")]) == 0
     r = json.loads(out.read_text())
     assert len(r["rows"]) == 3 and len({json.dumps(x["layers"]) for x in r["rows"]}) == 3
+    assert all(wb == ab == 8 for x in r["rows"] for _, _, wb, ab in x["layers"])
     for c in r["correlation"].values():
         assert -1 <= c["kendall_tau"] <= 1 and -1 <= c["pearson_r"] <= 1
     assert all(x["onnxruntime_ms"] > 0 and x["litert_xnnpack_ms"] > 0 for x in r["rows"])
     assert (tmp_path / "b.png").stat().st_size > 0
+    # The saved table predicts each held-out architecture as the benchmark did: fixed + its layers.
+    t = load(table)
+    assert all(e["onnxruntime_ms"] > 0 and e["litert_xnnpack_ms"] > 0 for e in t["entries"].values())
+    for x in r["rows"]:
+        spec = _spec_of("basic", x["layers"])
+        for b in ("onnxruntime", "litert_xnnpack"):
+            assert predict(t, spec, b) == pytest.approx(x[f"{b}_predicted_ms"])
+    for a in r["table_accuracy"].values():
+        assert a["mape"] >= 0 and -1 <= a["kendall_tau"] <= 1
+
+
+def _spec_of(space, layers):
+    from qnas_deploy.spaces import get_space
+    from qnas_deploy.spec import ArchSpec, LayerSpec
+
+    sp = get_space(space)
+    return ArchSpec(space=space, scale=4, channels=sp.default_channels, blocks=sp.default_blocks,
+                    layers=tuple(LayerSpec(*l) for l in layers))
+
+
+def test_latency_table_covers_every_candidate_of_the_space():
+    from qnas_deploy.bench.latency_table import _candidates, slot_sizes
+    from qnas_deploy.spaces import get_space
+
+    sizes = slot_sizes("basic", (20, 24))
+    assert sizes["head.0"] == (3, 36, 20, 24) and sizes["tail.1"] == (36, 3, 80, 96)  # the tail runs at HR
+    sp = get_space("basic")
+    covered = {(l.name, l.op, l.w_bits) for s in _candidates("basic", (4, 8)) for l in s.layers}
+    wanted = {(s.name, op, b) for s in sp.layout(36, 3, 4) for op in sp.ops_for(s.role, "small") for b in (4, 8)}
+    assert covered == wanted
+
+
+def test_latency_table_layer_graph_computes_the_layer():
+    """What the table times is the layer the network runs: its standalone integer graph
+    agrees with the PyTorch layer between two 1/255 grids (one step at rounding ties)."""
+    import numpy as np
+    import torch
+
+    from qnas_deploy.bench.latency_table import layer_graph
+    from qnas_deploy.calibrate import calibrate
+    from qnas_deploy.exporters import reference
+    from qnas_deploy.exporters.export import calibration_batches
+    from qnas_deploy.spaces import build_model
+
+    spec = _spec_of("basic", [[n, op, 4, 4] for n, op in [
+        ("head.0", "simple_3x3"), ("head.1", "simple_3x3"), ("body.0.0", "conv_3x1_1x3"), ("body.0.1", "simple_5x5"),
+        ("body.0.skip", "simple_1x1"), ("body.1.0", "simple_3x3"), ("body.1.1", "simple_3x3"),
+        ("body.1.skip", "simple_1x1"), ("body.2.0", "simple_3x3"), ("body.2.1", "simple_3x3"),
+        ("body.2.skip", "simple_1x1"), ("upsample", "simple_3x3"), ("tail.0", "simple_3x3"), ("tail.1", "simple_1x1")]])
+    torch.manual_seed(0)
+    model = build_model(spec)
+    calibrate(model, calibration_batches(spec, None, None))
+    layer = model.eval().layers["body_0_0"]
+    with torch.no_grad():
+        g = layer_graph(layer, 36, 36, "body.0.0")
+        q = np.random.default_rng(0).integers(0, 256, (1, 36, 10, 12), dtype=np.uint8)
+        want = torch.clamp(torch.round(layer(torch.from_numpy(q).float() / 255) * 255), 0, 255).numpy()
+    got = reference.run(g, q).astype(np.float32)
+    assert np.abs(got - want).max() <= 1 and np.mean(got == want) >= 0.99
+
+
+def test_latency_table_rejects_a_wrong_file(tmp_path):
+    from qnas_deploy.errors import BadInput
+    from qnas_deploy.bench.latency_table import load
+
+    p = tmp_path / "t.json"
+    p.write_text('{"format": "something else"}')
+    with pytest.raises(BadInput, match="not a qnas-deploy latency table"):
+        load(p)
+
+
+def test_pareto_front_keeps_the_undominated_points(tmp_path):
+    from qnas_deploy.bench.pareto import front, plot
+
+    pts = [(1.0, 20.0), (2.0, 22.0), (2.0, 21.0), (3.0, 21.5), (4.0, 23.0), (0.5, 19.0), (1.0, 20.0)]
+    # (2, 21) and (3, 21.5) are beaten by (2, 22); the duplicate (1, 20) points do not dominate each other.
+    assert front(pts) == [5, 0, 6, 1, 4]
+    entries = [{"name": f"a{i}", "cost": c, "psnr": q} for i, (c, q) in enumerate(pts)] + [{"name": "no", "cost": None}]
+    plot(entries, tmp_path / "p.png", "psnr", "PSNR", [("cost", "cost", 1, True)], baseline=19.5)
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

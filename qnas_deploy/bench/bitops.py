@@ -5,7 +5,7 @@ Random architectures of a space (a random operation from the quantized search's 
 random bit width per searchable layer) are exported with initialised weights, timed per
 backend on one LR size, and compared with their BitOps by Kendall's tau and Pearson's r,
 and with their MACs (what 8-bit-container runtimes execute). The FBNet-style per-layer
-latency table is not built yet.
+latency table (``latency_table.py``) is built beside them and judged on the same architectures.
 """
 from __future__ import annotations
 
@@ -16,60 +16,86 @@ import numpy as np
 from ..errors import BadInput
 
 
-def random_spec(space: str, rng: np.random.Generator, bits=(2, 4, 8), index: int = 0):
+def random_spec(space: str, rng: np.random.Generator, bits=(2, 4, 8), index: int = 0, channels: int | None = None,
+                blocks: int | None = None):
     from ..spaces import get_space
     from ..spec import ArchSpec, LayerSpec
 
     sp = get_space(space)
-    slots = sp.layout(sp.default_channels, sp.default_blocks, 4)
+    channels, blocks = channels or sp.default_channels, blocks or sp.default_blocks
+    slots = sp.layout(channels, blocks, 4)
     layers = []
     for s in slots:
         ops = sp.ops_for(s.role, "small")
         b = int(rng.choice(bits))
         layers.append(LayerSpec(s.name, str(ops[rng.integers(len(ops))]), b, b))
-    return ArchSpec(space=space, scale=4, channels=sp.default_channels, blocks=sp.default_blocks,
+    return ArchSpec(space=space, scale=4, channels=channels, blocks=blocks,
                     layers=tuple(layers), name=f"{space}_random_{index}")
 
 
-def bitops_vs_latency(space: str, samples: int, size: tuple[int, int], runs: int = 5, warmup: int = 1,
-                      threads: int = 1, seed: int = 0, work: str | Path | None = None, progress: bool = True) -> dict:
-    import tempfile
+def _measure_arch(spec, size, runs, warmup, threads, work: Path) -> dict:
+    """Export ``spec`` with initialised weights and time it on each backend."""
+    import torch
 
-    from tqdm import tqdm
-
+    from ..calibrate import calibrate
     from ..cost import summary
     from ..exporters.export import calibration_batches
     from ..exporters.lower import lower
     from ..exporters.onnx import to_onnx
     from ..exporters.tflite import to_tflite
-    from ..calibrate import calibrate
     from ..spaces import build_model
     from .latency import measure
-    import torch
+
+    torch.manual_seed(0)
+    model = build_model(spec)
+    calibrate(model, calibration_batches(spec, None, None))
+    graph = lower(model.eval(), "static" if spec.adq else None)
+    onnx_path, tfl_path = work / f"{spec.name}.onnx", work / f"{spec.name}.tflite"
+    onnx_path.write_bytes(to_onnx(graph).SerializeToString())
+    tfl_path.write_bytes(to_tflite(graph, input_size=size))
+    cost = summary(spec)
+    row = {"name": spec.name, "bitops_32x32": cost["bitops_32x32"], "macs_32x32": cost["macs_32x32"],
+           "layers": [[l.name, l.op, l.w_bits, l.a_bits] for l in spec.layers]}
+    for path, backend in ((onnx_path, "onnxruntime"), (tfl_path, "litert_xnnpack")):
+        row[f"{backend}_ms"] = measure(str(path), backend, size, threads, runs, warmup)["median_ms"]
+    return row
+
+
+def bitops_vs_latency(space: str, samples: int, size: tuple[int, int], runs: int = 5, warmup: int = 1,
+                      threads: int = 1, seed: int = 0, work: str | Path | None = None, progress: bool = True,
+                      table: bool = True, fit: int = 3, table_runs: int = 10, bits=(2, 4, 8),
+                      channels: int | None = None, blocks: int | None = None) -> dict:
+    """Time ``samples`` random architectures; with ``table``, also build the per-layer latency
+    table, fix its constant part on ``fit`` other random architectures, and judge it on the
+    ``samples`` (held out: the table never saw them)."""
+    import tempfile
+
+    from tqdm import tqdm
+
+    from . import latency_table as lt
 
     if samples < 3:
         raise BadInput(f"--samples {samples}: need at least 3 architectures for a rank correlation")
+    if table and fit < 1:
+        raise BadInput(f"--fit {fit}: the table needs at least 1 architecture to fix its constant part")
     work = Path(work or tempfile.mkdtemp(prefix="qnas-bitops-"))
     work.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    rows = []
-    for i in tqdm(range(samples), desc=f"bitops {space}", disable=not progress, leave=False):
-        spec = random_spec(space, rng, index=i)
-        torch.manual_seed(i)
-        model = build_model(spec)
-        calibrate(model, calibration_batches(spec, None, None))
-        graph = lower(model.eval(), "static" if spec.adq else None)
-        onnx_path, tfl_path = work / f"{spec.name}.onnx", work / f"{spec.name}.tflite"
-        onnx_path.write_bytes(to_onnx(graph).SerializeToString())
-        tfl_path.write_bytes(to_tflite(graph, input_size=size))
-        cost = summary(spec)
-        row = {"name": spec.name, "bitops_32x32": cost["bitops_32x32"], "macs_32x32": cost["macs_32x32"],
-               "layers": [[l.name, l.op, l.w_bits] for l in spec.layers]}
-        for path, backend in ((onnx_path, "onnxruntime"), (tfl_path, "litert_xnnpack")):
-            row[f"{backend}_ms"] = measure(str(path), backend, size, threads, runs, warmup)["median_ms"]
-        rows.append(row)
-    return {"space": space, "samples": samples, "size": f"{size[0]}x{size[1]}", "threads": threads, "runs": runs,
-            "seed": seed, "rows": rows, "correlation": correlations(rows)}
+    specs = [random_spec(space, rng, bits, i, channels, blocks) for i in range(samples)]
+    rows = [_measure_arch(s, size, runs, warmup, threads, work)
+            for s in tqdm(specs, desc=f"bitops {space}", disable=not progress, leave=False)]
+    result = {"space": space, "bits": list(bits), "samples": samples, "size": f"{size[0]}x{size[1]}", "threads": threads, "runs": runs,
+              "seed": seed, "rows": rows, "correlation": correlations(rows)}
+    if table:
+        tab = lt.build_table(space, size, bits, threads=threads, runs=table_runs, work=work / "table", progress=progress,
+                             channels=channels, blocks=blocks)
+        fit_rng = np.random.default_rng([seed, 1])  # another stream: the fit architectures are not held-out ones
+        fit_specs = [random_spec(space, fit_rng, bits, samples + i, channels, blocks) for i in range(fit)]
+        fit_rows = [_measure_arch(s, size, runs, warmup, threads, work)
+                    for s in tqdm(fit_specs, desc=f"table {space}: fit", disable=not progress, leave=False)]
+        lt.fit_fixed(tab, fit_rows)
+        result.update(table=tab, fit_rows=fit_rows, table_accuracy=lt.evaluate(tab, rows))
+    return result
 
 
 def correlations(rows: list[dict]) -> dict:
@@ -90,6 +116,7 @@ def correlations(rows: list[dict]) -> dict:
 
 
 def plot(result: dict, out: str | Path) -> None:
+    """BitOps vs latency per backend; with a table, predicted vs measured latency below."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -97,15 +124,28 @@ def plot(result: dict, out: str | Path) -> None:
 
     from .._io import atomic_path
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    backends = ("onnxruntime", "litert_xnnpack")
+    with_table = "table_accuracy" in result
+    fig, axes = plt.subplots(2 if with_table else 1, 2, figsize=(9, 7.2 if with_table else 3.6), squeeze=False)
     b = np.array([r["bitops_32x32"] for r in result["rows"]])
-    for ax, backend in zip(axes, ("onnxruntime", "litert_xnnpack")):
+    for ax, backend in zip(axes[0], backends):
         lat = [r[f"{backend}_ms"] for r in result["rows"]]
         c = result["correlation"][backend]
         ax.scatter(b / 1e9, lat, s=12)
         ax.set_xlabel("BitOps at 32x32 (G)")
         ax.set_ylabel(f"{backend} latency at {result['size']} (ms)")
-        ax.set_title(f"tau {c['kendall_tau']:.2f}, r {c['pearson_r']:.2f}", fontsize=9)
+        ax.set_title(f"BitOps: tau {c['kendall_tau']:.2f}, r {c['pearson_r']:.2f}", fontsize=9)
+    if with_table:
+        for ax, backend in zip(axes[1], backends):
+            meas = np.array([r[f"{backend}_ms"] for r in result["rows"]])
+            pred = np.array([r[f"{backend}_predicted_ms"] for r in result["rows"]])
+            a = result["table_accuracy"][backend]
+            lo, hi = min(meas.min(), pred.min()), max(meas.max(), pred.max())
+            ax.plot([lo, hi], [lo, hi], color="0.6", lw=0.8)
+            ax.scatter(pred, meas, s=12, color="tab:orange")
+            ax.set_xlabel("predicted by the latency table (ms)")
+            ax.set_ylabel(f"{backend} measured (ms)")
+            ax.set_title(f"table: tau {a['kendall_tau']:.2f}, MAPE {100 * a['mape']:.1f}%", fontsize=9)
     fig.suptitle(f"{result['space']}: {result['samples']} random architectures", fontsize=10)
     fig.tight_layout()
     with atomic_path(out) as tmp:
@@ -120,4 +160,12 @@ def markdown(result: dict) -> str:
              "| backend | tau (BitOps) | r (BitOps) | tau (MACs) | r (MACs) |", "|---|---|---|---|---|"]
     lines += [f"| {k} | {v['kendall_tau']:.3f} | {v['pearson_r']:.3f} | {v['macs_kendall_tau']:.3f} | "
               f"{v['macs_pearson_r']:.3f} |" for k, v in result["correlation"].items()]
+    if "table_accuracy" in result:
+        t = result["table"]
+        lines += ["", f"Per-layer latency table: {len(t['entries'])} layer candidates, each timed alone "
+                  f"(median of {t['runs']} runs); the constant part fixed on {len(result['fit_rows'])} other "
+                  "random architectures; judged on the architectures above (held out).", "",
+                  "| backend | fixed part (ms) | tau (table) | r (table) | MAPE |", "|---|---|---|---|---|"]
+        lines += [f"| {k} | {t['fixed_ms'][k]:.2f} | {v['kendall_tau']:.3f} | {v['pearson_r']:.3f} | "
+                  f"{100 * v['mape']:.1f}% |" for k, v in result["table_accuracy"].items()]
     return "\n".join(lines) + "\n"

@@ -251,7 +251,7 @@ def to_onnx(graph: Graph, io: str = "uint8", int4: str = "container", metadata: 
     w = _Writer(graph, int4)
     image_t = graph.tensor(graph.input)
     in_type = TensorProto.UINT8 if io == "uint8" else TensorProto.FLOAT
-    inp = helper.make_tensor_value_info("input", in_type, ["batch", 3, "height", "width"])
+    inp = helper.make_tensor_value_info("input", in_type, ["batch", image_t.channels, "height", "width"])
     w._names.update({"input", "output"})
     # The graph input -> the IR's input tensor.
     if image_t.quantized:
@@ -305,7 +305,7 @@ def to_onnx(graph: Graph, io: str = "uint8", int4: str = "container", metadata: 
         else:
             last = w.node("Div", [y, w.const("output.div", np.array(255.0, F32))], "output.unit")
     w.nodes.append(helper.make_node("Identity", [last], ["output"], name="output.identity"))
-    out = helper.make_tensor_value_info("output", in_type, ["batch", 3, "out_height", "out_width"])
+    out = helper.make_tensor_value_info("output", in_type, ["batch", out_t.channels, "out_height", "out_width"])
 
     g = helper.make_graph(w.nodes, "qnas_deploy", [inp], [out], initializer=w.inits)
     opset = OPSET_INT4 if int4 == "packed" else OPSET
@@ -322,7 +322,8 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
     them back into float initializers and undo the QDQ pattern onnxruntime fuses."""
     import onnxsim
 
-    simplified, ok = onnxsim.simplify(model, skip_constant_folding=True, skip_shape_inference=False)
+    simplified, ok = onnxsim.simplify(model, skip_constant_folding=True, skip_shape_inference=False,
+                                      skipped_optimizers=["eliminate_common_subexpression"])
     if not ok:
         return model
     simplified.ir_version = IR_VERSION

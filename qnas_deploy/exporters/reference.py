@@ -101,7 +101,12 @@ def _conv_int(x: np.ndarray, w: np.ndarray, stride: int, pad, dilation: int, gro
     ho = (h + 2 * ph - dilation * (kh - 1) - 1) // stride + 1
     wo = (wd + 2 * pw - dilation * (kw - 1) - 1) // stride + 1
     og = o // groups
-    acc_dtype = np.int64 if np.issubdtype(x.dtype, np.integer) else np.float32
+    integer = np.issubdtype(x.dtype, np.integer)
+    # Integer convs accumulate in float64, which BLAS multiplies (numpy's int64 einsum does
+    # not): every product and partial sum is an integer below 2^53, so the result is exact.
+    exact_in_f64 = integer and (float(np.abs(x).max(initial=0)) * float(np.abs(w).max(initial=0))
+                                * cg * kh * kw < 2.0 ** 53)
+    acc_dtype = np.float64 if exact_in_f64 else (np.int64 if integer else np.float32)
     out = np.zeros((n, o, ho, wo), dtype=acc_dtype)
     for g in range(groups):
         xg = xp[:, g * cg:(g + 1) * cg]
@@ -111,7 +116,7 @@ def _conv_int(x: np.ndarray, w: np.ndarray, stride: int, pad, dilation: int, gro
                 patch = xg[:, :, i * dilation: i * dilation + stride * (ho - 1) + 1: stride,
                            j * dilation: j * dilation + stride * (wo - 1) + 1: stride].astype(acc_dtype)
                 out[:, g * og:(g + 1) * og] += np.einsum("nchw,oc->nohw", patch, wg[:, :, i, j], optimize=True)
-    return out
+    return out.astype(np.int64) if exact_in_f64 else out
 
 
 def _conv(graph: Graph, node: Node, values: dict) -> np.ndarray:

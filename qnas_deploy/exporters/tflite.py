@@ -461,8 +461,8 @@ class _Writer:
         g = self.g
         it = g.tensor(g.input)
         shape = _Shape(self.height, self.width)
-        sig = [1, -1, -1, 3]
-        dims = [1, self.height, self.width, 3]
+        sig = [1, -1, -1, it.channels]
+        dims = [1, self.height, self.width, it.channels]
         in_grid = dict(scale=np.float32(1 / 255), zero_point=0)
         if self.io == "uint8":
             x = self.tensor("input", dims, TT.UINT8, signature=sig, **in_grid)
@@ -491,8 +491,8 @@ class _Writer:
             getattr(self, n.op)(n)
         ot = g.tensor(g.output)
         y, s = self.index[g.output], self.hw[g.output]
-        odims = [1, s.h, s.w, 3]
-        osig = [1, -1, -1, 3]
+        odims = [1, s.h, s.w, ot.channels]
+        osig = [1, -1, -1, ot.channels]
         if ot.quantized:
             if (ot.scale, ot.zero_point, ot.qmin, ot.qmax) != (float(np.float32(1 / 255)), 0, 0, 255):
                 raise BadInput("the graph's output grid is not the 8-bit image grid 1/255")

@@ -9,8 +9,23 @@ import torch
 def expected_bitops(alphas: list[torch.Tensor], macs: list[torch.Tensor], bits: tuple[int, ...]) -> torch.Tensor:
     """Eq. 8: ``sum_l sum_i sum_b alpha_ib * b^2 * F(o_i, x_l)`` (``b^2 F`` is FLOPs-like
     for b = 32, so full-precision search penalises FLOPs with the same code)."""
+    return expected_cost(alphas, bitops_costs(macs, bits))
+
+
+def bitops_costs(macs: list[torch.Tensor], bits: tuple[int, ...]) -> list[torch.Tensor]:
+    """Per layer, eq. 8's ``b^2 * F(o_i, x_l)`` as an ``[operations, bits]`` matrix."""
     b2 = torch.tensor([float(b * b) for b in bits])
-    return sum((a * (m[:, None] * b2[None, :])).sum() for a, m in zip(alphas, macs))
+    return [m[:, None] * b2[None, :] for m in macs]
+
+
+def expected_cost(alphas: list[torch.Tensor], costs: list[torch.Tensor]) -> torch.Tensor:
+    """``sum_l sum_ib alpha_ib * cost_l[i, b]``: BitOps, or a latency table's milliseconds."""
+    return sum((a * c.to(a.dtype)).sum() for a, c in zip(alphas, costs))
+
+
+def uniform_cost(costs: list[torch.Tensor]) -> float:
+    """The expected cost at uniform alphas: the normaliser that makes ``Lcq`` 1.0 at initialisation."""
+    return float(expected_cost([torch.full(c.shape, 1.0 / c.numel()) for c in costs], costs))
 
 
 def uniform_bitops(macs: list[torch.Tensor], bits: tuple[int, ...]) -> float:

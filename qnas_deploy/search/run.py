@@ -22,7 +22,7 @@ import torch
 
 from .._io import atomic_path
 from ..errors import BadInput
-from .losses import entropy, entropy_weight, expected_bitops, uniform_bitops
+from .losses import bitops_costs, entropy, entropy_weight, expected_cost, uniform_cost
 from .supernet import MODES, Supernet
 
 CHECKPOINT_FORMAT = "qnas-deploy/search-checkpoint"
@@ -48,6 +48,8 @@ class SearchConfig:
     scale: int = 4
     seed: int = 0
     data: str = "embedded"
+    latency_table: str | None = None   # bench bitops --table-json: measured ms in place of BitOps
+    latency_backend: str = "onnxruntime"
 
     @classmethod
     def quick(cls, **kw) -> "SearchConfig":
@@ -140,8 +142,17 @@ def search(cfg: SearchConfig, pairs: list, found: str | Path, resume: bool = Fal
     net = Supernet(cfg.space, cfg.bits, cfg.mode, cfg.channels, cfg.blocks, cfg.scale)
     net.measure_sizes()
     keys = list(net.mixed)
-    macs = [net.edge_cost[k] for k in keys]
-    norm = uniform_bitops(macs, net.bits)
+    if cfg.latency_table:
+        from ..bench import latency_table as lt
+
+        table = lt.load(cfg.latency_table)
+        if table["space"] != cfg.space:
+            raise BadInput(f"{cfg.latency_table}: a latency table for the {table['space']!r} space, "
+                           f"the search is over {cfg.space!r}")
+        costs = lt.search_costs(table, net.slots, [net.mixed[k].ops for k in keys], net.bits, cfg.latency_backend)
+    else:
+        costs = bitops_costs([net.edge_cost[k] for k in keys], net.bits)
+    norm = uniform_cost(costs)
     net.to(device)
     half_w, half_a = _split(pairs)
     samplers = [PatchSampler(half_w, cfg.scale, cfg.patch, seed=cfg.seed),
@@ -185,7 +196,7 @@ def search(cfg: SearchConfig, pairs: list, found: str | Path, resume: bool = Fal
                 mu = entropy_weight(epoch + it / cfg.iters, cfg.entropy)
                 lr_a, hr_a = (t.to(device) for t in samplers[1].batch(cfg.batch))
                 alphas = [net.mixed[k].alphas() for k in keys]
-                lcq = expected_bitops([a.cpu() for a in alphas], macs, net.bits) / norm
+                lcq = expected_cost([a.cpu() for a in alphas], costs) / norm
                 ent = entropy(alphas)
                 loss_sr = l1(net(lr_a), hr_a)
                 opt_a.zero_grad(set_to_none=True)

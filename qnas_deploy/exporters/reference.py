@@ -211,11 +211,47 @@ def bilinear(v: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return (top * hy0[:, None] + bot * hy1[:, None]).astype(F32)
 
 
-def _resize(graph, node, values):
-    xt = graph.tensor(node.inputs[0])
-    ref = values[node.inputs[1]]
-    v = bilinear(real(xt, values[node.inputs[0]]), ref.shape[-2:])
-    return quantize(graph.tensor(node.output), v)
+def bilinear_ort(v: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """onnxruntime's float Resize (linear, half_pixel, CPU provider): source coordinates
+    ``(o + 0.5) / (out / in) - 0.5`` clamped to the image, four corner weights formed as
+    products ``dx * dy`` and summed in the order X11, X21, X12, X22, each step in float32.
+    It differs from PyTorch's kernel (``bilinear``) in the last bits only, which is enough
+    to move a value across a rounding boundary of the next quantizer."""
+    n, c, h, w = v.shape
+    oh, ow = size
+
+    def axis(o, i):
+        src = ((np.arange(o, dtype=F32) + F32(0.5)) / F32(F32(o) / F32(i)) - F32(0.5)).astype(F32)
+        src = np.clip(src, F32(0), F32(i - 1)).astype(F32)
+        i1 = np.minimum(src.astype(np.int64), i - 1)
+        i2 = np.minimum(i1 + 1, i - 1)
+        d1 = np.abs(src - i1.astype(F32)).astype(F32)
+        d2 = np.abs(src - i2.astype(F32)).astype(F32)
+        same = i1 == i2
+        d1[same], d2[same] = F32(0.5), F32(0.5)
+        return i1, i2, d1, d2
+
+    y1, y2, dy1, dy2 = axis(oh, h)
+    x1, x2, dx1, dx2 = axis(ow, w)
+    v = v.astype(F32)
+    out = np.zeros((n, c, oh, ow), F32)
+    for ys, dy in ((y1, dy2), (y2, dy1)):
+        for xs, dx in ((x1, dx2), (x2, dx1)):
+            coef = (dy[:, None] * dx[None, :]).astype(F32)
+            out = (out + (coef * v[:, :, ys][:, :, :, xs]).astype(F32)).astype(F32)
+    return out
+
+
+def _resizer(kernel):
+    def op(graph, node, values):
+        xt = graph.tensor(node.inputs[0])
+        ref = values[node.inputs[1]]
+        v = kernel(real(xt, values[node.inputs[0]]), ref.shape[-2:])
+        return quantize(graph.tensor(node.output), v)
+    return op
+
+
+_resize = _resizer(bilinear)
 
 
 def _sigmoid(graph, node, values):
@@ -284,7 +320,7 @@ def _requant_ort(graph, node, values):
     return np.clip(q, yt.qmin, yt.qmax).astype(np.int32)
 
 
-_ORT = {**_OPS, "add": _add_ort, "requant": _requant_ort}
+_ORT = {**_OPS, "add": _add_ort, "requant": _requant_ort, "resize": _resizer(bilinear_ort)}
 
 
 def _operations(arithmetic: str) -> dict:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 OUT = Path(__file__).parent / "results"
-SHORT = dict(epochs=2, iters=60, parity_sets=["Set5"], runs=10, samples=10, table_runs=5)
+SHORT = dict(epochs=2, iters=60, parity_sets=["Set5", "Set14"], runs=10, samples=10, table_runs=5)
 FULL = dict(epochs=5, iters=173, parity_sets=["Set5", "Set14"], runs=20, samples=30, table_runs=10)
 SIZE = (128, 128)
 
@@ -37,8 +37,8 @@ def fp32_twin(spec):
 def zoo_entry(label: str, spec, s: dict, root: str | None, work: Path) -> dict:
     import torch
 
-    from qnas_deploy.bench.bitops import _measure_arch
-    from qnas_deploy.bench.latency import latency
+    from qnas_deploy.bench.bitops import _export_arch
+    from qnas_deploy.bench.latency_table import _in_child, _time_files
     from qnas_deploy.bench.parity import parity
     from qnas_deploy.checkpoint import load_checkpoint
     from qnas_deploy.cost import summary
@@ -64,9 +64,14 @@ def zoo_entry(label: str, spec, s: dict, root: str | None, work: Path) -> dict:
         export(str(ck_path), files[fmt], fmt, input_size=SIZE, log=lambda m: None)
     par = parity(str(ck_path), list(files.values()),
                  {n: load_pairs(n, 4, root, training=False) for n in s["parity_sets"]}, threads=1)
-    lat = latency(list(files.values()), SIZE, [1], s["runs"], 3, ("xnnpack",), progress=False)["rows"]
-    int8 = {r["backend"]: r["median_ms"] for r in lat}
-    fp32 = _measure_arch(fp32_twin(spec), SIZE, s["runs"], 3, 1, work) if not spec.float_only else None
+    # int8 and its FP32 twin timed together, round robin: their ratio is measured under one load.
+    jobs = [(files["onnx"], "onnxruntime", (1, 3, *SIZE)), (files["tflite"], "litert_xnnpack", (1, *SIZE, 3))]
+    if not spec.float_only:
+        _, fp_onnx, fp_tfl = _export_arch(fp32_twin(spec), SIZE, work)
+        jobs += [(str(fp_onnx), "onnxruntime", (1, 3, *SIZE)), (str(fp_tfl), "litert_xnnpack", (1, *SIZE, 3))]
+    ms = _in_child(_time_files, jobs, 1, s["runs"], 3)
+    int8 = {"onnxruntime": ms[0], "litert_xnnpack": ms[1]}
+    fp32 = {"onnxruntime_ms": ms[2], "litert_xnnpack_ms": ms[3]} if not spec.float_only else None
     cost = summary(spec)
     return {
         "name": label, "space": spec.space, "bits": sorted({l.w_bits for l in spec.layers}),
@@ -194,7 +199,7 @@ def main() -> int:
           f"Command: `python benchmarks/report.py {' '.join(sys.argv[1:])}` "
           f"({'full' if args.full else 'short'} settings; cached steps reused from `results/report/`).  ",
           f"Machine: {_machine()}.  ",
-          f"Every latency: LR {SIZE[0]}x{SIZE[1]}, 1 thread, median after warm-up, on this shared machine "
+          f"Every latency: LR {SIZE[0]}x{SIZE[1]}, 1 thread, median of round-robin rounds after warm-up (an int8 file and its FP32 twin in the same rounds), on this shared machine "
           "(compare ratios measured in one run, not absolute times across runs).", "",
           "## Bicubic baseline (the first external check)", "",
           f"Set5 {bicubic.get('Set5', float('nan')):.2f} dB, Set14 {bicubic.get('Set14', float('nan')):.2f} dB "

@@ -6,7 +6,7 @@ The number of iterations is fixed before training from a short throughput probe,
 that the run is an ordinary ``train`` run (cosine schedule over its whole length,
 calibrated at the end) that fits the budget. Writes benchmarks/results/train_run.{json,md}.
 
-    python benchmarks/train_run.py [--minutes 10] [--arch basic_mixed] [--datasets-root DIR]
+    python benchmarks/train_run.py [--minutes 10] [--arch basic_mixed] [--datasets-root DIR] [--out-name STEM]
 """
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ def main() -> int:
     ap.add_argument("--patch", type=int, default=32)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--datasets-root", default=None)
+    ap.add_argument("--out-name", default="train_run", help="Result file stem under benchmarks/results/.")
     args = ap.parse_args()
     torch.set_num_threads(2)
     work = Path(tempfile.mkdtemp(prefix="qnas-train-run-"))
@@ -69,7 +70,7 @@ def main() -> int:
     res = {"machine": platform.machine(), "torch": torch.__version__, "arch": args.arch, "config": vars(cfg),
            "train_wall_s": wall, "patches_per_s": speeds, "sets": sets}
     OUT.mkdir(exist_ok=True)
-    (OUT / "train_run.json").write_text(json.dumps(res, indent=2) + "\n")
+    (OUT / f"{args.out_name}.json").write_text(json.dumps(res, indent=2) + "\n")
     md = ["# Training run (CPU-sized)", "", f"Command: `python benchmarks/train_run.py {' '.join(sys.argv[1:])}`  ",
           f"Machine: {res['machine']}, torch {res['torch']}, 2 threads. `{args.arch}` trained on BSD100 "
           f"({cfg.epochs} epochs x {cfg.iters} iterations, batch {cfg.batch}, LR patch {cfg.patch}, Adam 2e-3, "
@@ -79,7 +80,7 @@ def main() -> int:
            f"{v['gain_db']:+.2f} |" for s, v in sets.items()]
     md += ["", "Training throughput (patches per second, batch %d, LR patch %d):" % (args.batch, args.patch), ""]
     md += [f"- {n}: {v:.1f}" for n, v in speeds.items()]
-    (OUT / "train_run.md").write_text("\n".join(md) + "\n")
+    (OUT / f"{args.out_name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0
 

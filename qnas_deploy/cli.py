@@ -274,8 +274,10 @@ def export(source: str, fmt: str, out: str | None, weights: str | None, calib: s
               help="Penalise measured latency (bench bitops --table-json) instead of BitOps.")
 @click.option("--latency-backend", type=click.Choice(["onnxruntime", "litert_xnnpack"]), default="onnxruntime",
               show_default=True, help="Which of the table's backends to penalise.")
+@click.option("--anchor", type=click.Choice(["none", "nearest"]), default="none", show_default=True,
+              help="Add the nearest-upsampled input to the output (basic space); the found.json keeps it.")
 def search(space, bits, penalty, entropy_coef, data, datasets_root, out, epochs, iters, patch, batch, channels,
-           seed, device, mode, quick, resume, latency_table, latency_backend) -> None:
+           seed, device, mode, quick, resume, latency_table, latency_backend, anchor) -> None:
     """QuantNAS search (SAN, BitMixer, entropy, BitOps or measured-latency penalty) -> found.json."""
     from .errors import BadInput
     from .search import SearchConfig, embedded_pairs
@@ -287,7 +289,7 @@ def search(space, bits, penalty, entropy_coef, data, datasets_root, out, epochs,
         raise BadInput(f"--bits must be comma-separated integers, got {bits!r}") from None
     kw = dict(space=space, bits=bit_list, mode=mode, penalty=penalty, entropy=entropy_coef, epochs=epochs,
               iters=iters, patch=patch, batch=batch, channels=channels, seed=seed, data=data or "embedded",
-              latency_table=latency_table, latency_backend=latency_backend)
+              latency_table=latency_table, latency_backend=latency_backend, anchor=anchor)
     kw = {k: v for k, v in kw.items() if v is not None}
     cfg = SearchConfig.quick(**kw) if quick else SearchConfig(**kw)
     if data:

@@ -32,6 +32,9 @@ VERSION = 1
 BITS = (2, 4, 8, 32)
 SCALES = (2, 3, 4)
 ADQ_MODES = ("static", "dynamic")
+# The image added to the network output: none (the paper), or the nearest-neighbour
+# upsampled input (an anchor in the style of mobile int8 SR nets; see docs/design.md).
+ANCHORS = ("none", "nearest")
 QUANTIZERS = {"weights": "lsq_per_channel", "activations": "hwgq", "tensors": "uint8_affine"}
 
 _BITS_SCHEMA = {"enum": list(BITS)}
@@ -53,6 +56,7 @@ SCHEMA: dict[str, Any] = {
         "adq": {"type": "boolean"},
         "adq_mode": {"enum": list(ADQ_MODES)},
         "fixed_bits": _BITS_SCHEMA,
+        "anchor": {"enum": list(ANCHORS)},
         "quantizers": {
             "type": "object",
             "additionalProperties": False,
@@ -138,6 +142,10 @@ def _validate_network(doc: dict) -> None:
         raise SpecError(why)
     if doc["adq"] and not space.has_adq:
         raise SpecError(f"adq: the {space.name} space has no residual blocks for ADQ; set adq to false")
+    anchor = doc.get("anchor", "none")
+    if anchor not in space.anchors:
+        raise SpecError(f"anchor: the {space.name} space takes {', '.join(map(repr, space.anchors))}, "
+                        f"not {anchor!r}")
     slots = space.layout(channels, blocks, scale)
     layers = doc["layers"]
     if len(layers) != len(slots):
@@ -179,6 +187,7 @@ class ArchSpec:
     adq: bool = True
     adq_mode: str = "static"
     fixed_bits: int = 8
+    anchor: str = "none"
     name: str | None = None
     description: str | None = None
     cost: dict[str, float] | None = field(default=None, compare=False)
@@ -201,7 +210,7 @@ class ArchSpec:
         if self.description is not None:
             d["description"] = self.description
         d.update(space=self.space, scale=self.scale, channels=self.channels, blocks=self.blocks,
-                 adq=self.adq, adq_mode=self.adq_mode, fixed_bits=self.fixed_bits,
+                 adq=self.adq, adq_mode=self.adq_mode, fixed_bits=self.fixed_bits, anchor=self.anchor,
                  quantizers=dict(QUANTIZERS), layers=[asdict(l) for l in self.layers])
         if self.cost is not None:
             d["cost"] = dict(self.cost)
@@ -215,7 +224,7 @@ class ArchSpec:
 
 def from_dict(doc: Any) -> ArchSpec:
     validate_document(doc)
-    keys = ("space", "scale", "channels", "blocks", "adq", "adq_mode", "fixed_bits", "name",
+    keys = ("space", "scale", "channels", "blocks", "adq", "adq_mode", "fixed_bits", "anchor", "name",
             "description", "cost", "search", "version")
     kwargs = {k: doc[k] for k in keys if k in doc}
     return ArchSpec(layers=tuple(LayerSpec(**l) for l in doc["layers"]), **kwargs)

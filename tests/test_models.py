@@ -108,3 +108,19 @@ def test_conv_input_zero_is_exact_so_zero_padding_is_exact():
     conv = QConv2d(ops.ConvDef(4, 4, (3, 3)), 8, 8)
     conv(torch.randn(1, 4, 8, 8))
     assert conv.act_quant(torch.zeros(3)).eq(0).all()
+
+
+def test_anchor_starts_the_network_near_the_upsampled_input():
+    """With the anchor, the output is the nearest-upsampled input plus what the layers add;
+    zeroing the upsample conv leaves the tail's residual on the input alone."""
+    spec = zoo.load_zoo("basic_mixed_anchor")
+    assert spec.anchor == "nearest" and zoo.load_zoo("basic_mixed").anchor == "none"
+    model = build_model(spec.with_(layers=tuple(l.__class__(l.name, l.op, 32, 32) for l in spec.layers))).eval()
+    x = torch.rand(1, 3, 8, 10)
+    with torch.no_grad():
+        for p in model.layers["upsample"].parameters():
+            p.zero_()
+        for p in model.layers["tail_1"].parameters():
+            p.zero_()
+        y = model(x)
+    assert torch.equal(y, torch.nn.functional.interpolate(x, scale_factor=4, mode="nearest"))

@@ -84,6 +84,9 @@ BAD = [
      "channels: the rfdn space needs channels divisible by 12"),
     ("adq on espcn", lambda d: {**zoo.load_zoo("espcn_w8a8").to_dict(), "adq": True},
      "adq: the espcn space has no residual blocks for ADQ; set adq to false"),
+    ("anchor on rfdn", lambda d: {**zoo.load_zoo("rfdn_mixed").to_dict(), "anchor": "nearest"},
+     "anchor: the rfdn space takes 'none', not 'nearest'"),
+    ("unknown anchor", lambda d: _set(d, ["anchor"], "bicubic"), 'anchor: "bicubic" is not allowed'),
 ]
 
 

@@ -33,8 +33,35 @@ def random_spec(space: str, rng: np.random.Generator, bits=(2, 4, 8), index: int
                     layers=tuple(layers), name=f"{space}_random_{index}")
 
 
+BACKENDS = ("onnxruntime", "litert_xnnpack")
+
+
 def _measure_arch(spec, size, runs, warmup, threads, work: Path) -> dict:
     """Export ``spec`` with initialised weights and time it on each backend."""
+    return _measure_archs([spec], size, runs, warmup, threads, work)[0]
+
+
+def _measure_archs(specs, size, runs, warmup, threads, work: Path, progress: bool = False, desc: str = "") -> list[dict]:
+    """Export every spec, then time all files together, round robin, in one child process
+    (``latency_table._time_files``): every architecture sees the same machine."""
+    from tqdm import tqdm
+
+    from .latency_table import _in_child, _time_files
+
+    rows, jobs = [], []
+    for spec in tqdm(specs, desc=desc, disable=not progress, leave=False):
+        row, onnx_path, tfl_path = _export_arch(spec, size, work)
+        rows.append(row)
+        jobs += [(str(onnx_path), "onnxruntime", (1, 3, *size)), (str(tfl_path), "litert_xnnpack", (1, *size, 3))]
+    times = _in_child(_time_files, jobs, threads, runs, warmup, progress and f"{desc.split(':')[0]}: time")
+    for i, row in enumerate(rows):
+        for j, backend in enumerate(BACKENDS):
+            row[f"{backend}_ms"] = times[len(BACKENDS) * i + j]
+    return rows
+
+
+def _export_arch(spec, size, work: Path):
+    """``spec`` with initialised weights, calibrated, lowered and written in both formats."""
     import torch
 
     from ..calibrate import calibrate
@@ -44,7 +71,6 @@ def _measure_arch(spec, size, runs, warmup, threads, work: Path) -> dict:
     from ..exporters.onnx import to_onnx
     from ..exporters.tflite import to_tflite
     from ..spaces import build_model
-    from .latency import measure
 
     torch.manual_seed(0)
     model = build_model(spec)
@@ -56,9 +82,7 @@ def _measure_arch(spec, size, runs, warmup, threads, work: Path) -> dict:
     cost = summary(spec)
     row = {"name": spec.name, "bitops_32x32": cost["bitops_32x32"], "macs_32x32": cost["macs_32x32"],
            "layers": [[l.name, l.op, l.w_bits, l.a_bits] for l in spec.layers]}
-    for path, backend in ((onnx_path, "onnxruntime"), (tfl_path, "litert_xnnpack")):
-        row[f"{backend}_ms"] = measure(str(path), backend, size, threads, runs, warmup)["median_ms"]
-    return row
+    return row, onnx_path, tfl_path
 
 
 def bitops_vs_latency(space: str, samples: int, size: tuple[int, int], runs: int = 5, warmup: int = 1,
@@ -70,8 +94,6 @@ def bitops_vs_latency(space: str, samples: int, size: tuple[int, int], runs: int
     ``samples`` (held out: the table never saw them)."""
     import tempfile
 
-    from tqdm import tqdm
-
     from . import latency_table as lt
 
     if samples < 3:
@@ -82,17 +104,17 @@ def bitops_vs_latency(space: str, samples: int, size: tuple[int, int], runs: int
     work.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     specs = [random_spec(space, rng, bits, i, channels, blocks) for i in range(samples)]
-    rows = [_measure_arch(s, size, runs, warmup, threads, work)
-            for s in tqdm(specs, desc=f"bitops {space}", disable=not progress, leave=False)]
+    fit_rng = np.random.default_rng([seed, 1])  # another stream: the fit architectures are not held-out ones
+    fit_specs = [random_spec(space, fit_rng, bits, samples + i, channels, blocks) for i in range(fit if table else 0)]
+    # Held-out and fit architectures are timed in the same rounds, so that the table's
+    # constant part is fixed under the conditions the held-out ones are measured in.
+    timed = _measure_archs(specs + fit_specs, size, runs, warmup, threads, work, progress, f"bitops {space}: export")
+    rows, fit_rows = timed[:samples], timed[samples:]
     result = {"space": space, "bits": list(bits), "samples": samples, "size": f"{size[0]}x{size[1]}", "threads": threads, "runs": runs,
               "seed": seed, "rows": rows, "correlation": correlations(rows)}
     if table:
         tab = lt.build_table(space, size, bits, threads=threads, runs=table_runs, work=work / "table", progress=progress,
                              channels=channels, blocks=blocks)
-        fit_rng = np.random.default_rng([seed, 1])  # another stream: the fit architectures are not held-out ones
-        fit_specs = [random_spec(space, fit_rng, bits, samples + i, channels, blocks) for i in range(fit)]
-        fit_rows = [_measure_arch(s, size, runs, warmup, threads, work)
-                    for s in tqdm(fit_specs, desc=f"table {space}: fit", disable=not progress, leave=False)]
         lt.fit_fixed(tab, fit_rows)
         result.update(table=tab, fit_rows=fit_rows, table_accuracy=lt.evaluate(tab, rows))
     return result
@@ -156,14 +178,15 @@ def plot(result: dict, out: str | Path) -> None:
 def markdown(result: dict) -> str:
     lines = [f"BitOps against measured latency: {result['space']} space, {result['samples']} random architectures "
              f"(seed {result['seed']}), LR {result['size']}, {result['threads']} thread(s), median of "
-             f"{result['runs']} runs.", "",
+             f"{result['runs']} rounds (each round times every file once, held-out and fit architectures "
+             "together).", "",
              "| backend | tau (BitOps) | r (BitOps) | tau (MACs) | r (MACs) |", "|---|---|---|---|---|"]
     lines += [f"| {k} | {v['kendall_tau']:.3f} | {v['pearson_r']:.3f} | {v['macs_kendall_tau']:.3f} | "
               f"{v['macs_pearson_r']:.3f} |" for k, v in result["correlation"].items()]
     if "table_accuracy" in result:
         t = result["table"]
         lines += ["", f"Per-layer latency table: {len(t['entries'])} layer candidates, each timed alone "
-                  f"(median of {t['runs']} runs); the constant part fixed on {len(result['fit_rows'])} other "
+                  f"(median of {t['runs']} round-robin rounds); the constant part fixed on {len(result['fit_rows'])} other "
                   "random architectures; judged on the architectures above (held out).", "",
                   "| backend | fixed part (ms) | tau (table) | r (table) | MAPE |", "|---|---|---|---|---|"]
         lines += [f"| {k} | {t['fixed_ms'][k]:.2f} | {v['kendall_tau']:.3f} | {v['pearson_r']:.3f} | "

@@ -95,39 +95,59 @@ def _candidates(space: str, bits, channels: int | None = None, blocks: int | Non
     return specs
 
 
-def _time_files(jobs: list[tuple[str, str, tuple[int, ...]]], threads: int, runs: int, warmup: int) -> list[float]:
-    """Median milliseconds of each (file, backend, input shape); runs in a child process."""
-    import time
+def _random_input(rng, dtype, shape) -> np.ndarray:
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return rng.random(shape, dtype=np.float32).astype(dtype)
+    info = np.iinfo(dtype)
+    return rng.integers(info.min, int(info.max) + 1, shape, dtype=dtype)
 
+
+def _runner(path: str, backend: str, shape: tuple[int, ...], threads: int, rng):
+    """A closure that runs ``path`` once on ``backend`` with a random input of ``shape``."""
     from ..exporters.onnx_runner import session
     from ..exporters.tflite_runner import interpreter
 
-    out = []
+    if backend == "onnxruntime":
+        sess = session(path, threads)
+        inp = sess.get_inputs()[0]
+        dtype = {"tensor(uint8)": np.uint8, "tensor(int8)": np.int8}.get(inp.type, np.float32)
+        feed = {inp.name: _random_input(rng, dtype, shape)}
+        return lambda: sess.run(None, feed)
+    it = interpreter(path, threads, backend != "litert_builtin")
+    d = it.get_input_details()[0]
+    x = _random_input(rng, d["dtype"], tuple(d["shape"]))
+
+    def run():
+        it.set_tensor(d["index"], x)
+        it.invoke()
+    return run
+
+
+def _time_files(jobs: list[tuple[str, str, tuple[int, ...]]], threads: int, runs: int, warmup: int,
+                progress: str | bool = False) -> list[float]:
+    """Median milliseconds of each (file, backend, input shape); runs in a child process.
+
+    Round robin: every round times each job once. On a shared machine a burst of load from
+    elsewhere then lands on one or two samples of many jobs, which their medians drop,
+    instead of on every sample of the one job being timed at that moment; the jobs are
+    compared as ratios measured under the same conditions."""
+    import time
+
+    from tqdm import tqdm
+
     rng = np.random.default_rng(0)
-    for path, backend, shape in jobs:
-        if backend == "onnxruntime":
-            sess = session(path, threads)
-            feed = {"input": rng.integers(0, 256, shape, dtype=np.uint8)}
-
-            def run(sess=sess, feed=feed):
-                sess.run(None, feed)
-        else:
-            it = interpreter(path, threads, backend != "litert_builtin")
-            idx = it.get_input_details()[0]["index"]
-            x = rng.integers(-128, 128, shape, dtype=np.int8)
-
-            def run(it=it, idx=idx, x=x):
-                it.set_tensor(idx, x)
-                it.invoke()
+    runners = [_runner(path, backend, shape, threads, rng) for path, backend, shape in jobs]
+    for run in runners:
         for _ in range(max(warmup, 1)):
             run()
-        times = []
-        for _ in range(runs):
+    times: list[list[float]] = [[] for _ in runners]
+    for _ in tqdm(range(runs), desc=progress or "", disable=not progress, leave=False):
+        for t_list, run in zip(times, runners):
             t = time.perf_counter()
             run()
-            times.append((time.perf_counter() - t) * 1000)
-        out.append(float(np.median(times)))
-    return out
+            t_list.append((time.perf_counter() - t) * 1000)
+    return [float(np.median(t)) for t in times]
 
 
 def _in_child(fn, *args):
@@ -177,7 +197,8 @@ def build_table(space: str, size: tuple[int, int], bits=(2, 4, 8), threads: int 
     for backend in tqdm(backends, desc=f"table {space}: time", disable=not progress, leave=False):
         jobs = [(str(onnx_p), backend, (1, c, h, w)) if backend == "onnxruntime" else
                 (str(tfl_p), backend, (1, h, w, c)) for _, onnx_p, tfl_p, (c, _, h, w) in files]
-        for (k, *_), ms in zip(files, _in_child(_time_files, jobs, threads, runs, warmup)):
+        for (k, *_), ms in zip(files, _in_child(_time_files, jobs, threads, runs, warmup,
+                                                progress and f"table {space}: {backend} rounds")):
             entries[k][f"{backend}_ms"] = ms
     return {"format": FORMAT, "version": 1, "space": space, "channels": spec.channels, "blocks": spec.blocks,
             "lr_size": f"{size[0]}x{size[1]}", "threads": threads,

@@ -14,7 +14,7 @@ Operations (``Node.op``) and their exact meaning are defined by the numpy execut
 ``requant``        onto another grid (``zero_point == qmin == 0`` makes it a ReLU)
 ``add``, ``mul``   elementwise, optional constant factor ``mult`` on the result
 ``concat``         along channels, each input requantised to the output grid
-``depth_to_space`` PixelShuffle order (CRD); output grid = input grid
+``depth_to_space`` PixelShuffle order (CRD), or DCR with ``mode="DCR"``; output grid = input grid
 ``tile``           channels repeated ``times`` (RFDN's input); output grid = input grid
 ``max_pool``       ``kernel``, ``stride``, no padding; output grid = input grid
 ``resize``         bilinear, half-pixel centres, to the size of input 1; same grid

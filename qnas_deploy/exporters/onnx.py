@@ -277,7 +277,7 @@ def to_onnx(graph: Graph, io: str = "uint8", int4: str = "container", metadata: 
         elif n.op == "concat":
             w.concat(n)
         elif n.op == "depth_to_space":
-            w.direct(n, "DepthToSpace", blocksize=n.attrs["blocksize"], mode="CRD")
+            w.direct(n, "DepthToSpace", blocksize=n.attrs["blocksize"], mode=n.attrs.get("mode", "CRD"))
         elif n.op == "max_pool":
             w.direct(n, "MaxPool", kernel_shape=[n.attrs["kernel"]] * 2, strides=[n.attrs["stride"]] * 2)
         elif n.op == "tile":

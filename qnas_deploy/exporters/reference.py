@@ -168,7 +168,10 @@ def _depth_to_space(graph, node, values):
     v = values[node.inputs[0]]
     r = node.attrs["blocksize"]
     n, c, h, w = v.shape
-    v = v.reshape(n, c // (r * r), r, r, h, w).transpose(0, 1, 4, 2, 5, 3)
+    if node.attrs.get("mode", "CRD") == "DCR":
+        v = v.reshape(n, r, r, c // (r * r), h, w).transpose(0, 3, 4, 1, 5, 2)
+    else:
+        v = v.reshape(n, c // (r * r), r, r, h, w).transpose(0, 1, 4, 2, 5, 3)
     return v.reshape(n, c // (r * r), h * r, w * r)
 
 

@@ -15,6 +15,7 @@ How the IR maps onto int8 TFLite:
   multiplier in XNNPACK, while a conv requantises like every other conv;
 * ``depth_to_space``: TFLite reads channels in DCR order, PyTorch's PixelShuffle in CRD,
   so the producing conv's output channels are permuted (FACTS.md section 3);
+  a DCR-ordered ``depth_to_space`` (the anchor's nearest upsampling) maps directly;
 * ``tile`` is a 1x1 conv with one-hot weights at scale 1.0 (exact);
 * a constant factor on ``mul`` goes into the declared scale of a RESHAPE'd view of its
   second input (same int8 values): LOGISTIC's output scale is fixed at 1/256;
@@ -137,7 +138,7 @@ class _Writer:
                 self.consumers.setdefault(i, []).append(n)
         self.permute: dict[str, int] = {}     # conv output -> d2s block size (DCR order)
         for n in graph.nodes:
-            if n.op == "depth_to_space":
+            if n.op == "depth_to_space" and n.attrs.get("mode", "CRD") == "CRD":
                 src = n.inputs[0]
                 prod = [p for p in graph.nodes if p.output == src]
                 if not (prod and prod[0].op == "conv" and len(self.consumers[src]) == 1):

@@ -50,6 +50,7 @@ class SearchConfig:
     data: str = "embedded"
     latency_table: str | None = None   # bench bitops --table-json: measured ms in place of BitOps
     latency_backend: str = "onnxruntime"
+    anchor: str = "none"               # "nearest": the Basic space's input anchor (spec.ANCHORS)
 
     @classmethod
     def quick(cls, **kw) -> "SearchConfig":
@@ -139,7 +140,7 @@ def search(cfg: SearchConfig, pairs: list, found: str | Path, resume: bool = Fal
     ck = checkpoint_path(found)
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    net = Supernet(cfg.space, cfg.bits, cfg.mode, cfg.channels, cfg.blocks, cfg.scale)
+    net = Supernet(cfg.space, cfg.bits, cfg.mode, cfg.channels, cfg.blocks, cfg.scale, anchor=cfg.anchor)
     net.measure_sizes()
     keys = list(net.mixed)
     if cfg.latency_table:

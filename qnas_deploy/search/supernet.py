@@ -149,7 +149,8 @@ class Supernet(nn.Module):
     """The space's network with :class:`MixedLayer` searchable layers."""
 
     def __init__(self, space: str, bits: tuple[int, ...], mode: str = "san", channels: int | None = None,
-                 blocks: int | None = None, scale: int = 4, op_set: str | None = None, adq: bool = True):
+                 blocks: int | None = None, scale: int = 4, op_set: str | None = None, adq: bool = True,
+                 anchor: str = "none"):
         super().__init__()
         sp = get_space(space)
         channels = channels or sp.default_channels
@@ -162,7 +163,7 @@ class Supernet(nn.Module):
         b0 = max(self.bits)
         template = ArchSpec(space=space, scale=scale, channels=channels, blocks=blocks,
                             layers=tuple(LayerSpec(s.name, _valid_ops(sp, s, op_set)[0], b0, b0) for s in self.slots),
-                            adq=adq and sp.has_adq)
+                            adq=adq and sp.has_adq, anchor=anchor)
         self.template = template
         self.net = build_model(template)
         self.mixed = nn.ModuleDict()
@@ -200,4 +201,4 @@ class Supernet(nn.Module):
             layers.append(LayerSpec(slot.name, op, b, b))
         t = self.template
         return ArchSpec(space=t.space, scale=t.scale, channels=t.channels, blocks=t.blocks, layers=tuple(layers),
-                        adq=t.adq, **spec_fields)
+                        adq=t.adq, anchor=t.anchor, **spec_fields)

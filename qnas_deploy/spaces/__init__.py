@@ -38,6 +38,7 @@ class Space:
         build: ``spec -> nn.Module``.
         fixed_bits: bit width of the layers that are not searchable (RFDN's ESA, 1x1 fusions).
         has_adq: whether the space has residual blocks that ADQ can wrap.
+        anchors: the ``anchor`` values of found.json the space builds.
     """
 
     name: str
@@ -49,6 +50,7 @@ class Space:
     build: Callable[..., nn.Module] = field(repr=False)
     fixed_bits: int = 8
     has_adq: bool = True
+    anchors: tuple[str, ...] = ("none",)
 
     def ops_for(self, role: str, op_set: str | None = None) -> tuple[str, ...]:
         """Operations a layer of ``role`` may take (the union of all sets when ``op_set`` is None)."""

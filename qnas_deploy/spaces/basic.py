@@ -2,11 +2,16 @@
 
 ::
 
-    x ─ head.0 ─ head.1 ─┬─ [block] x K ──(+)── upsample ─ PixelShuffle ─┬─ tail.0 ─ tail.1 ─(+)─ out
-                         └─────────────────┘                             └────────────────────┘
+    x ─ head.0 ─ head.1 ─┬─ [block] x K ──(+)── upsample ─ PixelShuffle ─(+)─┬─ tail.0 ─ tail.1 ─(+)─ out
+    │                    └─────────────────┘                            │   └────────────────────┘
+    └──────────────────────────── nearest x scale (anchor) ─────────────┘
 
     block:  x ─ ADQ.BN ─┬─ body.k.0 ─ body.k.1 ─┐
                         └─ body.k.skip ─────────(+) · phi(std x) ─(+ x)─
+
+The anchor (``"anchor": "nearest"``; absent in the paper, ``"none"``) adds the
+nearest-neighbour upsampled input to the shuffled output, so the network learns a residual
+over the input from its first step; it is data movement and one integer add at inference.
 
 Channels are ``C`` (36) everywhere except the head's input (3), the upsample output
 (``3 * scale^2``) and the tail, which works at HR from 3 channels to ``C`` and back to 3.
@@ -115,6 +120,7 @@ class BasicNet(nn.Module):
         self.q_long = _tensor_quant(tbits)
         self.q_up = _tensor_quant(tbits)
         self.q_tail = _tensor_quant(tbits)
+        self.q_anchor = _tensor_quant(tbits) if spec.anchor == "nearest" else None
         self.q_image = _tensor_quant(tbits, signed=False, fixed_scale=1 / 255)
         self.shuffle = nn.PixelShuffle(spec.scale)
 
@@ -128,6 +134,8 @@ class BasicNet(nn.Module):
             y, y_scale = block(y, y_scale), block.q_out.scale
         y = self.q_long(y + h)
         up = self.shuffle(self.q_up(L["upsample"](y)))
+        if self.q_anchor is not None:
+            up = self.q_anchor(up + nn.functional.interpolate(x, scale_factor=self.scale, mode="nearest"))
         t = self.q_tail(L["tail_1"](L["tail_0"](up)))
         out = up + t
         if self.q_image.enabled:
@@ -142,4 +150,4 @@ def build(spec) -> BasicNet:
 SPACE = register_space(Space(
     name="basic", default_channels=36, default_blocks=3,
     op_sets={role: {"small": SMALL[role], "big": BIG[role]} for role in SMALL},
-    layout=layout, check=check, build=build))
+    layout=layout, check=check, build=build, anchors=("none", "nearest")))

@@ -274,8 +274,8 @@ def export(source: str, fmt: str, out: str | None, weights: str | None, calib: s
               help="Penalise measured latency (bench bitops --table-json) instead of BitOps.")
 @click.option("--latency-backend", type=click.Choice(["onnxruntime", "litert_xnnpack"]), default="onnxruntime",
               show_default=True, help="Which of the table's backends to penalise.")
-@click.option("--anchor", type=click.Choice(["none", "nearest"]), default="none", show_default=True,
-              help="Add the nearest-upsampled input to the output (basic space); the found.json keeps it.")
+@click.option("--anchor", type=click.Choice(["none", "nearest", "bicubic"]), default="none", show_default=True,
+              help="Add the upsampled input to the output (basic space); the found.json keeps it.")
 def search(space, bits, penalty, entropy_coef, data, datasets_root, out, epochs, iters, patch, batch, channels,
            seed, device, mode, quick, resume, latency_table, latency_backend, anchor) -> None:
     """QuantNAS search (SAN, BitMixer, entropy, BitOps or measured-latency penalty) -> found.json."""

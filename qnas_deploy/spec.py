@@ -32,9 +32,9 @@ VERSION = 1
 BITS = (2, 4, 8, 32)
 SCALES = (2, 3, 4)
 ADQ_MODES = ("static", "dynamic")
-# The image added to the network output: none (the paper), or the nearest-neighbour
-# upsampled input (an anchor in the style of mobile int8 SR nets; see docs/design.md).
-ANCHORS = ("none", "nearest")
+# The image added to the network output: none (the paper), or the nearest-neighbour or
+# bicubic upsampled input (an anchor in the style of mobile int8 SR nets; docs/design.md).
+ANCHORS = ("none", "nearest", "bicubic")
 QUANTIZERS = {"weights": "lsq_per_channel", "activations": "hwgq", "tensors": "uint8_affine"}
 
 _BITS_SCHEMA = {"enum": list(BITS)}

@@ -86,7 +86,7 @@ BAD = [
      "adq: the espcn space has no residual blocks for ADQ; set adq to false"),
     ("anchor on rfdn", lambda d: {**zoo.load_zoo("rfdn_mixed").to_dict(), "anchor": "nearest"},
      "anchor: the rfdn space takes 'none', not 'nearest'"),
-    ("unknown anchor", lambda d: _set(d, ["anchor"], "bicubic"), 'anchor: "bicubic" is not allowed'),
+    ("unknown anchor", lambda d: _set(d, ["anchor"], "lanczos"), 'anchor: "lanczos" is not allowed'),
 ]
 
 

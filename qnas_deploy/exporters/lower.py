@@ -179,8 +179,9 @@ def _lower_basic(net, g: _Builder, x: str, adq_mode: str | None) -> str:
     s2 = net.scale ** 2
     u = g.chain(_convs(L["upsample"]), y, g.held("upsample", 3 * s2, net.q_up), "upsample")
     up = g.node("depth_to_space", [u], g.like("shuffle", u, 3), blocksize=net.scale)
-    if net.q_anchor is not None:
-        up = g.binary("add", up, _nearest(g, x, net.scale), g.held("anchored", 3, net.q_anchor))
+    if net.anchor is not None:
+        a = _nearest(g, x, net.scale) if net.anchor.mode == "nearest" else _bicubic(g, net.anchor, x)
+        up = g.binary("add", up, a, g.held("anchored", 3, net.q_anchor))
     t = g.chain(_convs(L["tail_0"]) + _convs(L["tail_1"]), up, g.held("tail", 3, net.q_tail), "tail")
     return g.binary("add", up, t, g.held("sr", 3, net.q_image))
 
@@ -190,6 +191,13 @@ def _nearest(g: _Builder, x: str, scale: int) -> str:
     times, then depth-to-space in DCR order (block offset major, channel minor)."""
     t = g.node("tile", [x], g.like("anchor.tile", x, 3 * scale * scale), times=scale * scale)
     return g.node("depth_to_space", [t], g.like("anchor", x), blocksize=scale, mode="DCR")
+
+
+def _bicubic(g: _Builder, anchor, x: str) -> str:
+    """The fixed bicubic conv on the input image, then depth-to-space as PixelShuffle."""
+    s2 = anchor.scale ** 2
+    u = g.conv(anchor.conv, x, g.held("anchor.conv", 3 * s2, anchor.q_conv), "anchor.conv")
+    return g.node("depth_to_space", [u], g.like("anchor", u, 3), blocksize=anchor.scale)
 
 
 def _lower_espcn(net, g: _Builder, x: str, adq_mode: str | None) -> str:

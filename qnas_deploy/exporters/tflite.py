@@ -84,6 +84,16 @@ def widen(weight: np.ndarray, w_scale: np.ndarray, bias: np.ndarray):
         (bias.astype(np.int64) * f).astype(np.int32)
 
 
+def densify(w: np.ndarray, groups: int) -> np.ndarray:
+    """A grouped conv's ``[C_out, C_in/g, kh, kw]`` weights as a dense conv's, zero across groups."""
+    c_out, per_in = w.shape[:2]
+    per_out = c_out // groups
+    dense = np.zeros((c_out, per_in * groups, *w.shape[2:]), w.dtype)
+    for k in range(groups):
+        dense[k * per_out:(k + 1) * per_out, k * per_in:(k + 1) * per_in] = w[k * per_out:(k + 1) * per_out]
+    return dense
+
+
 def d2s_permutation(channels_out: int, r: int) -> np.ndarray:
     """TFLite (DCR) channel ``(i*r + j)*C + c`` takes PyTorch (CRD) channel ``c*r*r + i*r + j``."""
     return np.array([c * r * r + i * r + j for i in range(r) for j in range(r) for c in range(channels_out)])
@@ -272,9 +282,12 @@ class _Writer:
         ph, pw = a["pad"]
         oshape = _Shape((shape.h + 2 * ph - d * (kh - 1) - 1) // s + 1, (shape.w + 2 * pw - d * (kw - 1) - 1) // s + 1)
         w, bias = a["weight"], a["bias"]
-        perm = None
+        perm, groups = None, a["groups"]
         if n.output in self.permute:
             perm = d2s_permutation(yt.channels // self.permute[n.output] ** 2, self.permute[n.output])
+            if groups > 1:
+                # Permuted output channels no longer follow their groups: run it dense.
+                w, groups = densify(w, groups), 1
         take = (lambda v: v[perm]) if perm is not None else (lambda v: v)
         mult = np.float32(a["mult"])
         if not a.get("float") and xt.quantized and yt.quantized:
@@ -283,27 +296,27 @@ class _Writer:
             w_dtype = TT.INT4 if (self.int4 == "packed" and a["w_bits"] <= 4) else TT.INT8
             self._conv_op(n.name, self.index[n.inputs[0]], y, take(w), w_dtype, take(bias).astype(np.int32),
                           take(w_scale), take((np.float32(xt.scale) * w_scale).astype(np.float32)),
-                          a["groups"], a["kernel"], s, a["pad"], d, self.fused(yt))
+                          groups, a["kernel"], s, a["pad"], d, self.fused(yt))
             return
         # A float layer (or an integer conv into a float tensor): float32 weights.
         if a.get("float"):
-            wf = a["weight"].astype(np.float32) * mult
+            wf = w.astype(np.float32) * mult
             bf = a["bias"].astype(np.float32) * mult
             x = self.relu_of(n.inputs[0]) if a.get("relu_in") else self.as_float(n.inputs[0])
         else:
             ws = (a["w_scale"].astype(np.float32) * mult).astype(np.float32)
-            wf = a["weight"].astype(np.float32) * ws.reshape(-1, 1, 1, 1)
+            wf = w.astype(np.float32) * ws.reshape(-1, 1, 1, 1)
             bf = a["bias"].astype(np.float32) * np.float32(xt.scale) * ws
             x = self.as_float(n.inputs[0])
         if yt.quantized:
             tmp = self.tensor(f"{n.output}.float", [1, oshape.h, oshape.w, yt.channels], TT.FLOAT32)
             self._conv_op(n.name, x, tmp, take(wf).astype(np.float32), TT.FLOAT32, take(bf).astype(np.float32),
-                          None, None, a["groups"], a["kernel"], s, a["pad"], d, ACT.NONE)
+                          None, None, groups, a["kernel"], s, a["pad"], d, ACT.NONE)
             self.quantize_into(tmp, n.output, oshape)
         else:
             y = self.act(n.output, oshape)
             self._conv_op(n.name, x, y, take(wf).astype(np.float32), TT.FLOAT32, take(bf).astype(np.float32),
-                          None, None, a["groups"], a["kernel"], s, a["pad"], d, ACT.NONE)
+                          None, None, groups, a["kernel"], s, a["pad"], d, ACT.NONE)
 
     def requant_into(self, src: str, dst_idx: int, dst: Tensor, name: str) -> None:
         """Identity depthwise 1x1 conv: requantise ``src`` onto the grid of ``dst``."""

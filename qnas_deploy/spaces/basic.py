@@ -4,14 +4,17 @@
 
     x ─ head.0 ─ head.1 ─┬─ [block] x K ──(+)── upsample ─ PixelShuffle ─(+)─┬─ tail.0 ─ tail.1 ─(+)─ out
     │                    └─────────────────┘                            │   └────────────────────┘
-    └──────────────────────────── nearest x scale (anchor) ─────────────┘
+    └──────────────────────── nearest or bicubic x scale (anchor) ─────────┘
 
     block:  x ─ ADQ.BN ─┬─ body.k.0 ─ body.k.1 ─┐
                         └─ body.k.skip ─────────(+) · phi(std x) ─(+ x)─
 
-The anchor (``"anchor": "nearest"``; absent in the paper, ``"none"``) adds the
-nearest-neighbour upsampled input to the shuffled output, so the network learns a residual
-over the input from its first step; it is data movement and one integer add at inference.
+The anchor (``"anchor": "nearest"`` or ``"bicubic"``; absent in the paper, ``"none"``)
+adds the upsampled input to the shuffled output, so the network learns a residual over
+the input from its first step. Nearest is data movement and one integer add at inference;
+bicubic is one fixed 8-bit 5x5 conv and a depth-to-space more (``qnas_deploy.anchor``).
+With an anchor, the upsample conv and the tail's last conv start at a tenth of their
+usual weights, so the network starts close to the anchor instead of adding noise to it.
 
 Channels are ``C`` (36) everywhere except the head's input (3), the upsample output
 (``3 * scale^2``) and the tail, which works at HR from 3 channels to ``C`` and back to 3.
@@ -28,6 +31,7 @@ import torch
 from torch import nn
 
 from ..adq import ADQ
+from ..anchor import Anchor
 from ..ops import QOp
 from ..quant import Uint8AffineTensor
 from . import Slot, Space, build_layers, register_space, tensor_bits
@@ -120,7 +124,13 @@ class BasicNet(nn.Module):
         self.q_long = _tensor_quant(tbits)
         self.q_up = _tensor_quant(tbits)
         self.q_tail = _tensor_quant(tbits)
-        self.q_anchor = _tensor_quant(tbits) if spec.anchor == "nearest" else None
+        self.anchor = Anchor(spec.anchor, spec.scale, tbits) if spec.anchor != "none" else None
+        self.q_anchor = _tensor_quant(tbits) if self.anchor is not None else None
+        if self.anchor is not None:
+            with torch.no_grad():
+                for key in ("upsample", "tail_1"):
+                    for conv in L[key]:
+                        conv.weight.mul_(0.1)
         self.q_image = _tensor_quant(tbits, signed=False, fixed_scale=1 / 255)
         self.shuffle = nn.PixelShuffle(spec.scale)
 
@@ -135,7 +145,7 @@ class BasicNet(nn.Module):
         y = self.q_long(y + h)
         up = self.shuffle(self.q_up(L["upsample"](y)))
         if self.q_anchor is not None:
-            up = self.q_anchor(up + nn.functional.interpolate(x, scale_factor=self.scale, mode="nearest"))
+            up = self.q_anchor(up + self.anchor(x, self.q_in.scale))
         t = self.q_tail(L["tail_1"](L["tail_0"](up)))
         out = up + t
         if self.q_image.enabled:
@@ -150,4 +160,4 @@ def build(spec) -> BasicNet:
 SPACE = register_space(Space(
     name="basic", default_channels=36, default_blocks=3,
     op_sets={role: {"small": SMALL[role], "big": BIG[role]} for role in SMALL},
-    layout=layout, check=check, build=build, anchors=("none", "nearest")))
+    layout=layout, check=check, build=build, anchors=("none", "nearest", "bicubic")))

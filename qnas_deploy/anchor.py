@@ -1,0 +1,82 @@
+"""Input anchors: the upsampled LR image a network adds to its output, so it learns a residual.
+
+``nearest`` is pure data movement. ``bicubic`` is MATLAB's ``imresize`` bicubic (cubic
+kernel a = -0.5, the baseline every SR paper prints) written as what an integer runtime
+runs: one fixed 5x5 convolution, grouped by colour channel, from the 3 input channels to
+``3 * s^2`` sub-pixel phases, followed by PixelShuffle. The kernel is exact in the interior; at the border the conv pads
+with zeros where ``imresize`` mirrors, which moves Set5 by 0.01 dB and Set14 by less
+(measured) and which the trained layers see and correct like any other border.
+
+The conv is an ordinary :class:`~qnas_deploy.ops.QConv2d` (8-bit, or float in an all-float
+network) with frozen weights and steps (buffers), so training, cost accounting and every exporter
+treat it like the other convs.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .imresize import cubic
+from .ops import ConvDef, QConv2d
+from .quant import FLOAT_BITS, Uint8AffineTensor
+
+ANCHOR_BITS = 8
+_TAPS = 5  # every output phase of a scale >= 2 reads LR offsets -2..2
+
+
+def bicubic_phase_weights(scale: int) -> np.ndarray:
+    """``[scale, 5]``: the weight of LR offsets -2..2 for each output phase along one axis.
+
+    Output pixel ``o = scale * y + i`` samples the LR coordinate ``(o + 0.5) / scale - 0.5``
+    (the pixel-centre convention of ``imresize``), i.e. ``y + (i + 0.5) / scale - 0.5``.
+    """
+    d = (np.arange(scale) + 0.5) / scale - 0.5
+    w = cubic(d[:, None] - np.arange(-2, 3)[None, :])
+    return w / w.sum(axis=1, keepdims=True)
+
+
+def bicubic_kernel(scale: int, channels: int = 3) -> np.ndarray:
+    """``[channels * scale^2, 1, 5, 5]``, a conv grouped by channel, in PixelShuffle's order
+    (channel major, then row phase, then column phase)."""
+    w1 = bicubic_phase_weights(scale)
+    phases = np.einsum("ik,jl->ijkl", w1, w1).reshape(scale * scale, 1, _TAPS, _TAPS)
+    return np.tile(phases, (channels, 1, 1, 1))
+
+
+class Anchor(nn.Module):
+    """``forward(xq, x_scale)``: the ``mode`` upsampling of the quantized input image."""
+
+    def __init__(self, mode: str, scale: int, tensor_bits: int = ANCHOR_BITS):
+        """``tensor_bits``: the network's tensor bits; 32 (an all-float network) makes the
+        bicubic conv float as well."""
+        super().__init__()
+        if mode not in ("nearest", "bicubic"):
+            raise ValueError(f"anchor mode must be 'nearest' or 'bicubic', got {mode!r}")
+        self.mode, self.scale = mode, scale
+        if mode == "bicubic":
+            c_out = 3 * scale * scale
+            bits = ANCHOR_BITS if tensor_bits < FLOAT_BITS else FLOAT_BITS
+            conv = QConv2d(ConvDef(3, c_out, (_TAPS, _TAPS), groups=3), bits, bits, bias=False, act="none")
+            k = torch.tensor(bicubic_kernel(scale), dtype=torch.float32)
+            # Fixed, not learned: buffers, so optimizers and gradients never see them.
+            del conv.weight
+            conv.register_buffer("weight", k)
+            wq = conv.weight_quant
+            if wq.enabled:
+                del wq.step
+                # The largest tap on the largest level: every 8-bit tap is within half a
+                # step (max |w| / 254) of the float one.
+                wq.register_buffer("step", k.abs().amax(dim=(1, 2, 3)).reshape(-1, 1, 1, 1) / wq.qmax)
+                wq.initialized.fill_(True)
+            self.conv = conv
+            self.q_conv = Uint8AffineTensor(signed=True, bits=tensor_bits)
+            self.shuffle = nn.PixelShuffle(scale)
+
+    def forward(self, xq: torch.Tensor, x_scale: torch.Tensor | float) -> torch.Tensor:
+        if self.mode == "nearest":
+            return nn.functional.interpolate(xq, scale_factor=self.scale, mode="nearest")
+        return self.shuffle(self.q_conv(self.conv(xq, x_scale)))
+
+    def extra_repr(self) -> str:
+        return f"{self.mode}, x{self.scale}"

@@ -217,7 +217,9 @@ def main() -> int:
         md += [f"### {space}", "", bb.markdown(res), f"![{space}](bitops_{space}.png)"
                + (f" Table: [latency_table_{space}.json](latency_table_{space}.json)." if "table" in res else ""), ""]
     md += ["## Other results", "",
-           "- Training run (issue 4 goal, 10 minutes): [train_run.md](train_run.md)",
+           "- Training runs (issue 4 goal, 10 minutes): no anchor [train_run.md](train_run.md), "
+           "nearest anchor [train_run_anchor.md](train_run_anchor.md), bicubic anchor "
+           "[train_run_bicubic.md](train_run_bicubic.md)",
            "- Parity of a longer-trained checkpoint on Set5 + Set14: [parity_basic_mixed.md](parity_basic_mixed.md)",
            "- ONNX export (float convs after optimisation, export time, quantize_static): [onnx_export.md](onnx_export.md)",
            "- TFLite export (sizes, latency at 320x180): [tflite_export.md](tflite_export.md)",

@@ -309,12 +309,14 @@ def search(space, bits, penalty, entropy_coef, data, datasets_root, out, epochs,
 @click.option("-o", "--output", "out", default="qnas-demo", show_default=True, metavar="DIR", help="Run folder.")
 @_datasets_root_option
 @click.option("--resume", is_flag=True, help="Continue a run folder, reusing the steps already done.")
-def demo(out: str, datasets_root: str | None, resume: bool) -> None:
+@click.option("--anchor", type=click.Choice(["none", "nearest", "bicubic"]), default="bicubic", show_default=True,
+              help="Input anchor of the searched Basic net ('none': the paper's network).")
+def demo(out: str, datasets_root: str | None, resume: bool, anchor: str) -> None:
     """The whole product in minutes: quick search, short training, ONNX + TFLite export,
     parity and latency, and a one-page report (DIR/REPORT.md)."""
     from .demo import run_demo
 
-    s = run_demo(out, datasets_root, resume, log=lambda m: click.echo(m, err=True))
+    s = run_demo(out, datasets_root, resume, anchor=anchor, log=lambda m: click.echo(m, err=True))
     click.echo(f"wrote {out}/REPORT.md: bicubic {s['bicubic_psnr_db']:.2f} dB, "
                f"model {s['parity']['pytorch']['mean'][s['validation']]['psnr_db']:.2f} dB on {s['validation']}",
                err=True)

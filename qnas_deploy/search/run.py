@@ -50,7 +50,7 @@ class SearchConfig:
     data: str = "embedded"
     latency_table: str | None = None   # bench bitops --table-json: measured ms in place of BitOps
     latency_backend: str = "onnxruntime"
-    anchor: str = "none"               # "nearest": the Basic space's input anchor (spec.ANCHORS)
+    anchor: str = "none"               # "nearest" or "bicubic": the Basic space's input anchor (spec.ANCHORS)
 
     @classmethod
     def quick(cls, **kw) -> "SearchConfig":

@@ -166,7 +166,7 @@ class QConv2d(nn.Module):
         s_in = self.input_step(in_scale)
         if not self.quantized or s_in is None or self.bias is None:
             return None
-        return (s_in.detach() * self.weight_quant.step.detach().reshape(-1))
+        return (s_in.detach() * self.weight_quant.scale.detach().reshape(-1))
 
     def forward(self, x: torch.Tensor, in_scale: torch.Tensor | float | None = None) -> torch.Tensor:
         """``in_scale``: the scale of ``x`` when ``act="none"`` (the caller quantized it), so that
@@ -195,7 +195,7 @@ class QConv2d(nn.Module):
             self.weight_quant.init_from(self.weight)
         w_int = self.weight_quant.integer_weight(self.weight).double()
         acc = TF.conv2d(x_int, w_int, None, c.stride, c.pad, c.dilation, c.groups)
-        step = (s_in * self.weight_quant.step.detach().reshape(-1)).to(xq.dtype)
+        step = (s_in * self.weight_quant.scale.detach().reshape(-1)).to(xq.dtype)
         if self.bias is not None:
             acc = acc + torch.round(self.bias.detach() / step).double().reshape(1, -1, 1, 1)
         return acc.to(xq.dtype) * step.reshape(1, -1, 1, 1)

@@ -150,10 +150,10 @@ def test_export_cli_writes_a_model_that_upscales(tmp_path):
     assert Image.open(tmp_path / "up.png").size == (88, 80)
 
 
-def test_negative_weight_steps_are_flipped_at_lowering(tmp_path):
-    """LSQ steps can cross zero in training. The lowering flips such channels (integers,
-    step and bias), which changes no product, so that XNNPACK delegates every conv (it
-    refuses negative scales) and the ONNX scales are positive."""
+def test_negative_weight_steps_export_positive_scales(tmp_path):
+    """LSQ steps can cross zero in training; the grid is ``|step|``, in the model and in the
+    export, so every exported scale is positive (XNNPACK refuses negative ones and the ONNX
+    spec asks for positive ones) and the export stays exact."""
     from qnas_deploy.exporters.tflite import to_tflite
     from qnas_deploy.exporters.tflite_runner import TfliteModelRunner, interpreter
     from qnas_deploy.quant import LSQWeightPerChannel

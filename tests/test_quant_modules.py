@@ -19,6 +19,22 @@ def test_lsq_weights_are_symmetric_per_channel_integers(bits):
     assert q.step.shape == (6, 1, 1, 1)
 
 
+def test_lsq_negative_step_is_the_same_grid():
+    """A step that training carried through zero quantizes on ``|step|``: the same values,
+    the same integers (including the most negative one, which a sign flip at export
+    could not store), and a gradient that still reaches the step."""
+    w = torch.tensor([[-1.28, 0.5, 1.27, 0.011]]).reshape(1, 4, 1, 1)
+    pos, neg = LSQWeightPerChannel(8, 1), LSQWeightPerChannel(8, 1)
+    with torch.no_grad():
+        pos.step.fill_(0.01), neg.step.fill_(-0.01)
+        pos.initialized.fill_(True), neg.initialized.fill_(True)
+    torch.testing.assert_close(neg(w), pos(w))
+    assert torch.equal(neg.integer_weight(w), pos.integer_weight(w))
+    assert neg.integer_weight(w).min() == -128
+    neg(w).sum().backward()
+    assert neg.step.grad is not None and torch.isfinite(neg.step.grad).all()
+
+
 def test_lsq_step_is_learned():
     w = torch.randn(2, 3, 3, 3)
     q = LSQWeightPerChannel(4, 2)

@@ -197,3 +197,29 @@ def test_grouped_conv_matches_builtin_reference_kernel():
     run = TfliteModelRunner(interpreter(to_tflite(g, input_size=IMG), threads=1, xnnpack=False), "uint8")
     x = _hwc()
     assert np.array_equal(run(x), reference.runner(g, "tflite")(x))
+
+
+@pytest.mark.parametrize("bits", [8, 32])
+def test_grouped_conv_into_depth_to_space(bits):
+    """A grouped upsample conv feeds PixelShuffle: TFLite's DCR order permutes its output
+    channels across groups, so the writer must run it dense (and still exactly)."""
+    from qnas_deploy.calibrate import calibrate
+    from qnas_deploy.spaces import build_model
+    from qnas_deploy.zoo import load_zoo
+
+    spec = load_zoo("basic_mixed")
+    layers = tuple(l.__class__(l.name, "simple_3x3_grouped_3" if l.name == "upsample" else l.op,
+                               bits if bits == 32 else l.w_bits, bits if bits == 32 else l.a_bits)
+                   for l in spec.layers)
+    torch.manual_seed(0)
+    m = build_model(spec.with_(layers=layers, name="grouped_upsample"))
+    calibrate(m, [torch.rand(2, 3, 24, 24) for _ in range(2)])
+    g = lower(m.eval())
+    run = TfliteModelRunner(interpreter(to_tflite(g, input_size=IMG), threads=1), "uint8")
+    x = _hwc()
+    y = run(x)
+    if bits == 32:
+        d = np.abs(y.astype(int) - reference.runner(g, "torch")(x))
+        assert d.max() <= 1 and (d == 0).mean() >= 0.999
+    else:
+        assert np.array_equal(y, reference.runner(g, "xnnpack")(x))

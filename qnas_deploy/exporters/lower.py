@@ -90,10 +90,9 @@ class _Builder:
         if conv.quantized and xt.quantized:
             bs = conv.bias_scale(xt.scale if not isinstance(conv.act_quant, HWGQAct) else None)
             weight = conv.weight_quant.integer_weight(w).numpy()
-            w_scale = conv.weight_quant.step.detach().reshape(-1).numpy().astype(np.float32)
+            w_scale = conv.weight_quant.scale.detach().reshape(-1).numpy().astype(np.float32)
             bias = (torch.round(conv.bias.detach() / bs).numpy().astype(np.int64)
                     if conv.bias is not None else np.zeros(c.c_out, np.int64))
-            weight, w_scale, bias = positive_scales(weight, w_scale, bias, name)
             attrs.update(weight=weight.astype(np.int8), w_scale=w_scale, w_bits=conv.w_bits,
                          bias=bias.astype(np.int32))
         else:
@@ -261,27 +260,6 @@ def _lower_esa(esa, g: _Builder, x: str, p: str, c: int) -> str:
 _LOWER = {"basic": _lower_basic, "espcn": _lower_espcn, "rfdn": _lower_rfdn}
 
 
-
-def positive_scales(weight: np.ndarray, w_scale: np.ndarray, bias: np.ndarray, name: str):
-    """Flip the channels whose learned LSQ step went negative during training.
-
-    ``q * s == (-q) * (-s)`` and the int32 bias is on the grid ``s_in * s``, so negating
-    the integers, the step and the bias of a channel changes no product. Runtimes need
-    it: XNNPACK does not delegate a conv with a negative scale (LiteRT then runs it on
-    the builtin kernels, silently) and the ONNX spec asks for positive scales.
-    """
-    neg = w_scale < 0
-    if not neg.any():
-        return weight, w_scale, bias
-    weight, w_scale, bias = weight.copy(), w_scale.copy(), bias.copy()
-    weight[neg] *= -1
-    w_scale[neg] *= -1
-    bias[neg] *= -1
-    if weight.max() > 127:
-        c = int(np.argmax(weight.reshape(len(weight), -1).max(axis=1)))
-        raise BadInput(f"layer {name!r}, channel {c}: a negative weight step with the integer -128 cannot be "
-                       "stored in int8 (retrain with the current quantizers or re-quantize this layer)")
-    return weight, w_scale, bias
 
 def lower(model: nn.Module, adq_mode: str | None = None) -> Graph:
     """The integer graph of a calibrated model in inference mode.

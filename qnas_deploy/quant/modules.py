@@ -26,6 +26,11 @@ class LSQWeightPerChannel(nn.Module):
     The step is a parameter of shape ``[C_out, 1, 1, 1]``, initialised from the weights
     (``2 mean|w| / sqrt(Q_P)``) the first time the quantizer sees them, and trained with
     LSQ's gradient scale ``1/sqrt(N_c Q_P)`` with ``N_c`` the weights per channel.
+
+    Nothing keeps the learned parameter positive (small weights start with small steps,
+    and training can carry them through zero), so the grid uses its magnitude,
+    :attr:`scale`: a negative step would otherwise need its integers negated at export,
+    and ``-(-128)`` does not fit in int8.
     """
 
     def __init__(self, bits: int, out_channels: int):
@@ -53,11 +58,16 @@ class LSQWeightPerChannel(nn.Module):
         if not bool(self.initialized):
             self.init_from(w)
         gs = F.lsq_grad_scale(w[0].numel(), self.qmax)
-        return F.fake_quant_lsq(w, self.step, self.qmin, self.qmax, gs)
+        return F.fake_quant_lsq(w, self.step.abs(), self.qmin, self.qmax, gs)
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """The step of the grid, ``|step|`` (``[C_out, 1, 1, 1]``): what the runtime stores."""
+        return self.step.abs()
 
     def integer_weight(self, w: torch.Tensor) -> torch.Tensor:
         """The integers the runtime stores (int64 tensor in ``[qmin, qmax]``)."""
-        return torch.clamp(torch.round(w.detach() / self.step.detach()), self.qmin, self.qmax).long()
+        return torch.clamp(torch.round(w.detach() / self.scale.detach()), self.qmin, self.qmax).long()
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}"

@@ -3,13 +3,14 @@
 ``nearest`` is pure data movement. ``bicubic`` is MATLAB's ``imresize`` bicubic (cubic
 kernel a = -0.5, the baseline every SR paper prints) written as what an integer runtime
 runs: one fixed 5x5 convolution, grouped by colour channel, from the 3 input channels to
-``3 * s^2`` sub-pixel phases, followed by PixelShuffle. The kernel is exact in the interior; at the border the conv pads
-with zeros where ``imresize`` mirrors, which moves Set5 by 0.01 dB and Set14 by less
-(measured) and which the trained layers see and correct like any other border.
+``3 * s^2`` sub-pixel phases, followed by PixelShuffle. The kernel is exact in the
+interior; at the border the conv pads with zeros where ``imresize`` mirrors, which moves
+Set5 by 0.01 dB and Set14 by less (measured) and which the trained layers see and
+correct like any other border.
 
-The conv is an ordinary :class:`~qnas_deploy.ops.QConv2d` (8-bit, or float in an all-float
-network) with frozen weights and steps (buffers), so training, cost accounting and every exporter
-treat it like the other convs.
+The conv is an ordinary :class:`~qnas_deploy.ops.QConv2d` (8-bit, or float in an
+all-float network) whose weights and steps are buffers, not parameters, so training
+leaves them alone while cost accounting and every exporter treat it like the other convs.
 """
 from __future__ import annotations
 

@@ -260,7 +260,6 @@ def _lower_esa(esa, g: _Builder, x: str, p: str, c: int) -> str:
 _LOWER = {"basic": _lower_basic, "espcn": _lower_espcn, "rfdn": _lower_rfdn}
 
 
-
 def lower(model: nn.Module, adq_mode: str | None = None) -> Graph:
     """The integer graph of a calibrated model in inference mode.
 

@@ -66,7 +66,7 @@ class ADQ(nn.Module):
         step = s_x * self.weight_scale(alpha)
         w_int = torch.where(alpha < 0, -127.0, 127.0).double().reshape(1, -1, 1, 1)
         acc = torch.round(x / s_x).double() * w_int + torch.round(beta / step).double().reshape(1, -1, 1, 1)
-        return self.bn_quant(acc.to(x.dtype) * step.reshape(1, -1, 1, 1))
+        return self.bn_quant(self.bn_quant.hold(acc, s_x, self.weight_scale(alpha)).to(x.dtype))
 
     def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Inference-mode BN as ``alpha * x + beta`` per channel."""

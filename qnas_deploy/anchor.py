@@ -77,7 +77,7 @@ class Anchor(nn.Module):
     def forward(self, xq: torch.Tensor, x_scale: torch.Tensor | float) -> torch.Tensor:
         if self.mode == "nearest":
             return nn.functional.interpolate(xq, scale_factor=self.scale, mode="nearest")
-        return self.shuffle(self.q_conv(self.conv(xq, x_scale)))
+        return self.shuffle(self.q_conv(self.conv(xq, x_scale, out=self.q_conv)))
 
     def extra_repr(self) -> str:
         return f"{self.mode}, x{self.scale}"

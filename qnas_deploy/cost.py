@@ -78,7 +78,7 @@ def _shape_only(records: dict[int, int]):
     """Make every QConv2d record its MACs and return zeros of its output shape."""
     original = QConv2d.forward
 
-    def forward(self, x, in_scale=None):
+    def forward(self, x, in_scale=None, out=None, mult=None):
         c = self.conv
         (ph, pw), d = c.pad, c.dilation
         ho = (x.shape[-2] + 2 * ph - d * (c.kernel[0] - 1) - 1) // c.stride + 1

@@ -168,26 +168,34 @@ class QConv2d(nn.Module):
             return None
         return (s_in.detach() * self.weight_quant.scale.detach().reshape(-1))
 
-    def forward(self, x: torch.Tensor, in_scale: torch.Tensor | float | None = None) -> torch.Tensor:
-        """``in_scale``: the scale of ``x`` when ``act="none"`` (the caller quantized it), so that
-        the bias is quantized to int32 on the accumulator's grid, as the runtime stores it."""
+    def forward(self, x: torch.Tensor, in_scale: torch.Tensor | float | None = None,
+                out: nn.Module | None = None, mult: torch.Tensor | float | None = None) -> torch.Tensor:
+        """The conv's output times ``mult`` (ADQ's static scale, when given).
+
+        ``in_scale``: the scale of ``x`` when ``act="none"`` (the caller quantized it), so that
+        the bias is quantized to int32 on the accumulator's grid, as the runtime stores it.
+        ``out``: the quantizer that holds the output in the integer graph (the next conv's
+        HWGQ or a tensor quantizer; the caller still applies it). In integer inference the
+        accumulator is requantised straight onto its grid, in the runtime's one rounding.
+        """
         c = self.conv
         xq = self.act_quant(x)  # first: in training this updates the step the bias grid uses
         if not self.training and self.quantized:
             s_in = self.input_step(in_scale)
             if s_in is not None:
-                return self._integer_forward(xq, s_in)
+                return self._integer_forward(xq, s_in, out, mult)
         bias = self.bias
         bs = self.bias_scale(in_scale)
         if bs is not None:
             bias = bias + (torch.round(bias / bs) * bs - bias).detach()
-        return TF.conv2d(xq, self.weight_quant(self.weight), bias,
-                         c.stride, c.pad, c.dilation, c.groups)
+        y = TF.conv2d(xq, self.weight_quant(self.weight), bias, c.stride, c.pad, c.dilation, c.groups)
+        return y if mult is None else y * mult
 
-    def _integer_forward(self, xq: torch.Tensor, s_in: torch.Tensor) -> torch.Tensor:
+    def _integer_forward(self, xq: torch.Tensor, s_in: torch.Tensor, out: nn.Module | None,
+                         mult: torch.Tensor | float | None) -> torch.Tensor:
         """Inference as the integer runtime computes it: an exact integer accumulator
-        (float64 holds these sums exactly) scaled once by ``s_in * s_w`` in float32, so
-        the next quantizer sees the value onnxruntime's requantisation sees."""
+        (float64 holds these sums exactly), then either requantised onto ``out``'s grid
+        (``out.hold``) or, for a float consumer, scaled once by ``s_in * s_w`` in float32."""
         c = self.conv
         s_in = s_in.detach().to(xq.dtype)
         x_int = torch.round(xq / s_in).double()
@@ -195,10 +203,18 @@ class QConv2d(nn.Module):
             self.weight_quant.init_from(self.weight)
         w_int = self.weight_quant.integer_weight(self.weight).double()
         acc = TF.conv2d(x_int, w_int, None, c.stride, c.pad, c.dilation, c.groups)
-        step = (s_in * self.weight_quant.scale.detach().reshape(-1)).to(xq.dtype)
+        s_w = self.weight_quant.scale.detach().reshape(-1)
+        step = (s_in * s_w).to(xq.dtype)
         if self.bias is not None:
             acc = acc + torch.round(self.bias.detach() / step).double().reshape(1, -1, 1, 1)
-        return acc.to(xq.dtype) * step.reshape(1, -1, 1, 1)
+        # Only onto a frozen grid: while ``out`` measures its range (training, calibration)
+        # it must see the unclipped values. A per-image ``mult`` (ADQ before its static
+        # scale is calibrated) has no runtime twin.
+        if (out is not None and out.enabled and not out.training and bool(out.initialized)
+                and (mult is None or torch.as_tensor(mult).numel() == 1)):
+            return out.hold(acc, s_in, s_w, mult).to(xq.dtype)
+        y = acc.to(xq.dtype) * step.reshape(1, -1, 1, 1)
+        return y if mult is None else y * mult
 
     def extra_repr(self) -> str:
         c = self.conv
@@ -212,3 +228,37 @@ class QOp(nn.Sequential):
     def __init__(self, op: str, c_in: int, c_out: int, c_mid: int, w_bits: int, a_bits: int):
         self.op_name = op
         super().__init__(*(QConv2d(cd, w_bits, a_bits) for cd in get_op(op).convs(c_in, c_out, c_mid)))
+
+    def forward(self, x: torch.Tensor, out: nn.Module | None = None,
+                mult: torch.Tensor | float | None = None) -> torch.Tensor:
+        """``out``, ``mult``: see :func:`chain`."""
+        return chain(list(self), x, out, mult)
+
+
+def _input_grid(layer: nn.Module) -> nn.Module | None:
+    """The activation quantizer whose grid a layer's first conv reads, if it is quantized."""
+    conv = layer[0] if isinstance(layer, QOp) else layer
+    if isinstance(conv, QConv2d) and conv.quantized and isinstance(conv.act_quant, HWGQAct):
+        return conv.act_quant
+    return None
+
+
+def chain(layers: list[nn.Module], x: torch.Tensor, out: nn.Module | None = None,
+          mult: torch.Tensor | float | None = None, in_scale: torch.Tensor | float | None = None) -> torch.Tensor:
+    """Layers in sequence (convs, operations, or the search's mixed layers): each conv writes
+    onto the next conv's activation grid, the last one onto ``out``, times ``mult``. The
+    same chain the lowering emits (``lower._Builder.chain``), so that integer inference
+    requantises where the runtime does."""
+    for i, m in enumerate(layers):
+        last = i + 1 == len(layers)
+        dst = out if last else _input_grid(layers[i + 1])
+        k = mult if last else None
+        if isinstance(m, QConv2d):
+            x = m(x, in_scale if i == 0 else None, out=dst, mult=k)
+        elif isinstance(m, QOp):
+            x = m(x, out=dst, mult=k)
+        else:
+            x = m(x)
+            if k is not None:
+                x = x * k
+    return x

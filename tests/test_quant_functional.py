@@ -129,3 +129,24 @@ def test_quant_noise_passes_gradient_unchanged():
     x = torch.randn(100, requires_grad=True)
     (x + F.quant_noise(x, 4)).sum().backward()
     np.testing.assert_array_equal(x.grad.numpy(), np.ones(100, np.float32))
+
+
+def test_requantize_rounds_once_like_the_runtime():
+    """``round(f32(acc) * M)`` with ``M = f32(s_in * f32(s_w * mult)) / s_out`` (numpy
+    reference), not the two roundings of dequantize-then-quantize, which differ near ties
+    (the test checks that such accumulators exist in the range it covers)."""
+    rng = np.random.default_rng(0)
+    s_in, s_out, mult = np.float32(0.0213), np.float32(0.0517), np.float32(1.37)
+    s_w = rng.uniform(1e-3, 2e-2, 64).astype(np.float32)
+    acc = np.arange(-(2 ** 16), 2 ** 16, dtype=np.float64).reshape(1, 1, -1, 1).repeat(64, axis=1)
+    lo, hi = -(2 ** 20), 2 ** 20  # wide, so that no value is clipped
+    m = (s_in * (s_w * mult).astype(np.float32)).astype(np.float32) / s_out
+    want = np.rint(acc.astype(np.float32) * m.reshape(1, -1, 1, 1)) + 3
+    twice = np.rint(((acc.astype(np.float32) * (s_in * s_w).reshape(1, -1, 1, 1)) * mult) / s_out) + 3
+    assert np.any(want != twice)
+    got = F.requantize(torch.from_numpy(acc), torch.tensor(s_in), torch.from_numpy(s_w), torch.tensor(s_out),
+                       3, lo, hi, torch.tensor(mult))
+    assert got.dtype == torch.float32 and np.array_equal(got.numpy(), want)
+    clipped = F.requantize(torch.from_numpy(acc), s_in, torch.from_numpy(s_w), s_out, 128, 0, 255)
+    assert np.array_equal(clipped.numpy(), np.clip(np.rint(acc.astype(np.float32) * (
+        (s_in * s_w) / s_out).astype(np.float32).reshape(1, -1, 1, 1)) + 128, 0, 255))

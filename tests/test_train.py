@@ -131,6 +131,7 @@ def test_tiles_have_no_seams(tiny_spec):
     model = build_model(tiny_spec).eval()
     run = torch_runner(model)
     img = np.random.default_rng(0).integers(0, 255, (30, 37, 3)).astype(np.uint8)
+    run(img)  # an uncalibrated model: the first call sets the quantizer ranges
     whole = run(img)
     # Receptive field of this net: 7 convs of 3x3 at LR -> 7 pixels; overlap 8 covers it.
     assert np.array_equal(tiled(run, 4, tile=12, overlap=8)(img), whole)

@@ -193,32 +193,11 @@ def _max_pool(graph, node, values):
 
 
 def bilinear(v: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize with half-pixel centres, in float32 with the operation order of
-    PyTorch's CPU kernel (``align_corners=False``), so the reference equals the model."""
-    n, c, h, w = v.shape
-    oh, ow = size
-
-    def axis(o, i):
-        scale = F32(i) / F32(o)
-        src = np.maximum(scale * (np.arange(o, dtype=F32) + F32(0.5)) - F32(0.5), F32(0)).astype(F32)
-        i0 = np.floor(src).astype(np.int64)
-        l1 = np.clip(src - i0.astype(F32), F32(0), F32(1)).astype(F32)
-        i1 = np.where(i0 < i - 1, i0 + 1, i0)
-        return i0, i1, (F32(1) - l1).astype(F32), l1
-
-    y0, y1, hy0, hy1 = axis(oh, h)
-    x0, x1, wx0, wx1 = axis(ow, w)
-    v = v.astype(F32)
-    top = v[:, :, y0][:, :, :, x0] * wx0 + v[:, :, y0][:, :, :, x1] * wx1
-    bot = v[:, :, y1][:, :, :, x0] * wx0 + v[:, :, y1][:, :, :, x1] * wx1
-    return (top * hy0[:, None] + bot * hy1[:, None]).astype(F32)
-
-
-def bilinear_ort(v: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """onnxruntime's float Resize (linear, half_pixel, CPU provider): source coordinates
+    """onnxruntime's float Resize (linear, half_pixel, CPU provider), which the model's ESA
+    computes too (``spaces.rfdn.bilinear``): source coordinates
     ``(o + 0.5) / (out / in) - 0.5`` clamped to the image, four corner weights formed as
     products ``dx * dy`` and summed in the order X11, X21, X12, X22, each step in float32.
-    It differs from PyTorch's kernel (``bilinear``) in the last bits only, which is enough
+    Other operation orders (PyTorch's kernel) differ in the last bits only, which is enough
     to move a value across a rounding boundary of the next quantizer."""
     n, c, h, w = v.shape
     oh, ow = size
@@ -323,7 +302,7 @@ def _requant_ort(graph, node, values):
     return np.clip(q, yt.qmin, yt.qmax).astype(np.int32)
 
 
-_ORT = {**_OPS, "add": _add_ort, "requant": _requant_ort, "resize": _resizer(bilinear_ort)}
+_ORT = {**_OPS, "add": _add_ort, "requant": _requant_ort}
 
 
 def _operations(arithmetic: str) -> dict:

@@ -144,6 +144,11 @@ def concat(graph, node, values):
     return np.concatenate(parts, axis=1)
 
 
+# LiteRT's optimized int8 ADD (``optimized_integer_ops::AddElementwise``) handles blocks of
+# this many elements in SIMD and the rest with the scalar gemmlowp routine.
+ADD_SIMD_LANES = 16
+
+
 def add(graph, node, values):
     ta, tb, tc = (graph.tensor(n) for n in (*node.inputs, node.output))
     if not (ta.quantized and tb.quantized and tc.quantized) or node.attrs.get("mult", 1.0) != 1.0:
@@ -153,10 +158,18 @@ def add(graph, node, values):
     m1 = quantize_multiplier(float(F32(ta.scale)) / twice_max)
     m2 = quantize_multiplier(float(F32(tb.scale)) / twice_max)
     mo = quantize_multiplier(twice_max / ((1 << left_shift) * float(F32(tc.scale))))
-    va = (values[node.inputs[0]].astype(np.int64) - ta.zero_point) << left_shift
-    vb = (values[node.inputs[1]].astype(np.int64) - tb.zero_point) << left_shift
-    sa = rounding_divide_by_pot(srdhm(va, m1[0]), -m1[1])
-    sb = rounding_divide_by_pot(srdhm(vb, m2[0]), -m2[1])
+    va = values[node.inputs[0]].astype(np.int64) - ta.zero_point
+    vb = values[node.inputs[1]].astype(np.int64) - tb.zero_point
+    # The kernel's 16-lane loop (NEON, or its SSE translation on x86) folds each input's
+    # right shift into the left shift before the high multiply; the scalar loop over the
+    # last size % 16 elements (NHWC order) shifts after it. They differ near ties.
+    n, c, h, w = va.shape
+    flat = np.arange(va.size).reshape(n, h, w, c).transpose(0, 3, 1, 2)
+    simd = flat < va.size - va.size % ADD_SIMD_LANES
+    sa = np.where(simd, srdhm(va << (left_shift + m1[1]), m1[0]),
+                  rounding_divide_by_pot(srdhm(va << left_shift, m1[0]), -m1[1]))
+    sb = np.where(simd, srdhm(vb << (left_shift + m2[1]), m2[0]),
+                  rounding_divide_by_pot(srdhm(vb << left_shift, m2[0]), -m2[1]))
     return _clip(rounding_divide_by_pot(srdhm(sa + sb, mo[0]), -mo[1]), tc)
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "hwgq_step",
     "hwgq",
     "quant_noise",
+    "requantize",
 ]
 
 
@@ -67,6 +68,30 @@ def fake_quant(x: torch.Tensor, scale: torch.Tensor | float, zero_point: torch.T
     q = round_ste(x / scale) + zero_point
     q = torch.clamp(q, qmin, qmax)
     return (q - zero_point) * scale
+
+
+def requantize(acc: torch.Tensor, s_in: torch.Tensor | float, s_w: torch.Tensor, s_out: torch.Tensor | float,
+               zero_point: int, qmin: int, qmax: int, mult: torch.Tensor | float | None = None) -> torch.Tensor:
+    """The integer runtime's requantisation of a conv accumulator onto an output grid.
+
+    ``q = clamp(round(float32(acc) * M) + zp, qmin, qmax)`` with the per-channel float32
+    multiplier ``M = float32(s_in * float32(s_w * mult)) / s_out``, rounded once, as
+    onnxruntime's QLinearConv computes it (FACTS.md section 5). Dequantizing ``acc`` first
+    and quantizing the result rounds twice, which differs where a value lies within float
+    rounding of a tie; RFDN's attention mask turns such one-step differences into visibly
+    different pixels, so inference must round exactly where the runtime does.
+
+    ``acc``: ``[N, C, H, W]`` integer values (any float dtype); ``s_w``: ``[C]``; ``mult``:
+    a scalar folded into the weight scales (ADQ's static scale). Returns the integers ``q``
+    as float32.
+    """
+    f32 = torch.float32
+    s_w = torch.as_tensor(s_w, dtype=f32).detach().reshape(-1)
+    if mult is not None:
+        s_w = s_w * torch.as_tensor(mult, dtype=f32).detach().reshape(())
+    m = (torch.as_tensor(s_in, dtype=f32).detach() * s_w) / torch.as_tensor(s_out, dtype=f32).detach()
+    q = torch.round(acc.to(f32) * m.to(acc.device).reshape(1, -1, 1, 1)) + zero_point
+    return torch.clamp(q, qmin, qmax)
 
 
 def lsq_grad_scale(numel_per_step: int, qmax: int) -> float:

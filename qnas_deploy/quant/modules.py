@@ -113,6 +113,12 @@ class HWGQAct(nn.Module):
             self.observe(x)
         return F.hwgq(x, self.step, self.bits)
 
+    def hold(self, acc: torch.Tensor, s_in, s_w: torch.Tensor, mult=None) -> torch.Tensor:
+        """A conv accumulator requantised onto this grid in one rounding, as the integer
+        runtime writes a conv that feeds this quantizer (see :func:`F.requantize`)."""
+        lo, hi = F.int_range(self.bits, signed=False)
+        return F.requantize(acc, s_in, s_w, self.step, 0, lo, hi, mult) * self.step
+
     def extra_repr(self) -> str:
         return f"bits={self.bits}"
 
@@ -171,6 +177,12 @@ class Uint8AffineTensor(nn.Module):
         if self.training or not bool(self.initialized):
             self.observe(x)
         return F.fake_quant(x, self.scale, self.zero_point, self.qmin, self.qmax)
+
+    def hold(self, acc: torch.Tensor, s_in, s_w: torch.Tensor, mult=None) -> torch.Tensor:
+        """A conv accumulator requantised onto this grid in one rounding, as the integer
+        runtime writes a conv whose output this tensor is (see :func:`F.requantize`)."""
+        q = F.requantize(acc, s_in, s_w, self.scale, self.zero_point, self.qmin, self.qmax, mult)
+        return (q - self.zero_point) * self.scale
 
     def frozen(self, x: torch.Tensor) -> torch.Tensor:
         """Quantize onto this quantizer's grid without observing ``x``.

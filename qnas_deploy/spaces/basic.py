@@ -32,7 +32,7 @@ from torch import nn
 
 from ..adq import ADQ
 from ..anchor import Anchor
-from ..ops import QOp
+from ..ops import QOp, chain
 from ..quant import Uint8AffineTensor
 from . import Slot, Space, build_layers, register_space, tensor_bits
 
@@ -94,11 +94,10 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor, x_scale: torch.Tensor | None = None) -> torch.Tensor:
         """``x_scale``: the scale of ``x`` (the previous tensor quantizer's), for ADQ's BN."""
         xn = self.adq.normalize(x, x_scale) if self.adq else x
-        b = self.body1(self.body0(xn))
-        k = self.skip(xn)
         s = self.adq.scale(x) if self.adq else None
-        if s is not None and self.adq.static:
-            b, k = b * s, k * s
+        m = s if s is not None and self.adq.static else None  # folded into the last convs
+        b = chain([self.body0, self.body1], xn, out=self.q_body, mult=m)
+        k = chain([self.skip], xn, out=self.q_skip, mult=m)
         r = self.q_sum(self.q_body(b) + self.q_skip(k))
         if s is not None and not self.adq.static:
             r = self.q_prod(r * s)
@@ -138,15 +137,15 @@ class BasicNet(nn.Module):
         """``x``: RGB in [0, 1], ``[N, 3, H, W]``; returns ``[N, 3, sH, sW]``."""
         L = self.layers
         x = self.q_in(x)
-        h = self.q_head(L["head_1"](L["head_0"](x)))
+        h = self.q_head(chain([L["head_0"], L["head_1"]], x, out=self.q_head))
         y, y_scale = h, self.q_head.scale
         for block in self.blocks:
             y, y_scale = block(y, y_scale), block.q_out.scale
         y = self.q_long(y + h)
-        up = self.shuffle(self.q_up(L["upsample"](y)))
+        up = self.shuffle(self.q_up(chain([L["upsample"]], y, out=self.q_up)))
         if self.q_anchor is not None:
             up = self.q_anchor(up + self.anchor(x, self.q_in.scale))
-        t = self.q_tail(L["tail_1"](L["tail_0"](up)))
+        t = self.q_tail(chain([L["tail_0"], L["tail_1"]], up, out=self.q_tail))
         out = up + t
         if self.q_image.enabled:
             return self.q_image(out)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..ops import chain
 from ..quant import Uint8AffineTensor
 from . import Slot, Space, build_layers, register_space, tensor_bits
 
@@ -43,7 +44,8 @@ class ESPCNNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         L = self.layers
-        y = L["upsample"](L["conv_1"](L["conv_0"](self.q_in(x))))
+        convs = [L["conv_0"], L["conv_1"], L["upsample"]]
+        y = chain(convs, self.q_in(x), out=self.q_image)
         # Quantizing before or after PixelShuffle is the same: it only moves values.
         return self.shuffle(self.q_image(y)) if self.q_image.enabled else self.shuffle(y)
 

@@ -26,7 +26,7 @@ import torch.nn.functional as TF
 from torch import nn
 
 from ..adq import ADQ
-from ..ops import ConvDef, QConv2d, QOp
+from ..ops import ConvDef, QConv2d, QOp, chain
 from ..quant import FLOAT_BITS, Uint8AffineTensor
 from . import Slot, Space, build_layers, register_space, tensor_bits
 
@@ -57,24 +57,34 @@ def check(channels: int, blocks: int, scale: int) -> str | None:
 
 
 def _axis(out: int, size: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    scale = torch.tensor(size, dtype=torch.float32) / torch.tensor(out, dtype=torch.float32)
-    src = torch.clamp_min(scale * (torch.arange(out, dtype=torch.float32) + 0.5) - 0.5, 0.0)
-    i0 = torch.floor(src).long()
-    l1 = torch.clamp(src - i0.float(), 0.0, 1.0)
-    i1 = torch.where(i0 < size - 1, i0 + 1, i0)
-    return i0.to(device), i1.to(device), (1.0 - l1).to(device), l1.to(device)
+    f32 = torch.float32
+    ratio = torch.tensor(out, dtype=f32) / torch.tensor(size, dtype=f32)
+    src = (torch.arange(out, dtype=f32) + 0.5) / ratio - 0.5
+    src = torch.clamp(src, 0.0, float(size - 1))
+    i1 = torch.clamp(src.long(), max=size - 1)
+    i2 = torch.clamp(i1 + 1, max=size - 1)
+    d1, d2 = (src - i1.to(f32)).abs(), (src - i2.to(f32)).abs()
+    same = i1 == i2
+    d1, d2 = torch.where(same, 0.5, d1), torch.where(same, 0.5, d2)
+    return i1.to(device), i2.to(device), d1.to(device), d2.to(device)
 
 
 def bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize, half-pixel centres (``align_corners=False``), written out in float32
-    elementwise operations so that the numpy reference executor reproduces it bit for bit
-    (``F.interpolate``'s vectorised kernel rounds differently in the last bit)."""
-    y0, y1, h0, h1 = _axis(size[0], x.shape[-2], x.device)
-    x0, x1, w0, w1 = _axis(size[1], x.shape[-1], x.device)
-    top, bot = x[:, :, y0], x[:, :, y1]
-    top = top[..., x0] * w0 + top[..., x1] * w1
-    bot = bot[..., x0] * w0 + bot[..., x1] * w1
-    return top * h0[:, None] + bot * h1[:, None]
+    """Bilinear resize with half-pixel centres, computed as onnxruntime's float Resize
+    (the runtime of the exported ESA): source ``(o + 0.5) / (out / in) - 0.5`` clamped to
+    the image, corner weights ``dy * dx`` summed in the order X11, X21, X12, X22, each step
+    in float32 (``reference.bilinear`` is the same in numpy). Another operation order
+    (``F.interpolate``'s) moves values across the next quantizer's rounding boundaries, and
+    ESA's mask turns one step into visibly different pixels."""
+    y1, y2, dy1, dy2 = _axis(size[0], x.shape[-2], x.device)
+    x1, x2, dx1, dx2 = _axis(size[1], x.shape[-1], x.device)
+    out = None
+    for ys, dy in ((y1, dy2), (y2, dy1)):
+        rows = x[:, :, ys]
+        for xs, dx in ((x1, dx2), (x2, dx1)):
+            term = (dy[:, None] * dx[None, :]) * rows[..., xs]
+            out = term if out is None else out + term
+    return out
 
 
 def _tq(bits: int, signed: bool = True, fixed_scale: float | None = None) -> Uint8AffineTensor:
@@ -109,13 +119,14 @@ class ESA(nn.Module):
 
     def forward(self, x: torch.Tensor, x_scale: torch.Tensor) -> torch.Tensor:
         """``x_scale``: the scale of ``x`` (the fused features), for the int32 bias of conv1."""
-        c1_ = self.q_c1(self.conv1(x, x_scale))
-        c1 = self.q_c2(self.conv2(c1_, self.q_c1.scale))
+        c1_ = self.q_c1(self.conv1(x, x_scale, out=self.q_c1))
+        c1 = self.q_c2(self.conv2(c1_, self.q_c1.scale, out=self.q_c2))
         v_max = TF.max_pool2d(c1, kernel_size=7, stride=3)
-        c3 = self.q_c3(self.conv3_(self.conv3(self.conv_max(v_max, self.q_c2.scale))))
+        c3 = self.q_c3(chain([self.conv_max, self.conv3, self.conv3_], v_max, out=self.q_c3, in_scale=self.q_c2.scale))
         c3 = self.q_c3.frozen(bilinear(c3, tuple(x.shape[-2:])))
-        cf = self.q_cf(self.conv_f(c1_, self.q_c1.scale))
-        m = self.q_mask(torch.sigmoid(self.q_c4(self.conv4(self.q_sum(c3 + cf), self.q_sum.scale))))
+        cf = self.q_cf(self.conv_f(c1_, self.q_c1.scale, out=self.q_cf))
+        s = self.q_sum(c3 + cf)
+        m = self.q_mask(torch.sigmoid(self.q_c4(self.conv4(s, self.q_sum.scale, out=self.q_c4))))
         return x * m
 
 
@@ -143,10 +154,11 @@ class RFDB(nn.Module):
         x = self.adq.normalize(x_in, x_scale) if self.adq else x_in
         ds = []
         for i in range(3):
-            ds.append(self.q_d[i](self.skips[i](x)))
-            x = self.q_r[i](x + self.q_b[i](self.bodies[i](x)))
-        ds.append(self.q_d[3](self.bodies[3](x)))
-        e = self.esa(self.q_fuse(self.fuse(self.q_cat(torch.cat(ds, dim=1)))), self.q_fuse.scale)
+            ds.append(self.q_d[i](chain([self.skips[i]], x, out=self.q_d[i])))
+            x = self.q_r[i](x + self.q_b[i](chain([self.bodies[i]], x, out=self.q_b[i])))
+        ds.append(self.q_d[3](chain([self.bodies[3]], x, out=self.q_d[3])))
+        f = self.q_fuse(self.fuse(self.q_cat(torch.cat(ds, dim=1)), out=self.q_fuse))
+        e = self.esa(f, self.q_fuse.scale)
         s = self.adq.scale(x_in) if self.adq else None
         if s is not None and self.adq.static:
             e = e * s
@@ -195,10 +207,10 @@ class RFDNNet(nn.Module):
         for block in self.blocks:
             y, y_scale = block(y, y_scale), block.q_out.scale
             outs.append(y)
-        y = self.q_lr(self.lr_conv(self.fuse(self.q_cat(torch.cat(outs, dim=1)))))
+        y = self.q_lr(chain([self.fuse, self.lr_conv], self.q_cat(torch.cat(outs, dim=1)), out=self.q_lr))
         y = self.q_long(y + h)
-        up = self.shuffle(self.q_up(L["upsample"](y)))
-        out = up + self.q_tail(L["tail"](up))
+        up = self.shuffle(self.q_up(chain([L["upsample"]], y, out=self.q_up)))
+        out = up + self.q_tail(chain([L["tail"]], up, out=self.q_tail))
         if self.q_image.enabled:
             return self.q_image(out)
         return out

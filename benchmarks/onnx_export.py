@@ -60,13 +60,66 @@ def timed_median_ms(call, runs: int, warmup: int = 3) -> float:
     return statistics.median(times)
 
 
-def quantize_static_model(fp32_path: str, out: str) -> None:
+def conv_ms_by_resolution(path: str, size: tuple[int, int], runs: int, dtype=np.uint8) -> dict:
+    """onnxruntime's own profile (1 thread): median kernel time per node, summed over the
+    convolutions that write the LR grid and those that write the HR grid, and the rest."""
+    import collections
+
+    import onnxruntime as ort
+
+    o = ort.SessionOptions()
+    o.intra_op_num_threads, o.inter_op_num_threads = 1, 1
+    o.enable_profiling = True
+    o.profile_file_prefix = str(Path(tempfile.mkdtemp()) / "profile")
+    s = ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).integers(0, 255, (1, 3, *size)).astype(dtype)
+    if dtype == np.float32:
+        x /= 255
+    for _ in range(runs + 3):
+        s.run(None, {"input": x})
+    per = collections.defaultdict(list)
+    for e in json.loads(Path(s.end_profiling()).read_text()):
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            shape = list(e["args"]["output_type_shape"][0].values())[0]
+            hr = sum(d > max(size) for d in shape[1:]) >= 2  # NCHW or NHWC: two spatial dims beyond LR
+            per[(e["name"], e["args"]["op_name"], hr)].append(e["dur"])
+    out = {"conv_lr_ms": 0.0, "conv_hr_ms": 0.0, "other_ms": 0.0}
+    for (_, op, hr), d in per.items():
+        key = ("conv_hr_ms" if hr else "conv_lr_ms") if "Conv" in op else "other_ms"
+        out[key] += statistics.median(d[3:]) / 1000
+    return out
+
+
+def conv_layer_models(tmp: Path, c: int = 36) -> tuple[str, str]:
+    """One 3x3 ``c -> c`` convolution in FP32 and its quantize_static QDQ twin: the int8
+    speed-up this CPU's kernels allow on the layer that dominates the Basic net's body."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(0).normal(0, 0.1, (c, c, 3, 3)).astype(np.float32)
+    node = helper.make_node("Conv", ["input", "w", "b"], ["y"], pads=[1, 1, 1, 1])
+    g = helper.make_graph([node], "conv", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, c, "h", "w"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.zeros(c, np.float32), "b")])
+    fp32 = str(tmp / "conv_fp32.onnx")
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), fp32)
+    qs = str(tmp / "conv_qs.onnx")
+    quantize_static_model(fp32, qs, channels=c)
+    return fp32, qs
+
+
+def layer_ms(path: str, c: int, size: tuple[int, int], threads: int, runs: int) -> float:
+    s = session(path, threads=threads)
+    x = np.random.default_rng(0).random((1, c, *size), dtype=np.float32)
+    return timed_median_ms(lambda: s.run(None, {"input": x}), runs)
+
+
+def quantize_static_model(fp32_path: str, out: str, channels: int = 3) -> None:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
         def __init__(self):
             rng = np.random.default_rng(0)
-            self.items = iter([{"input": rng.random((1, 3, 64, 64), dtype=np.float32)} for _ in range(4)])
+            self.items = iter([{"input": rng.random((1, channels, 64, 64), dtype=np.float32)} for _ in range(4)])
 
         def get_next(self):
             return next(self.items, None)
@@ -75,9 +128,43 @@ def quantize_static_model(fp32_path: str, out: str) -> None:
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
 
 
+def parity(checkpoint: str, tmp: Path) -> dict:
+    """PyTorch fake-quant vs numpy reference vs onnxruntime on Set5+Set14; ADQ static vs dynamic."""
+    par = {}
+    e = export(checkpoint, tmp / f"{Path(checkpoint).stem}.onnx", log=lambda m: None)
+    ed = export(checkpoint, tmp / f"{Path(checkpoint).stem}_dyn.onnx", adq="dynamic", log=lambda m: None)
+    runners = {"torch": grey_aware(torch_runner(e.model)),
+               "reference": grey_aware(reference.runner(e.graph)),
+               "reference_ort": grey_aware(reference.runner(e.graph, "ort")),
+               "onnxruntime": grey_aware(open_onnx(e.path, threads=2).run),
+               "onnxruntime_adq_dynamic": grey_aware(open_onnx(ed.path, threads=2).run)}
+    outs = {}
+    for k, run in runners.items():
+        store = {}
+
+        def keep(lr, run=run, store=store):
+            y = run(lr)
+            store[len(store)] = y
+            return y
+        par[k] = evaluate_sets(keep, ["Set5", "Set14"], 4)
+        outs[k] = store
+    base = par["torch"]
+    summary = {}
+    for k in runners:
+        deltas = [par[k]["sets"][s]["images"][i]["psnr_db"] - base["sets"][s]["images"][i]["psnr_db"]
+                  for s in base["sets"] for i in base["sets"][s]["images"]]
+        ident = [float(np.mean(outs[k][j] == outs["reference_ort" if k.startswith("onnxruntime") else "torch"][j]))
+                 for j in outs[k]]
+        summary[k] = {"max_abs_delta_psnr_db": max(abs(d) for d in deltas),
+                      "min_identical_pixels": min(ident),
+                      "mean_psnr_db": {s: par[k]["sets"][s]["mean"]["psnr_db"] for s in base["sets"]}}
+        print(k, summary[k], flush=True)
+    return {"checkpoint": checkpoint, "summary": summary}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--checkpoint", help="trained checkpoint for the parity measurement")
+    ap.add_argument("--checkpoint", nargs="*", default=[], help="trained checkpoints for the parity measurement")
     ap.add_argument("--runs", type=int, default=20)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
@@ -111,38 +198,19 @@ def main() -> int:
             speed.append(row)
             print(row, flush=True)
     res["speed"] = speed
+    # Where the time goes (128x128, 1 thread) and what one int8 conv layer gains here.
+    res["breakdown_128x128_1thread"] = {
+        "fp32": conv_ms_by_resolution(fp32, (128, 128), args.runs),
+        "quantize_static": conv_ms_by_resolution(qs, (128, 128), args.runs, np.float32),
+        "basic_w8a8": conv_ms_by_resolution(str(tmp / "basic_w8a8.onnx"), (128, 128), args.runs)}
+    print(res["breakdown_128x128_1thread"], flush=True)
+    layer_fp32, layer_qs = conv_layer_models(tmp)
+    res["conv_layer_3x3_36ch"] = [
+        {"size": "128x128", "threads": t, "fp32_ms": layer_ms(layer_fp32, 36, (128, 128), t, args.runs),
+         "quantize_static_ms": layer_ms(layer_qs, 36, (128, 128), t, args.runs)} for t in (1, 2)]
+    print(res["conv_layer_3x3_36ch"], flush=True)
 
-    if args.checkpoint:
-        par = {}
-        e = export(args.checkpoint, tmp / "ck.onnx", log=lambda m: None)
-        ed = export(args.checkpoint, tmp / "ck_dyn.onnx", adq="dynamic", log=lambda m: None)
-        runners = {"torch": grey_aware(torch_runner(e.model)),
-                   "reference": grey_aware(reference.runner(e.graph)),
-                   "reference_ort": grey_aware(reference.runner(e.graph, "ort")),
-                   "onnxruntime": grey_aware(open_onnx(e.path, threads=2).run),
-                   "onnxruntime_adq_dynamic": grey_aware(open_onnx(ed.path, threads=2).run)}
-        outs = {}
-        for k, run in runners.items():
-            store = {}
-
-            def keep(lr, run=run, store=store):
-                y = run(lr)
-                store[len(store)] = y
-                return y
-            par[k] = evaluate_sets(keep, ["Set5", "Set14"], 4)
-            outs[k] = store
-        base = par["torch"]
-        summary = {}
-        for k in runners:
-            deltas = [par[k]["sets"][s]["images"][i]["psnr_db"] - base["sets"][s]["images"][i]["psnr_db"]
-                      for s in base["sets"] for i in base["sets"][s]["images"]]
-            ident = [float(np.mean(outs[k][j] == outs["reference_ort" if k.startswith("onnxruntime") else "torch"][j]))
-                     for j in outs[k]]
-            summary[k] = {"max_abs_delta_psnr_db": max(abs(d) for d in deltas),
-                          "min_identical_pixels": min(ident),
-                          "mean_psnr_db": {s: par[k]["sets"][s]["mean"]["psnr_db"] for s in base["sets"]}}
-            print(k, summary[k], flush=True)
-        res["parity"] = {"checkpoint": args.checkpoint, "summary": summary}
+    res["parity"] = [parity(ck, tmp) for ck in args.checkpoint]
 
     OUT.mkdir(exist_ok=True)
     (OUT / "onnx_export.json").write_text(json.dumps(res, indent=2) + "\n")
@@ -155,12 +223,22 @@ def main() -> int:
     md += [f"| {r['size']} | {r['threads']} | {r['fp32_ms']:.1f} | {r['quantize_static_ms']:.1f} | {r['basic_w8a8_ms']:.1f} | "
            f"{r['basic_mixed_ms']:.1f} | {r['basic_w4a4_ms']:.1f} | {r['w8a8_speedup_vs_fp32']:.2f}x | {r['w8a8_vs_quantize_static']:.2f}x |"
            for r in speed]
-    if "parity" in res:
-        md += ["", f"Parity on Set5+Set14, checkpoint `{res['parity']['checkpoint']}` (delta PSNR vs PyTorch fake-quant; "
+    b = res["breakdown_128x128_1thread"]
+    md += ["", "Where the time goes (LR 128x128, 1 thread; onnxruntime's profile, median kernel time per node, summed). "
+           "LR convs: head, body, upsample; HR convs: the tail at 512x512 (3 <-> 36 channels) and its input requantisation.", "",
+           "| model | LR convs (ms) | HR convs (ms) | other (ms) |", "|---|---|---|---|"]
+    md += [f"| {k} | {v['conv_lr_ms']:.1f} | {v['conv_hr_ms']:.1f} | {v['other_ms']:.1f} |" for k, v in b.items()]
+    md += ["", "One 3x3 conv, 36 -> 36 channels, LR 128x128 (float I/O): FP32 vs its quantize_static int8 twin, "
+           "the int8 gain this CPU's kernels give on the body's main layer:", "",
+           "| threads | FP32 (ms) | int8 quantize_static (ms) | speed-up |", "|---|---|---|---|"]
+    md += [f"| {r['threads']} | {r['fp32_ms']:.2f} | {r['quantize_static_ms']:.2f} | {r['fp32_ms'] / r['quantize_static_ms']:.2f}x |"
+           for r in res["conv_layer_3x3_36ch"]]
+    for p in res["parity"]:
+        md += ["", f"Parity on Set5+Set14, checkpoint `{p['checkpoint']}` (delta PSNR vs PyTorch fake-quant; "
                "identical pixels vs PyTorch, or vs the reference in onnxruntime arithmetic for onnxruntime):", "",
                "| backend | max abs dPSNR (dB) | min identical pixels | Set5 (dB) | Set14 (dB) |", "|---|---|---|---|---|"]
         md += [f"| {k} | {v['max_abs_delta_psnr_db']:.4f} | {v['min_identical_pixels'] * 100:.3f}% | "
-               f"{v['mean_psnr_db']['Set5']:.3f} | {v['mean_psnr_db']['Set14']:.3f} |" for k, v in res["parity"]["summary"].items()]
+               f"{v['mean_psnr_db']['Set5']:.3f} | {v['mean_psnr_db']['Set14']:.3f} |" for k, v in p["summary"].items()]
     (OUT / "onnx_export.md").write_text("\n".join(md) + "\n")
     return 0
 

@@ -48,6 +48,29 @@ def median_ms(path: str, size: tuple[int, int], threads: int, runs: int, dtype=n
     return timed_median_ms(lambda: s.run(None, {"input": x}), runs)
 
 
+def round_robin_ms(calls: dict, runs: int, warmup: int = 3) -> dict:
+    """Median wall time (ms) of each call, the calls timed in turn within every round, so
+    that the machine's load drifts over all of them alike and their ratios hold."""
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    times: dict = {k: [] for k in calls}
+    for _ in range(runs):
+        for k, call in calls.items():
+            t = time.perf_counter()
+            call()
+            times[k].append((time.perf_counter() - t) * 1000)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _onnx_call(path: str, size: tuple[int, int], threads: int, dtype=np.uint8):
+    s = session(path, threads=threads)
+    x = np.random.default_rng(0).integers(0, 255, (1, 3, *size)).astype(dtype)
+    if dtype == np.float32:
+        x /= 255
+    return lambda: s.run(None, {"input": x})
+
+
 def timed_median_ms(call, runs: int, warmup: int = 3) -> float:
     """Median wall time of ``call()`` in ms, after ``warmup`` untimed calls."""
     for _ in range(warmup):
@@ -107,10 +130,10 @@ def conv_layer_models(tmp: Path, c: int = 36) -> tuple[str, str]:
     return fp32, qs
 
 
-def layer_ms(path: str, c: int, size: tuple[int, int], threads: int, runs: int) -> float:
+def layer_call(path: str, c: int, size: tuple[int, int], threads: int):
     s = session(path, threads=threads)
     x = np.random.default_rng(0).random((1, c, *size), dtype=np.float32)
-    return timed_median_ms(lambda: s.run(None, {"input": x}), runs)
+    return lambda: s.run(None, {"input": x})
 
 
 def quantize_static_model(fp32_path: str, out: str, channels: int = 3) -> None:
@@ -188,11 +211,11 @@ def main() -> int:
     speed = []
     for size in ((128, 128), (180, 320)):
         for threads in (1, 2):
-            row = {"size": f"{size[1]}x{size[0]}", "threads": threads,
-                   "fp32_ms": median_ms(fp32, size, threads, args.runs),
-                   "quantize_static_ms": median_ms(qs, size, threads, args.runs, np.float32)}
+            calls = {"fp32_ms": _onnx_call(fp32, size, threads),
+                     "quantize_static_ms": _onnx_call(qs, size, threads, np.float32)}
             for name in ("basic_w8a8", "basic_mixed", "basic_w4a4"):
-                row[f"{name}_ms"] = median_ms(str(tmp / f"{name}.onnx"), size, threads, args.runs)
+                calls[f"{name}_ms"] = _onnx_call(str(tmp / f"{name}.onnx"), size, threads)
+            row = {"size": f"{size[1]}x{size[0]}", "threads": threads, **round_robin_ms(calls, args.runs)}
             row["w8a8_speedup_vs_fp32"] = row["fp32_ms"] / row["basic_w8a8_ms"]
             row["w8a8_vs_quantize_static"] = row["quantize_static_ms"] / row["basic_w8a8_ms"]
             speed.append(row)
@@ -206,8 +229,9 @@ def main() -> int:
     print(res["breakdown_128x128_1thread"], flush=True)
     layer_fp32, layer_qs = conv_layer_models(tmp)
     res["conv_layer_3x3_36ch"] = [
-        {"size": "128x128", "threads": t, "fp32_ms": layer_ms(layer_fp32, 36, (128, 128), t, args.runs),
-         "quantize_static_ms": layer_ms(layer_qs, 36, (128, 128), t, args.runs)} for t in (1, 2)]
+        {"size": "128x128", "threads": t, **round_robin_ms({"fp32_ms": layer_call(layer_fp32, 36, (128, 128), t),
+                                                           "quantize_static_ms": layer_call(layer_qs, 36, (128, 128), t)},
+                                                          args.runs)} for t in (1, 2)]
     print(res["conv_layer_3x3_36ch"], flush=True)
 
     res["parity"] = [parity(ck, tmp) for ck in args.checkpoint]
@@ -215,7 +239,8 @@ def main() -> int:
     OUT.mkdir(exist_ok=True)
     (OUT / "onnx_export.json").write_text(json.dumps(res, indent=2) + "\n")
     md = ["# ONNX export", "", f"Command: `python benchmarks/onnx_export.py {' '.join(sys.argv[1:])}`  ",
-          f"Machine: {res['machine']}, onnxruntime {res['onnxruntime']}. Medians of {args.runs} runs after 3 warm-up runs.", "",
+          f"Machine: {res['machine']}, onnxruntime {res['onnxruntime']}. Medians of {args.runs} runs after 3 warm-up runs; "
+          "the models of one row are timed in turn within each round (round robin), so their ratios share the load.", "",
           "| zoo entry | convs | float convs after ORT_ENABLE_ALL | export (s) |", "|---|---|---|---|"]
     md += [f"| {n} | {v['convs']} | {v['float_convs_after_ort']} | {v['export_s']} |" for n, v in res["zoo"].items()]
     md += ["", "| LR size | threads | FP32 (ms) | quantize_static (ms) | w8a8 (ms) | mixed (ms) | w4a4 (ms) | w8a8 vs FP32 | w8a8 vs quantize_static |",

@@ -40,12 +40,25 @@ def float_convs(path: str, tmp: Path) -> int:
     return ops.count("Conv") + ops.count("FusedConv")
 
 
-def median_ms(path: str, size: tuple[int, int], threads: int, runs: int, dtype=np.uint8) -> float:
-    s = session(path, threads=threads)
+def _input(size: tuple[int, int], dtype=np.uint8) -> np.ndarray:
+    """A random LR image, uint8 (or float [0, 1] for the float-I/O models)."""
     x = np.random.default_rng(0).integers(0, 255, (1, 3, *size)).astype(dtype)
-    if dtype == np.float32:
-        x /= 255
-    return timed_median_ms(lambda: s.run(None, {"input": x}), runs)
+    return x / np.float32(255) if dtype == np.float32 else x
+
+
+def _onnx_call(path: str, size: tuple[int, int], threads: int, dtype=np.uint8):
+    s, x = session(path, threads=threads), _input(size, dtype)
+    return lambda: s.run(None, {"input": x})
+
+
+def median_ms(path: str, size: tuple[int, int], threads: int, runs: int, dtype=np.uint8) -> float:
+    return timed_median_ms(_onnx_call(path, size, threads, dtype), runs)
+
+
+def delta_psnr_db(scores: dict, base: dict) -> list[float]:
+    """Per-image PSNR of ``scores`` minus ``base`` (two ``evaluate_sets`` results)."""
+    return [scores["sets"][s]["images"][i]["psnr_db"] - base["sets"][s]["images"][i]["psnr_db"]
+            for s in base["sets"] for i in base["sets"][s]["images"]]
 
 
 def round_robin_ms(calls: dict, runs: int, warmup: int = 3) -> dict:
@@ -63,24 +76,9 @@ def round_robin_ms(calls: dict, runs: int, warmup: int = 3) -> dict:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def _onnx_call(path: str, size: tuple[int, int], threads: int, dtype=np.uint8):
-    s = session(path, threads=threads)
-    x = np.random.default_rng(0).integers(0, 255, (1, 3, *size)).astype(dtype)
-    if dtype == np.float32:
-        x /= 255
-    return lambda: s.run(None, {"input": x})
-
-
 def timed_median_ms(call, runs: int, warmup: int = 3) -> float:
     """Median wall time of ``call()`` in ms, after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
+    return round_robin_ms({"call": call}, runs, warmup)["call"]
 
 
 def conv_ms_by_resolution(path: str, size: tuple[int, int], runs: int, dtype=np.uint8) -> dict:
@@ -94,10 +92,7 @@ def conv_ms_by_resolution(path: str, size: tuple[int, int], runs: int, dtype=np.
     o.intra_op_num_threads, o.inter_op_num_threads = 1, 1
     o.enable_profiling = True
     o.profile_file_prefix = str(Path(tempfile.mkdtemp()) / "profile")
-    s = ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(0).integers(0, 255, (1, 3, *size)).astype(dtype)
-    if dtype == np.float32:
-        x /= 255
+    s, x = ort.InferenceSession(path, o, providers=["CPUExecutionProvider"]), _input(size, dtype)
     for _ in range(runs + 3):
         s.run(None, {"input": x})
     per = collections.defaultdict(list)
@@ -174,8 +169,7 @@ def parity(checkpoint: str, tmp: Path) -> dict:
     base = par["torch"]
     summary = {}
     for k in runners:
-        deltas = [par[k]["sets"][s]["images"][i]["psnr_db"] - base["sets"][s]["images"][i]["psnr_db"]
-                  for s in base["sets"] for i in base["sets"][s]["images"]]
+        deltas = delta_psnr_db(par[k], base)
         ident = [float(np.mean(outs[k][j] == outs["reference_ort" if k.startswith("onnxruntime") else "torch"][j]))
                  for j in outs[k]]
         summary[k] = {"max_abs_delta_psnr_db": max(abs(d) for d in deltas),

@@ -30,7 +30,7 @@ from qnas_deploy.infer import grey_aware, torch_runner
 from qnas_deploy.zoo import load_zoo, names
 
 sys.path.insert(0, str(Path(__file__).parent))
-from onnx_export import median_ms as onnx_median_ms, timed_median_ms  # noqa: E402
+from onnx_export import delta_psnr_db, median_ms as onnx_median_ms, timed_median_ms  # noqa: E402
 
 OUT = Path(__file__).parent / "results"
 
@@ -80,8 +80,7 @@ def parity(checkpoint: str, tmp: Path) -> dict:
     for k in runners:
         if k == "torch":
             continue
-        deltas = [scores[k]["sets"][s]["images"][i]["psnr_db"] - base["sets"][s]["images"][i]["psnr_db"]
-                  for s in base["sets"] for i in base["sets"][s]["images"]]
+        deltas = delta_psnr_db(scores[k], base)
         out[k] = {"max_abs_delta_psnr_db": max(abs(d) for d in deltas),
                   "min_identical_pixels": min(identical[k]),
                   "mean_psnr_db": {s: scores[k]["sets"][s]["mean"]["psnr_db"] for s in base["sets"]},

@@ -25,6 +25,7 @@ import torch.nn.functional as TF
 from torch import nn
 
 from .quant import FLOAT_BITS, HWGQAct, LSQWeightPerChannel
+from .quant import functional as qf
 
 
 @dataclass(frozen=True)
@@ -207,14 +208,10 @@ class QConv2d(nn.Module):
         step = (s_in * s_w).to(xq.dtype)
         if self.bias is not None:
             acc = acc + torch.round(self.bias.detach() / step).double().reshape(1, -1, 1, 1)
-        # Only onto a frozen grid: while ``out`` measures its range (training, calibration)
-        # it must see the unclipped values. A per-image ``mult`` (ADQ before its static
-        # scale is calibrated) has no runtime twin.
-        if (out is not None and out.enabled and not out.training and bool(out.initialized)
-                and (mult is None or torch.as_tensor(mult).numel() == 1)):
+        # A per-image ``mult`` (ADQ before its static scale is calibrated) has no runtime twin.
+        if out is not None and (mult is None or torch.as_tensor(mult).numel() == 1):
             return out.hold(acc, s_in, s_w, mult).to(xq.dtype)
-        y = acc.to(xq.dtype) * step.reshape(1, -1, 1, 1)
-        return y if mult is None else y * mult
+        return qf.scale_accumulator(acc, s_in, s_w, mult).to(xq.dtype)
 
     def extra_repr(self) -> str:
         c = self.conv

@@ -292,3 +292,4 @@ def test_reference_resize_is_onnxruntime_float_resize(shape):
     y = s.run(None, {"x": x, "sizes": np.array([1, 16, oh, ow], np.int64)})[0]
     assert np.array_equal(y, reference.bilinear(x, (oh, ow)))
     assert np.array_equal(y, rfdn.bilinear(torch.from_numpy(x), (oh, ow)).numpy())
+

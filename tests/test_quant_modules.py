@@ -108,3 +108,39 @@ def test_tensor_quantizer_tracks_range_then_freezes():
     q(torch.tensor([100.0]))
     assert abs(q.absmax.item() - 2.0) < 1e-6
     assert abs(q.frozen(torch.tensor([5.0])).item() - 2.0 * 127 / 127) < 1e-6
+
+
+@pytest.mark.parametrize("make", [lambda: Uint8AffineTensor(signed=True), lambda: HWGQAct(8)])
+def test_hold_requantises_only_onto_a_frozen_grid(make):
+    """A conv accumulator is held on the quantizer's grid (one rounding, clipped) only in
+    inference with a measured range; while the quantizer measures (training, calibration,
+    ADQ's BN included) it gets the real values, or its range could never grow."""
+    from qnas_deploy.quant import functional as F
+
+    q = make()
+    with torch.no_grad():
+        q(torch.linspace(-0.1, 0.1, 101))  # a small range: the accumulator below overflows it
+    acc = torch.arange(-30000, 30001, 100, dtype=torch.float64).reshape(1, 1, -1, 1)
+    s_in, s_w = torch.tensor(0.01), torch.tensor([0.02])
+    real = F.scale_accumulator(acc, s_in, s_w)
+    q.train()
+    assert torch.equal(q.hold(acc, s_in, s_w), real)
+    q.eval()
+    held = q.hold(acc, s_in, s_w)
+    assert held.max() < real.max()
+    scale = q.step if isinstance(q, HWGQAct) else q.scale
+    assert torch.equal(q(held), held) and torch.allclose(held / scale, torch.round(held / scale), atol=1e-4)
+
+
+def test_adq_bn_calibrates_on_unclipped_values():
+    from qnas_deploy.adq import ADQ
+
+    torch.manual_seed(0)
+    adq = ADQ(4, "static").eval()
+    x = torch.round(torch.randn(1, 4, 8, 8) * 40) * 0.05
+    with torch.no_grad():
+        adq.bn_quant.absmax.fill_(1e-3)
+        adq.bn_quant.initialized.fill_(True)
+        adq.bn_quant.train()  # calibration: the quantizer measures while ADQ runs in inference
+        adq.normalize(x, torch.tensor(0.05))
+    assert float(adq.bn_quant.absmax) > 0.1

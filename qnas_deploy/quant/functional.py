@@ -26,6 +26,7 @@ __all__ = [
     "hwgq",
     "quant_noise",
     "requantize",
+    "scale_accumulator",
 ]
 
 
@@ -92,6 +93,17 @@ def requantize(acc: torch.Tensor, s_in: torch.Tensor | float, s_w: torch.Tensor,
     m = (torch.as_tensor(s_in, dtype=f32).detach() * s_w) / torch.as_tensor(s_out, dtype=f32).detach()
     q = torch.round(acc.to(f32) * m.to(acc.device).reshape(1, -1, 1, 1)) + zero_point
     return torch.clamp(q, qmin, qmax)
+
+
+def scale_accumulator(acc: torch.Tensor, s_in: torch.Tensor | float, s_w: torch.Tensor,
+                      mult: torch.Tensor | float | None = None) -> torch.Tensor:
+    """A conv accumulator as real values, ``float32(acc) * float32(s_in * s_w)`` (times
+    ``mult``), for a consumer without a frozen grid: a float layer, or a quantizer that is
+    still measuring its range."""
+    f32 = torch.float32
+    step = (torch.as_tensor(s_in, dtype=f32).detach() * torch.as_tensor(s_w, dtype=f32).detach().reshape(-1))
+    y = acc.to(f32) * step.to(acc.device).reshape(1, -1, 1, 1)
+    return y if mult is None else y * mult
 
 
 def lsq_grad_scale(numel_per_step: int, qmax: int) -> float:

@@ -20,6 +20,12 @@ from . import functional as F
 FLOAT_BITS = 32
 
 
+def _frozen(q: nn.Module) -> bool:
+    """Whether ``q``'s grid is fixed. While it measures its range (training, calibration)
+    it must see unclipped values, so nothing may be held on its previous grid."""
+    return q.enabled and not q.training and bool(q.initialized)
+
+
 class LSQWeightPerChannel(nn.Module):
     """LSQ weight quantizer: symmetric, per output channel, integer range ``[-2^(b-1), 2^(b-1)-1]``.
 
@@ -115,7 +121,10 @@ class HWGQAct(nn.Module):
 
     def hold(self, acc: torch.Tensor, s_in, s_w: torch.Tensor, mult=None) -> torch.Tensor:
         """A conv accumulator requantised onto this grid in one rounding, as the integer
-        runtime writes a conv that feeds this quantizer (see :func:`F.requantize`)."""
+        runtime writes a conv that feeds this quantizer (see :func:`F.requantize`); the
+        real values while the grid is not frozen (see :func:`_frozen`)."""
+        if not _frozen(self):
+            return F.scale_accumulator(acc, s_in, s_w, mult)
         lo, hi = F.int_range(self.bits, signed=False)
         return F.requantize(acc, s_in, s_w, self.step, 0, lo, hi, mult) * self.step
 
@@ -180,7 +189,10 @@ class Uint8AffineTensor(nn.Module):
 
     def hold(self, acc: torch.Tensor, s_in, s_w: torch.Tensor, mult=None) -> torch.Tensor:
         """A conv accumulator requantised onto this grid in one rounding, as the integer
-        runtime writes a conv whose output this tensor is (see :func:`F.requantize`)."""
+        runtime writes a conv whose output this tensor is (see :func:`F.requantize`); the
+        real values while the grid is not frozen (see :func:`_frozen`)."""
+        if not _frozen(self):
+            return F.scale_accumulator(acc, s_in, s_w, mult)
         q = F.requantize(acc, s_in, s_w, self.scale, self.zero_point, self.qmin, self.qmax, mult)
         return (q - self.zero_point) * self.scale
 

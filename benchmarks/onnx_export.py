@@ -26,7 +26,7 @@ import onnx
 from qnas_deploy.evaluate import evaluate_sets
 from qnas_deploy.exporters import reference
 from qnas_deploy.exporters.export import export
-from qnas_deploy.exporters.onnx_runner import open_onnx, session
+from qnas_deploy.runtimes.onnxruntime import open_onnx, session
 from qnas_deploy.infer import grey_aware, torch_runner
 from qnas_deploy.zoo import names
 

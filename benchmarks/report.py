@@ -37,8 +37,7 @@ def fp32_twin(spec):
 def zoo_entry(label: str, spec, s: dict, root: str | None, work: Path) -> dict:
     import torch
 
-    from qnas_deploy.bench.bitops import _export_arch
-    from qnas_deploy.bench.latency_table import _in_child, _time_files
+    from qnas_deploy.bench.bitops import _export_arch, timing_jobs
     from qnas_deploy.bench.parity import parity
     from qnas_deploy.checkpoint import load_checkpoint
     from qnas_deploy.cost import summary
@@ -46,6 +45,7 @@ def zoo_entry(label: str, spec, s: dict, root: str | None, work: Path) -> dict:
     from qnas_deploy.evaluate import evaluate_sets
     from qnas_deploy.exporters.export import export
     from qnas_deploy.infer import grey_aware, torch_runner
+    from qnas_deploy.runtimes.timing import round_robin
     from qnas_deploy.train import TrainConfig, train
 
     torch.set_num_threads(2)
@@ -63,15 +63,15 @@ def zoo_entry(label: str, spec, s: dict, root: str | None, work: Path) -> dict:
         files[fmt] = str(work / f"{label}.{fmt}")
         export(str(ck_path), files[fmt], fmt, input_size=SIZE, log=lambda m: None)
     par = parity(str(ck_path), list(files.values()),
-                 {n: load_pairs(n, 4, root, training=False) for n in s["parity_sets"]}, threads=1)
+                 {n: load_pairs(n, 4, root, training=False) for n in s["parity_sets"]}, threads=1).to_dict()
     # int8 and its FP32 twin timed together, round robin: their ratio is measured under one load.
-    jobs = [(files["onnx"], "onnxruntime", (1, 3, *SIZE)), (files["tflite"], "litert_xnnpack", (1, *SIZE, 3))]
+    jobs = timing_jobs(files["onnx"], files["tflite"], SIZE)
     if not spec.float_only:
         _, fp_onnx, fp_tfl = _export_arch(fp32_twin(spec), SIZE, work)
-        jobs += [(str(fp_onnx), "onnxruntime", (1, 3, *SIZE)), (str(fp_tfl), "litert_xnnpack", (1, *SIZE, 3))]
-    ms = _in_child(_time_files, jobs, 1, s["runs"], 3)
-    int8 = {"onnxruntime": ms[0], "litert_xnnpack": ms[1]}
-    fp32 = {"onnxruntime_ms": ms[2], "litert_xnnpack_ms": ms[3]} if not spec.float_only else None
+        jobs += timing_jobs(fp_onnx, fp_tfl, SIZE)
+    ms = [t.median_ms for t in round_robin(jobs, 1, s["runs"], 3).timings]
+    int8 = {"onnxruntime": ms[0], "litert-xnnpack": ms[1]}
+    fp32 = {"onnxruntime_ms": ms[2], "litert-xnnpack_ms": ms[3]} if not spec.float_only else None
     cost = summary(spec)
     return {
         "name": label, "space": spec.space, "bits": sorted({l.w_bits for l in spec.layers}),
@@ -83,9 +83,9 @@ def zoo_entry(label: str, spec, s: dict, root: str | None, work: Path) -> dict:
                                   "min_identical_pixels": e["min_identical_pixels"], "passed": e["passed"]}
                    for k, e in par["files"].items() if k != "pytorch"},
         "parity_sets": s["parity_sets"],
-        "onnxruntime_ms": int8["onnxruntime"], "litert_xnnpack_ms": int8["litert_xnnpack"],
+        "onnxruntime_ms": int8["onnxruntime"], "litert-xnnpack_ms": int8["litert-xnnpack"],
         "fp32_onnxruntime_ms": fp32["onnxruntime_ms"] if fp32 else int8["onnxruntime"],
-        "fp32_litert_xnnpack_ms": fp32["litert_xnnpack_ms"] if fp32 else int8["litert_xnnpack"],
+        "fp32_litert-xnnpack_ms": fp32["litert-xnnpack_ms"] if fp32 else int8["litert-xnnpack"],
     }
 
 
@@ -120,8 +120,8 @@ def zoo_markdown(rows: list[dict], bicubic: dict) -> list[str]:
             f"| {r['name']} | {','.join(map(str, r['bits']))} | {r['bitops_32x32'] / 1e9:.3f} | {r['set5_psnr_db']:.2f} | "
             f"{r['set14_psnr_db']:.2f} | {r['set14_psnr_db'] - bicubic['Set14']:+.2f} | {r['onnxruntime_ms']:.1f} | "
             f"{r['fp32_onnxruntime_ms']:.1f} | {r['fp32_onnxruntime_ms'] / r['onnxruntime_ms']:.2f}x | "
-            f"{r['litert_xnnpack_ms']:.1f} | {r['fp32_litert_xnnpack_ms']:.1f} | "
-            f"{r['fp32_litert_xnnpack_ms'] / r['litert_xnnpack_ms']:.2f}x |")
+            f"{r['litert-xnnpack_ms']:.1f} | {r['fp32_litert-xnnpack_ms']:.1f} | "
+            f"{r['fp32_litert-xnnpack_ms'] / r['litert-xnnpack_ms']:.2f}x |")
     out += ["", "Parity of the exported files against the PyTorch model as trained (max |dPSNR| over the images; "
             "identical pixels against the numpy reference in the backend's own arithmetic):", "",
             "| entry | sets | numpy reference | onnxruntime | LiteRT + XNNPACK | LiteRT builtin |", "|---|---|---|---|---|---|"]
@@ -130,7 +130,7 @@ def zoo_markdown(rows: list[dict], bicubic: dict) -> list[str]:
         cell = lambda k: (f"{p[k]['max_abs_delta_psnr_db']:.4f} dB, {_fmt_pct(p[k]['min_identical_pixels'])}"
                           + ("" if p[k]["passed"] else " **miss**")) if k in p else "-"
         out.append(f"| {r['name']} | {','.join(r['parity_sets'])} | {cell('numpy')} | {cell('onnxruntime')} | "
-                   f"{cell('litert_xnnpack')} | {cell('litert_builtin')} |")
+                   f"{cell('litert-xnnpack')} | {cell('litert-builtin')} |")
     return out
 
 
@@ -192,7 +192,7 @@ def main() -> int:
 
     plot(rows, OUT / "pareto.png", "set14_psnr_db", "Set14 PSNR (dB, x4)",
          [("bitops_32x32", "BitOps at 32x32 (G)", 1e9, True), ("onnxruntime_ms", "onnxruntime int8, 128x128, 1 thread (ms)", 1, False),
-          ("litert_xnnpack_ms", "LiteRT + XNNPACK int8 (ms)", 1, False)],
+          ("litert-xnnpack_ms", "LiteRT + XNNPACK int8 (ms)", 1, False)],
          baseline=bicubic.get("Set14"), title="Trained architectures: quality against cost")
 
     md = ["# qnas-deploy benchmark report", "",

@@ -25,7 +25,7 @@ from qnas_deploy.cost import summary as cost_summary
 from qnas_deploy.evaluate import evaluate_sets
 from qnas_deploy.exporters import reference
 from qnas_deploy.exporters.export import export
-from qnas_deploy.exporters.tflite_runner import interpreter, open_tflite
+from qnas_deploy.runtimes.litert import interpreter, open_tflite
 from qnas_deploy.infer import grey_aware, torch_runner
 from qnas_deploy.zoo import load_zoo, names
 
@@ -60,8 +60,8 @@ def weight_bits(spec) -> int:
 def parity(checkpoint: str, tmp: Path) -> dict:
     e = export(checkpoint, tmp / "ck.tflite", fmt="tflite", log=lambda m: None)
     runners = {"torch": (grey_aware(torch_runner(e.model)), None),
-               "litert_xnnpack": (grey_aware(open_tflite(e.path, threads=2).run), "xnnpack"),
-               "litert_builtin": (grey_aware(open_tflite(e.path, threads=2, xnnpack=False).run), "tflite")}
+               "litert-xnnpack": (grey_aware(open_tflite(e.path, threads=2).run), "xnnpack"),
+               "litert-builtin": (grey_aware(open_tflite(e.path, threads=2, xnnpack=False).run), "tflite")}
     refs = {"xnnpack": grey_aware(reference.runner(e.graph, "xnnpack")),
             "tflite": grey_aware(reference.runner(e.graph, "tflite"))}
     scores, identical = {}, {}
@@ -123,7 +123,7 @@ def main() -> int:
             for name in ("basic_w8a8", "basic_mixed", "rfdn_mixed"):
                 row[f"{name}_onnx_ms"] = onnx_median_ms(str(tmp / f"{name}.onnx"), size, threads, args.runs)
                 for xnn in (True, False):
-                    key = f"{name}_litert_{'xnnpack' if xnn else 'builtin'}_ms"
+                    key = f"{name}_litert-{'xnnpack' if xnn else 'builtin'}_ms"
                     row[key] = litert_median_ms(str(tmp / f"{name}.tflite"), size, threads, xnn, args.runs)
             row["litert_fp32_xnnpack_ms"] = litert_median_ms(str(tmp / "basic_fp32.tflite"), size, threads, True,
                                                              args.runs)
@@ -148,7 +148,7 @@ def main() -> int:
            "| LR | threads | ORT FP32 | LiteRT FP32 XNN | w8a8 ORT | w8a8 XNN | w8a8 builtin | mixed ORT | mixed XNN | "
            "mixed builtin | rfdn ORT | rfdn XNN | rfdn builtin |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     md += [f"| {r['size']} | {r['threads']} | {r['onnx_fp32_ms']:.1f} | {r['litert_fp32_xnnpack_ms']:.1f} | "
-           + " | ".join(f"{r[f'{n}_onnx_ms']:.1f} | {r[f'{n}_litert_xnnpack_ms']:.1f} | {r[f'{n}_litert_builtin_ms']:.1f}"
+           + " | ".join(f"{r[f'{n}_onnx_ms']:.1f} | {r[f'{n}_litert-xnnpack_ms']:.1f} | {r[f'{n}_litert-builtin_ms']:.1f}"
                         for n in ("basic_w8a8", "basic_mixed", "rfdn_mixed")) + " |" for r in speed]
     if "parity" in res:
         md += ["", f"Parity on Set5+Set14, checkpoint `{res['parity']['checkpoint']}`: delta PSNR vs PyTorch "

@@ -106,3 +106,11 @@ class ADQ(nn.Module):
 
     def extra_repr(self) -> str:
         return f"mode={self.mode}"
+
+
+def block_output(adq: ADQ | None, r, s, q_prod, q_out, x):
+    """A residual block's output: in dynamic ADQ mode its branch result ``r`` times
+    ``s = phi(std x)`` onto ``q_prod``'s grid, then ``+ x`` onto ``q_out``'s."""
+    if s is not None and not adq.static:
+        r = q_prod(r * s)
+    return q_out(r + x)

@@ -79,5 +79,14 @@ class Anchor(nn.Module):
             return nn.functional.interpolate(xq, scale_factor=self.scale, mode="nearest")
         return self.shuffle(self.q_conv(self.conv(xq, x_scale, out=self.q_conv)))
 
+    def lower(self, g, x: str) -> str:
+        """The anchor as an integer graph (``exporters.builder``). Nearest is pure data
+        movement: each channel tiled ``scale^2`` times, then depth-to-space in DCR order
+        (block offset major, channel minor). Bicubic is the fixed conv, then PixelShuffle."""
+        if self.mode == "nearest":
+            return g.depth_to_space(g.tile(x, "anchor.tile", self.scale * self.scale), "anchor", self.scale, "DCR")
+        u = g.conv(self.conv, x, g.held("anchor.conv", 3 * self.scale ** 2, self.q_conv), "anchor.conv")
+        return g.depth_to_space(u, "anchor", self.scale)
+
     def extra_repr(self) -> str:
         return f"{self.mode}, x{self.scale}"

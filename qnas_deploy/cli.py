@@ -27,6 +27,31 @@ def _parse_size(value: str) -> tuple[int, int]:
     return parts[0], parts[1]
 
 
+class _SpaceName(click.ParamType):
+    """A name from the space registry (``spaces.names()``), looked up when the option is
+    used, so that starting the CLI imports no PyTorch."""
+
+    name = "space"
+
+    def _names(self) -> tuple[str, ...]:
+        from .spaces import names
+
+        return names()
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return "[" + "|".join(self._names()) + "]"
+
+    def convert(self, value, param, ctx):
+        if value not in self._names():
+            self.fail(f"{value!r} is not a search space (choose from {', '.join(self._names())})", param, ctx)
+        return value
+
+
+def _space_option(f):
+    return click.option("--space", type=_SpaceName(), default="basic", show_default=True,
+                        help="Search space (the space registry's names).")(f)
+
+
 def _size_option(default: str):
     return click.option("--size", default=default, show_default=True, metavar="HxW",
                         callback=lambda ctx, p, v: _parse_size(v), help="LR input size.")
@@ -115,7 +140,7 @@ def eval_cmd(model: str | None, bicubic: bool, data: str, datasets_root: str | N
     from .errors import BadInput
     from .evaluate import bicubic_upscaler, evaluate_sets, results_table
     from .infer import grey_aware
-    from .runners import open_model
+    from .runtimes import open_model
 
     if bicubic == bool(model):
         raise BadInput("eval: give either MODEL or --bicubic" + (", not both" if bicubic else ""))
@@ -202,7 +227,7 @@ def upscale(model: str, image: str, out: str | None, tile: int, overlap: int, co
     from pathlib import Path
 
     from .infer import upscale_file
-    from .runners import open_model
+    from .runtimes import open_model
 
     opened = open_model(model, threads=threads, xnnpack=not no_xnnpack)
     out = out or str(Path(image).with_name(f"{Path(image).stem}_x{opened.scale}.png"))
@@ -252,7 +277,7 @@ def export(source: str, fmt: str, out: str | None, weights: str | None, calib: s
 
 
 @cli.command()
-@click.option("--space", type=click.Choice(["basic", "rfdn"]), default="basic", show_default=True)
+@_space_option
 @click.option("--bits", default="4,8", show_default=True, help="Bit widths to search (subset of 2,4,8,32).")
 @click.option("--penalty", type=float, default=1e-3, show_default=True, help="eta: weight of the BitOps term.")
 @click.option("--entropy", "entropy_coef", type=float, default=None, help="Initial entropy coefficient (1e-4).")
@@ -272,7 +297,8 @@ def export(source: str, fmt: str, out: str | None, weights: str | None, calib: s
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint beside --output.")
 @click.option("--latency-table", metavar="PATH", default=None,
               help="Penalise measured latency (bench bitops --table-json) instead of BitOps.")
-@click.option("--latency-backend", type=click.Choice(["onnxruntime", "litert_xnnpack"]), default="onnxruntime",
+# latency_table.BACKENDS, spelled out so that the command line starts without importing numpy.
+@click.option("--latency-backend", type=click.Choice(["onnxruntime", "litert-xnnpack"]), default="onnxruntime",
               show_default=True, help="Which of the table's backends to penalise.")
 @click.option("--anchor", type=click.Choice(["none", "nearest", "bicubic"]), default="none", show_default=True,
               help="Add the upsampled input to the output (basic space); the found.json keeps it.")
@@ -336,10 +362,11 @@ def _int_list(value: str, what: str) -> list[int]:
 
 def _kernels(value: str) -> tuple[str, ...]:
     ks = tuple(k for k in value.split(",") if k)
-    if not ks or any(k not in ("xnnpack", "builtin") for k in ks):
+    known = ("xnnpack", "builtin", "builtin-ref")  # runtimes.litert.KERNELS (not imported: no numpy at start)
+    if not ks or any(k not in known for k in ks):
         from .errors import BadInput
 
-        raise BadInput(f"--tflite-kernels: expected xnnpack, builtin or both, got {value!r}")
+        raise BadInput(f"--tflite-kernels: expected a comma-separated subset of {', '.join(known)}, got {value!r}")
     return ks
 
 
@@ -355,7 +382,8 @@ def _write_outputs(result: dict, json_path: str | None, md_path: str | None, md:
 
 
 _kernels_option = click.option("--tflite-kernels", default="xnnpack,builtin", show_default=True,
-                               help="LiteRT kernel sets to run .tflite files with.")
+                               help="LiteRT kernel sets to run .tflite files with (xnnpack, builtin, builtin-ref: "
+                                    "the reference kernels).")
 
 
 @cli.group()
@@ -390,9 +418,9 @@ def bench_parity(checkpoint, files, data, datasets_root, tolerance_db, threads, 
     sets = {s: benchmark_pairs(resolve_dataset(s, datasets_root), scale) for s in data.split(",") if s}
     result = parity(checkpoint, list(files), sets, threads, tolerance_db, _kernels(tflite_kernels),
                     diff_png=diff_png)
-    _write_outputs(result, json_path, md_path, markdown(result))
-    if not result["passed"]:
-        failed = [k for k, v in result["files"].items() if not v.get("passed", True)]
+    _write_outputs(result.to_dict(), json_path, md_path, markdown(result))
+    if not result.passed:
+        failed = [k for k, v in result.files.items() if v.passed is False]
         raise QnasError(f"parity: {', '.join(failed)} missed {tolerance_db} dB")
 
 
@@ -410,11 +438,11 @@ def bench_latency(files, size, threads_list, runs, warmup, tflite_kernels, json_
     from .bench.latency import latency, markdown
 
     result = latency(list(files), size, _int_list(threads_list, "--threads"), runs, warmup, _kernels(tflite_kernels))
-    _write_outputs(result, json_path, md_path, markdown(result))
+    _write_outputs(result.to_dict(), json_path, md_path, markdown(result))
 
 
 @bench.command("bitops")
-@click.option("--space", type=click.Choice(["basic", "rfdn"]), default="basic", show_default=True)
+@_space_option
 @click.option("--samples", type=click.IntRange(1), default=30, show_default=True)
 @_size_option("128x128")
 @click.option("--runs", type=click.IntRange(1), default=5, show_default=True)

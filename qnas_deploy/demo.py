@@ -69,13 +69,13 @@ def run_demo(out: str | Path, datasets_root: str | None = None, resume: bool = F
 
     t = time.perf_counter()
     log(f"4/5 parity on {val_name}")
-    par = parity(str(ck), files, {val_name: val}, diff_png=out / "parity_worst.png", progress=progress)
+    par = parity(str(ck), files, {val_name: val}, diff_png=out / "parity_worst.png", progress=progress).to_dict()
     write_json(out / "parity.json", par)
     times["parity_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     log("5/5 latency (LR 128x128, 1 thread)")
-    lat = latency(files, (128, 128), [1], runs=latency_runs, warmup=2, progress=progress)
+    lat = latency(files, (128, 128), [1], runs=latency_runs, warmup=2, progress=progress).to_dict()
     write_json(out / "latency.json", lat)
     times["latency_s"] = time.perf_counter() - t
 

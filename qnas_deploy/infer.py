@@ -7,15 +7,12 @@ they treat every backend the same way.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 import torch
 from torch import nn
 
 from .errors import BadInput
-
-Runner = Callable[[np.ndarray], np.ndarray]
+from .runtimes.opened import Runner
 
 
 def torch_runner(model: nn.Module, device: str | torch.device = "cpu") -> Runner:

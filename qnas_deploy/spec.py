@@ -49,7 +49,7 @@ SCHEMA: dict[str, Any] = {
         "version": {"type": "integer", "minimum": 1},
         "name": {"type": "string"},
         "description": {"type": "string"},
-        "space": {"enum": ["basic", "rfdn", "espcn"]},
+        "space": {"enum": []},  # the space registry's names, filled in by _validator()
         "scale": {"enum": list(SCALES)},
         "channels": {"type": "integer", "minimum": 3, "maximum": 1024},
         "blocks": {"type": "integer", "minimum": 1, "maximum": 64},
@@ -81,7 +81,19 @@ SCHEMA: dict[str, Any] = {
         "search": {"type": "object"},
     },
 }
-_VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+_VALIDATOR: jsonschema.Draft202012Validator | None = None
+
+
+def _validator() -> jsonschema.Draft202012Validator:
+    """The schema's validator, its ``space`` enum taken from the space registry (which
+    imports PyTorch: done on first use, not on import)."""
+    global _VALIDATOR
+    if _VALIDATOR is None:
+        from .spaces import names
+
+        SCHEMA["properties"]["space"]["enum"] = list(names())
+        _VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+    return _VALIDATOR
 _JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer",
                float: "number", type(None): "null"}
 
@@ -123,7 +135,7 @@ def validate_document(doc: Any) -> None:
     if isinstance(version, int) and not isinstance(version, bool) and version > VERSION:
         raise SpecError(f"version: format version {version} is newer than this qnas-deploy "
                         f"reads ({VERSION}); upgrade qnas-deploy")
-    errors = sorted(_VALIDATOR.iter_errors(doc), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
+    errors = sorted(_validator().iter_errors(doc), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
     if errors:
         # The shallowest error first: a missing top-level field explains more than its consequences.
         err = min(errors, key=lambda e: len(e.absolute_path))

@@ -8,13 +8,11 @@ from qnas_deploy.data import training_pairs
 from qnas_deploy.spec import uniform
 from qnas_deploy.train import TrainConfig, train
 
-from test_train import _images
-
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, sr_folder):
     root = tmp_path_factory.mktemp("bench")
-    data = _images(root / "data", n=2, size=48)
+    data = sr_folder(root / "data", n=2, size=48)
     spec = uniform("basic", {"head": "simple_3x3", "body": "simple_3x3", "skip": "simple_1x1",
                              "upsample": "simple_3x3", "tail": "simple_3x3"}, 4, channels=6, blocks=1)
     ck = root / "m.pt"
@@ -44,7 +42,7 @@ def test_parity_json_has_per_file_fields_and_every_backend_is_exact(exported, ca
     # The reference in PyTorch's own float32 operations: equal but for float ties, which a
     # barely trained 4-bit net can turn into a few differing pixels.
     assert r["files"]["reference"]["min_identical_pixels"] >= 0.999
-    assert (root / "worst.png").stat().st_size > 0 and "| reference | torch |" in (root / "p.md").read_text()
+    assert (root / "worst.png").stat().st_size > 0 and "| reference | pytorch |" in (root / "p.md").read_text()
 
 
 def test_parity_exits_1_when_a_file_misses_the_tolerance(exported, capsys):
@@ -69,7 +67,7 @@ def test_latency_rows_per_file_backend_and_threads(exported):
     assert main(["bench", "latency", *files, "--size", "16x20", "--threads", "1", "--runs", "3", "--warmup", "1",
                  "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
-    assert sorted(r["backend"] for r in rows) == ["litert_builtin", "litert_xnnpack", "onnxruntime"]
+    assert sorted(r["backend"] for r in rows) == ["litert-builtin", "litert-xnnpack", "onnxruntime"]
     for r in rows:
         assert 0 < r["p10_ms"] <= r["median_ms"] <= r["p90_ms"] and r["peak_rss_mb"] > 0 and r["size"] == "16x20"
 
@@ -92,42 +90,70 @@ def test_latency_runs_without_pytorch(exported):
     root, data, ck, files = exported
     code = ("import sys; sys.modules['torch'] = None\n"
             "from qnas_deploy.bench.latency import measure\n"
-            f"for f, b in [({files[0]!r}, 'onnxruntime'), ({files[1]!r}, 'litert_builtin')]:\n"
-            "    assert measure(f, b, (16, 16), 1, 2, 1)['median_ms'] > 0\n")
+            f"for f, b in [({files[0]!r}, 'onnxruntime'), ({files[1]!r}, 'litert-builtin')]:\n"
+            "    assert measure(f, b, (16, 16), 1, 2, 1, isolate=False).median_ms > 0\n")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
 def test_bitops_correlates_random_architectures(tmp_path):
-    from qnas_deploy.bench.latency_table import load, predict
+    """bench bitops end to end on 3 small architectures: every row timed on every backend,
+    its BitOps and MACs those of the cost model, correlations computed from the rows, and a
+    saved table whose fixed part and predictions are the ones the benchmark reported."""
+    import math
+
+    import numpy as np
+    from scipy import stats
+
+    from qnas_deploy.bench.latency_table import BACKENDS
+    from qnas_deploy.cost import summary
+    from qnas_deploy.cost.latency import layers_ms, load, predict
 
     out, table = tmp_path / "b.json", tmp_path / "table.json"
     assert main(["bench", "bitops", "--samples", "3", "--size", "16x16", "--runs", "1", "--bits", "8",
-                 "--table-runs", "1", "--fit", "1", "--json", str(out), "--table-json", str(table),
-                 "--plot", str(tmp_path / "b.png")]) == 0
+                 "--table-runs", "1", "--fit", "1", "--channels", "6", "--blocks", "1", "--json", str(out),
+                 "--table-json", str(table), "--plot", str(tmp_path / "b.png")]) == 0
     r = json.loads(out.read_text())
-    assert len(r["rows"]) == 3 and len({json.dumps(x["layers"]) for x in r["rows"]}) == 3
-    assert all(wb == ab == 8 for x in r["rows"] for _, _, wb, ab in x["layers"])
-    for c in r["correlation"].values():
-        assert -1 <= c["kendall_tau"] <= 1 and -1 <= c["pearson_r"] <= 1
-    assert all(x["onnxruntime_ms"] > 0 and x["litert_xnnpack_ms"] > 0 for x in r["rows"])
-    assert (tmp_path / "b.png").stat().st_size > 0
-    # The saved table predicts each held-out architecture as the benchmark did: fixed + its layers.
+    rows = r["rows"]
+    assert len(rows) == 3 and len({json.dumps(x["layers"]) for x in rows}) == 3
+    assert all(wb == ab == 8 for x in rows for _, _, wb, ab in x["layers"])
+    for x in rows:
+        cost = summary(_spec_of("basic", x["layers"], 6, 1))
+        assert (x["bitops_32x32"], x["macs_32x32"]) == (cost["bitops_32x32"], cost["macs_32x32"])
+        assert x["bitops_32x32"] == 64 * x["macs_32x32"]  # 8-bit weights times 8-bit activations
+        assert all(math.isfinite(x[f"{b}_ms"]) and x[f"{b}_ms"] > 0 for b in BACKENDS)
+    assert len({x["macs_32x32"] for x in rows}) > 1  # else no rank correlation is defined
+    assert set(r["correlation"]) == set(BACKENDS)
+    for b, c in r["correlation"].items():
+        lat = [x[f"{b}_ms"] for x in rows]
+        assert all(math.isfinite(v) and -1 <= v <= 1 for v in c.values()), c
+        assert c["kendall_tau"] == pytest.approx(stats.kendalltau([x["bitops_32x32"] for x in rows], lat).statistic)
+        assert c["macs_pearson_r"] == pytest.approx(stats.pearsonr([x["macs_32x32"] for x in rows], lat).statistic)
+        # BitOps is MACs times 64 here: both rank and scale the rows alike
+        assert c["kendall_tau"] == pytest.approx(c["macs_kendall_tau"])
+        assert c["pearson_r"] == pytest.approx(c["macs_pearson_r"])
+    assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The saved table: every entry timed, its fixed part the fit architecture's residual, and
+    # each held-out architecture predicted as the benchmark did (fixed + its layers).
     t = load(table)
-    assert all(e["onnxruntime_ms"] > 0 and e["litert_xnnpack_ms"] > 0 for e in t["entries"].values())
-    for x in r["rows"]:
-        spec = _spec_of("basic", x["layers"])
-        for b in ("onnxruntime", "litert_xnnpack"):
-            assert predict(t, spec, b) == pytest.approx(x[f"{b}_predicted_ms"])
-    for a in r["table_accuracy"].values():
-        assert a["mape"] >= 0 and -1 <= a["kendall_tau"] <= 1
+    assert all(e[f"{b}_ms"] > 0 for e in t["entries"].values() for b in BACKENDS)
+    (fit_row,) = r["fit_rows"]
+    for b in BACKENDS:
+        assert t["fixed_ms"][b] == pytest.approx(fit_row[f"{b}_ms"] - layers_ms(t, fit_row["layers"], b))
+        for x in rows:
+            assert predict(t, _spec_of("basic", x["layers"], 6, 1), b) == pytest.approx(x[f"{b}_predicted_ms"])
+        pred = np.array([x[f"{b}_predicted_ms"] for x in rows])
+        meas = np.array([x[f"{b}_ms"] for x in rows])
+        a = r["table_accuracy"][b]
+        assert a["mape"] == pytest.approx(float(np.mean(np.abs(pred - meas) / meas)))
+        assert math.isfinite(a["kendall_tau"]) and -1 <= a["kendall_tau"] <= 1
 
 
-def _spec_of(space, layers):
+def _spec_of(space, layers, channels=None, blocks=None):
     from qnas_deploy.spaces import get_space
     from qnas_deploy.spec import ArchSpec, LayerSpec
 
     sp = get_space(space)
-    return ArchSpec(space=space, scale=4, channels=sp.default_channels, blocks=sp.default_blocks,
+    return ArchSpec(space=space, scale=4, channels=channels or sp.default_channels, blocks=blocks or sp.default_blocks,
                     layers=tuple(LayerSpec(*l) for l in layers))
 
 
@@ -170,16 +196,6 @@ def test_latency_table_layer_graph_computes_the_layer():
         want = torch.clamp(torch.round(layer(torch.from_numpy(q).float() / 255) * 255), 0, 255).numpy()
     got = reference.run(g, q).astype(np.float32)
     assert np.abs(got - want).max() <= 1 and np.mean(got == want) >= 0.99
-
-
-def test_latency_table_rejects_a_wrong_file(tmp_path):
-    from qnas_deploy.errors import BadInput
-    from qnas_deploy.bench.latency_table import load
-
-    p = tmp_path / "t.json"
-    p.write_text('{"format": "something else"}')
-    with pytest.raises(BadInput, match="not a qnas-deploy latency table"):
-        load(p)
 
 
 def test_pareto_front_keeps_the_undominated_points(tmp_path):

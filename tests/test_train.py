@@ -19,18 +19,6 @@ from qnas_deploy.train import TrainConfig, train
 TINY = dict(epochs=2, iters=2, batch=2, patch=8, lr=1e-3, optimizer="adam", calib_batches=2)
 
 
-def _images(folder, n=3, size=48, seed=0):
-    rng = np.random.default_rng(seed)
-    (folder / "HR").mkdir(parents=True)
-    (folder / "LR_bicubic" / "X4").mkdir(parents=True)
-    for i in range(n):
-        base = rng.integers(0, 255, (size // 8, size // 8, 3)).astype(np.float64)
-        hr = np.clip(imresize(base, size=(size, size)), 0, 255).round().astype(np.uint8)
-        Image.fromarray(hr).save(folder / "HR" / f"im{i}.png")
-        Image.fromarray(imresize(hr, 0.25)).save(folder / "LR_bicubic" / "X4" / f"im{i}.png")
-    return folder
-
-
 @pytest.fixture
 def tiny_spec():
     return uniform("basic", {"head": "simple_3x3", "body": "simple_3x3", "skip": "simple_1x1",
@@ -38,8 +26,8 @@ def tiny_spec():
 
 
 @pytest.fixture
-def data(tmp_path):
-    return training_pairs(_images(tmp_path / "data"), 4)
+def data(tmp_path, sr_folder):
+    return training_pairs(sr_folder(tmp_path / "data"), 4)
 
 
 def _quiet(_):
@@ -103,8 +91,8 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path, tiny_spec):
         load_checkpoint(evil)
 
 
-def test_train_eval_upscale_cli(tmp_path, tiny_spec, capsys):
-    folder = _images(tmp_path / "set")
+def test_train_eval_upscale_cli(tmp_path, tiny_spec, capsys, sr_folder):
+    folder = sr_folder(tmp_path / "set")
     spec_path = tmp_path / "found.json"
     save(tiny_spec, spec_path)
     ck = tmp_path / "m.pt"

@@ -5,7 +5,8 @@ Random architectures of a space (a random operation from the quantized search's 
 random bit width per searchable layer) are exported with initialised weights, timed per
 backend on one LR size, and compared with their BitOps by Kendall's tau and Pearson's r,
 and with their MACs (what 8-bit-container runtimes execute). The FBNet-style per-layer
-latency table (``latency_table.py``) is built beside them and judged on the same architectures.
+latency table is built beside them (``latency_table.py``), its constant part fitted and its
+predictions (``cost/latency.py``) judged on the same architectures.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadInput
+from .latency_table import BACKENDS
 
 
 def random_spec(space: str, rng: np.random.Generator, bits=(2, 4, 8), index: int = 0, channels: int | None = None,
@@ -33,56 +35,52 @@ def random_spec(space: str, rng: np.random.Generator, bits=(2, 4, 8), index: int
                     layers=tuple(layers), name=f"{space}_random_{index}")
 
 
-BACKENDS = ("onnxruntime", "litert_xnnpack")
+def timing_jobs(onnx_path, tflite_path, size: tuple[int, int]) -> list:
+    """One architecture's round-robin jobs (``runtimes.timing``): its files in the table's
+    runtimes (``latency_table.BACKENDS``), in that order, on an LR input of ``size``."""
+    from ..runtimes import RUNTIMES
+    from ..runtimes.timing import Job
 
-
-def _measure_arch(spec, size, runs, warmup, threads, work: Path) -> dict:
-    """Export ``spec`` with initialised weights and time it on each backend."""
-    return _measure_archs([spec], size, runs, warmup, threads, work)[0]
+    paths = {".onnx": str(onnx_path), ".tflite": str(tflite_path)}
+    return [Job(paths[rt.suffix], rt.name, rt.input_shape(*size)) for rt in (RUNTIMES[b] for b in BACKENDS)]
 
 
 def _measure_archs(specs, size, runs, warmup, threads, work: Path, progress: bool = False, desc: str = "") -> list[dict]:
     """Export every spec, then time all files together, round robin, in one child process
-    (``latency_table._time_files``): every architecture sees the same machine."""
+    (``runtimes.timing``): every architecture sees the same machine."""
     from tqdm import tqdm
 
-    from .latency_table import _in_child, _time_files
+    from ..runtimes.timing import round_robin
 
     rows, jobs = [], []
     for spec in tqdm(specs, desc=desc, disable=not progress, leave=False):
         row, onnx_path, tfl_path = _export_arch(spec, size, work)
         rows.append(row)
-        jobs += [(str(onnx_path), "onnxruntime", (1, 3, *size)), (str(tfl_path), "litert_xnnpack", (1, *size, 3))]
-    times = _in_child(_time_files, jobs, threads, runs, warmup, progress and f"{desc.split(':')[0]}: time")
+        jobs += timing_jobs(onnx_path, tfl_path, size)
+    times = round_robin(jobs, threads, runs, warmup, progress and f"{desc.split(':')[0]}: time").timings
     for i, row in enumerate(rows):
         for j, backend in enumerate(BACKENDS):
-            row[f"{backend}_ms"] = times[len(BACKENDS) * i + j]
+            row[f"{backend}_ms"] = times[len(BACKENDS) * i + j].median_ms
     return rows
 
 
 def _export_arch(spec, size, work: Path):
-    """``spec`` with initialised weights, calibrated, lowered and written in both formats."""
-    import torch
-
-    from ..calibrate import calibrate
+    """``spec`` with initialised weights, calibrated, lowered and written in both formats by
+    the export pipeline (metadata and the runtimes' checks included; onnxsim off, as the
+    architectures were always timed)."""
     from ..cost import summary
-    from ..exporters.export import calibration_batches
-    from ..exporters.lower import lower
-    from ..exporters.onnx import to_onnx
-    from ..exporters.tflite import to_tflite
-    from ..spaces import build_model
+    from ..exporters.export import ExportOptions, lower, metadata, prepare, write
 
-    torch.manual_seed(0)
-    model = build_model(spec)
-    calibrate(model, calibration_batches(spec, None, None))
-    graph = lower(model.eval(), "static" if spec.adq else None)
-    onnx_path, tfl_path = work / f"{spec.name}.onnx", work / f"{spec.name}.tflite"
-    onnx_path.write_bytes(to_onnx(graph).SerializeToString())
-    tfl_path.write_bytes(to_tflite(graph, input_size=size))
+    p = prepare(spec, log=lambda _: None)
+    paths = {}
+    for fmt in ("onnx", "tflite"):
+        opts = ExportOptions(format=fmt, input_size=size, simplify=False)
+        paths[fmt] = work / f"{spec.name}.{fmt}"
+        write(lower(p.model, opts), paths[fmt], opts, metadata(p, opts))
     cost = summary(spec)
     row = {"name": spec.name, "bitops_32x32": cost["bitops_32x32"], "macs_32x32": cost["macs_32x32"],
            "layers": [[l.name, l.op, l.w_bits, l.a_bits] for l in spec.layers]}
-    return row, onnx_path, tfl_path
+    return row, paths["onnx"], paths["tflite"]
 
 
 def bitops_vs_latency(space: str, samples: int, size: tuple[int, int], runs: int = 5, warmup: int = 1,
@@ -94,7 +92,8 @@ def bitops_vs_latency(space: str, samples: int, size: tuple[int, int], runs: int
     ``samples`` (held out: the table never saw them)."""
     import tempfile
 
-    from . import latency_table as lt
+    from ..cost.latency import evaluate, fit_fixed
+    from .latency_table import build_table
 
     if samples < 3:
         raise BadInput(f"--samples {samples}: need at least 3 architectures for a rank correlation")
@@ -113,10 +112,10 @@ def bitops_vs_latency(space: str, samples: int, size: tuple[int, int], runs: int
     result = {"space": space, "bits": list(bits), "samples": samples, "size": f"{size[0]}x{size[1]}", "threads": threads, "runs": runs,
               "seed": seed, "rows": rows, "correlation": correlations(rows)}
     if table:
-        tab = lt.build_table(space, size, bits, threads=threads, runs=table_runs, work=work / "table", progress=progress,
-                             channels=channels, blocks=blocks)
-        lt.fit_fixed(tab, fit_rows)
-        result.update(table=tab, fit_rows=fit_rows, table_accuracy=lt.evaluate(tab, rows))
+        tab = build_table(space, size, bits, threads=threads, runs=table_runs, work=work / "table", progress=progress,
+                          channels=channels, blocks=blocks)
+        fit_fixed(tab, fit_rows)
+        result.update(table=tab, fit_rows=fit_rows, table_accuracy=evaluate(tab, rows))
     return result
 
 
@@ -128,7 +127,7 @@ def correlations(rows: list[dict]) -> dict:
     bitops = np.array([r["bitops_32x32"] for r in rows])
     macs = np.array([r["macs_32x32"] for r in rows])
     corr = {}
-    for backend in ("onnxruntime", "litert_xnnpack"):
+    for backend in BACKENDS:
         lat = np.array([r[f"{backend}_ms"] for r in rows])
         corr[backend] = {"kendall_tau": float(stats.kendalltau(bitops, lat).statistic),
                          "pearson_r": float(stats.pearsonr(bitops, lat).statistic),
@@ -146,11 +145,10 @@ def plot(result: dict, out: str | Path) -> None:
 
     from .._io import atomic_path
 
-    backends = ("onnxruntime", "litert_xnnpack")
     with_table = "table_accuracy" in result
     fig, axes = plt.subplots(2 if with_table else 1, 2, figsize=(9, 7.2 if with_table else 3.6), squeeze=False)
     b = np.array([r["bitops_32x32"] for r in result["rows"]])
-    for ax, backend in zip(axes[0], backends):
+    for ax, backend in zip(axes[0], BACKENDS):
         lat = [r[f"{backend}_ms"] for r in result["rows"]]
         c = result["correlation"][backend]
         ax.scatter(b / 1e9, lat, s=12)
@@ -158,7 +156,7 @@ def plot(result: dict, out: str | Path) -> None:
         ax.set_ylabel(f"{backend} latency at {result['size']} (ms)")
         ax.set_title(f"BitOps: tau {c['kendall_tau']:.2f}, r {c['pearson_r']:.2f}", fontsize=9)
     if with_table:
-        for ax, backend in zip(axes[1], backends):
+        for ax, backend in zip(axes[1], BACKENDS):
             meas = np.array([r[f"{backend}_ms"] for r in result["rows"]])
             pred = np.array([r[f"{backend}_predicted_ms"] for r in result["rows"]])
             a = result["table_accuracy"][backend]

@@ -1,4 +1,4 @@
-"""An FBNet-style per-layer latency table: what each searchable layer costs on a backend.
+"""Building an FBNet-style per-layer latency table: what each searchable layer costs on a backend.
 
 Every candidate of a space's searchable layers (operation x weight bits x activation bits
 at the channels and input size its slot has) is lowered on its own, exactly as the
@@ -9,25 +9,20 @@ concatenations, the runtime's per-call overhead) is one constant per backend, th
 of ``measured - sum(layers)`` over a few calibration architectures that are not among the
 ones the table is judged on.
 
-A network's predicted latency is ``fixed_ms + sum of its layers' entries``. The table is
-JSON so that a search can use it as its hardware cost in place of BitOps.
+This module measures; the table's format and what a search or a benchmark reads from it
+(predictions, the constant part's fit, search costs) are the cost model, :mod:`qnas_deploy.cost.latency`.
 """
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import BadInput
+from ..cost.latency import FORMAT, key
+from ..runtimes.timing import Job, in_child, round_robin
 
-FORMAT = "qnas-deploy latency table"
-BACKENDS = ("onnxruntime", "litert_xnnpack")
-
-
-def key(op: str, w_bits: int, a_bits: int, c_in: int, c_out: int, height: int, width: int) -> str:
-    return f"{op}|w{w_bits}a{a_bits}|{c_in}->{c_out}|{height}x{width}"
+BACKENDS = ("onnxruntime", "litert-xnnpack")   # RUNTIMES names: what the table times
 
 
 def slot_sizes(space: str, size: tuple[int, int], channels: int | None = None,
@@ -65,15 +60,14 @@ def slot_sizes(space: str, size: tuple[int, int], channels: int | None = None,
 
 def layer_graph(layer, c_in: int, c_out: int, name: str):
     """The integer graph of one searchable layer between two 8-bit grids of 1/255."""
-    from ..exporters.ir import Graph, Tensor
-    from ..exporters.lower import _Builder, _convs
+    from ..exporters.builder import GraphBuilder
+    from ..exporters.ir import Tensor
 
-    g = _Builder()
+    g = GraphBuilder()
     grid = float(np.float32(1 / 255))
-    x = g._add(Tensor(f"{name}.x", c_in, grid, 0, 0, 255))
-    out = g._add(Tensor(f"{name}.y", c_out, grid, 0, 0, 255))
-    y = g.chain(_convs(layer), x.name, out, name)
-    return Graph(g.tensors, g.nodes, x.name, y, 1)
+    x = g.add_tensor(Tensor(f"{name}.x", c_in, grid, 0, 0, 255))
+    out = g.add_tensor(Tensor(f"{name}.y", c_out, grid, 0, 0, 255))
+    return g.graph(x.name, g.chain(list(layer), x.name, out, name), 1)
 
 
 def _candidates(space: str, bits, channels: int | None = None, blocks: int | None = None) -> list:
@@ -95,67 +89,15 @@ def _candidates(space: str, bits, channels: int | None = None, blocks: int | Non
     return specs
 
 
-def _random_input(rng, dtype, shape) -> np.ndarray:
-    dtype = np.dtype(dtype)
-    if dtype.kind == "f":
-        return rng.random(shape, dtype=np.float32).astype(dtype)
-    info = np.iinfo(dtype)
-    return rng.integers(info.min, int(info.max) + 1, shape, dtype=dtype)
-
-
-def _runner(path: str, backend: str, shape: tuple[int, ...], threads: int, rng):
-    """A closure that runs ``path`` once on ``backend`` with a random input of ``shape``."""
-    from ..exporters.onnx_runner import session
-    from ..exporters.tflite_runner import interpreter
-
-    if backend == "onnxruntime":
-        sess = session(path, threads)
-        inp = sess.get_inputs()[0]
-        dtype = {"tensor(uint8)": np.uint8, "tensor(int8)": np.int8}.get(inp.type, np.float32)
-        feed = {inp.name: _random_input(rng, dtype, shape)}
-        return lambda: sess.run(None, feed)
-    it = interpreter(path, threads, backend != "litert_builtin")
-    d = it.get_input_details()[0]
-    x = _random_input(rng, d["dtype"], tuple(d["shape"]))
-
-    def run():
-        it.set_tensor(d["index"], x)
-        it.invoke()
-    return run
-
-
+# build_table's names for the timing module's round robin, in a child process.
 def _time_files(jobs: list[tuple[str, str, tuple[int, ...]]], threads: int, runs: int, warmup: int,
                 progress: str | bool = False) -> list[float]:
-    """Median milliseconds of each (file, backend, input shape); runs in a child process.
-
-    Round robin: every round times each job once. On a shared machine a burst of load from
-    elsewhere then lands on one or two samples of many jobs, which their medians drop,
-    instead of on every sample of the one job being timed at that moment; the jobs are
-    compared as ratios measured under the same conditions."""
-    import time
-
-    from tqdm import tqdm
-
-    rng = np.random.default_rng(0)
-    runners = [_runner(path, backend, shape, threads, rng) for path, backend, shape in jobs]
-    for run in runners:
-        for _ in range(max(warmup, 1)):
-            run()
-    times: list[list[float]] = [[] for _ in runners]
-    for _ in tqdm(range(runs), desc=progress or "", disable=not progress, leave=False):
-        for t_list, run in zip(times, runners):
-            t = time.perf_counter()
-            run()
-            t_list.append((time.perf_counter() - t) * 1000)
-    return [float(np.median(t)) for t in times]
+    """Median milliseconds of each (file, runtime, input shape), round robin, in this process."""
+    jobs = [Job(path, runtime, tuple(shape)) for path, runtime, shape in jobs]
+    return [t.median_ms for t in round_robin(jobs, threads, runs, warmup, progress, isolate=False).timings]
 
 
-def _in_child(fn, *args):
-    from concurrent.futures import ProcessPoolExecutor
-    import multiprocessing
-
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(fn, *args).result()
+_in_child = in_child
 
 
 def build_table(space: str, size: tuple[int, int], bits=(2, 4, 8), threads: int = 1, runs: int = 10,
@@ -165,11 +107,7 @@ def build_table(space: str, size: tuple[int, int], bits=(2, 4, 8), threads: int 
     import torch
     from tqdm import tqdm
 
-    from ..calibrate import calibrate
-    from ..exporters.export import calibration_batches
-    from ..exporters.onnx import to_onnx
-    from ..exporters.tflite import to_tflite
-    from ..spaces import build_model
+    from ..exporters.export import ExportOptions, compile_graph, prepare
 
     work = Path(work or tempfile.mkdtemp(prefix="qnas-table-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -177,10 +115,7 @@ def build_table(space: str, size: tuple[int, int], bits=(2, 4, 8), threads: int 
     entries: dict[str, dict] = {}
     files: list[tuple[str, Path, Path, tuple[int, int, int, int]]] = []
     for spec in tqdm(_candidates(space, bits, channels, blocks), desc=f"table {space}: lower", disable=not progress, leave=False):
-        torch.manual_seed(0)
-        model = build_model(spec)
-        calibrate(model, calibration_batches(spec, None, None))
-        model.eval()
+        model = prepare(spec, log=lambda _: None).model
         for layer in spec.layers:
             c_in, c_out, h, w = sizes[layer.name]
             k = key(layer.op, layer.w_bits, layer.a_bits, c_in, c_out, h, w)
@@ -191,8 +126,11 @@ def build_table(space: str, size: tuple[int, int], bits=(2, 4, 8), threads: int 
             with torch.no_grad():
                 graph = layer_graph(model.layers[layer.name.replace(".", "_")], c_in, c_out, layer.name)
             stem = work / f"layer_{len(files)}"
-            stem.with_suffix(".onnx").write_bytes(to_onnx(graph).SerializeToString())
-            stem.with_suffix(".tflite").write_bytes(to_tflite(graph, io="int8", input_size=(h, w)))
+            # Written as every export is (target passes, the runtime's loader as checker), unsimplified
+            # as the layer is already minimal.
+            for fmt, io in (("onnx", "uint8"), ("tflite", "int8")):
+                opts = ExportOptions(format=fmt, io=io, input_size=(h, w), simplify=False)
+                stem.with_suffix(f".{fmt}").write_bytes(compile_graph(graph, opts)[1])
             files.append((k, stem.with_suffix(".onnx"), stem.with_suffix(".tflite"), (c_in, c_out, h, w)))
     for backend in tqdm(backends, desc=f"table {space}: time", disable=not progress, leave=False):
         jobs = [(str(onnx_p), backend, (1, c, h, w)) if backend == "onnxruntime" else
@@ -205,82 +143,3 @@ def build_table(space: str, size: tuple[int, int], bits=(2, 4, 8), threads: int 
             "runs": runs, "bits": list(bits), "backends": list(backends),
             "slots": {n: {"c_in": v[0], "c_out": v[1], "height": v[2], "width": v[3]} for n, v in sizes.items()},
             "fixed_ms": {b: None for b in backends}, "entries": entries}
-
-
-def layers_ms(table: dict, layers, backend: str) -> float:
-    """The sum of the table's entries for ``layers`` (``(name, op, w_bits, a_bits)`` each)."""
-    total = 0.0
-    for name, op, wb, ab in layers:
-        s = table["slots"].get(name)
-        if s is None:
-            raise BadInput(f"latency table for {table['space']!r} has no layer {name!r}")
-        k = key(op, wb, ab, s["c_in"], s["c_out"], s["height"], s["width"])
-        if k not in table["entries"]:
-            raise BadInput(f"latency table has no entry {k} (measured bits: {table['bits']})")
-        total += table["entries"][k][f"{backend}_ms"]
-    return total
-
-
-def predict(table: dict, spec, backend: str) -> float:
-    """Predicted whole-network latency (ms) of ``spec`` at the table's LR size."""
-    if spec.space != table["space"]:
-        raise BadInput(f"latency table is for the {table['space']!r} space, the spec is {spec.space!r}")
-    fixed = table["fixed_ms"].get(backend)
-    if fixed is None:
-        raise BadInput(f"latency table has no fixed part for {backend} (not calibrated)")
-    return fixed + layers_ms(table, [(l.name, l.op, l.w_bits, l.a_bits) for l in spec.layers], backend)
-
-
-def fit_fixed(table: dict, rows: list[dict]) -> None:
-    """Set ``fixed_ms`` per backend: the median of measured minus summed layers over ``rows``."""
-    for b in table["backends"]:
-        table["fixed_ms"][b] = float(np.median([r[f"{b}_ms"] - layers_ms(table, r["layers"], b) for r in rows]))
-
-
-def evaluate(table: dict, rows: list[dict]) -> dict:
-    """Kendall tau, Pearson r and mean absolute percentage error of the table's predictions."""
-    from scipy import stats
-
-    out = {}
-    for b in table["backends"]:
-        meas = np.array([r[f"{b}_ms"] for r in rows])
-        pred = np.array([table["fixed_ms"][b] + layers_ms(table, r["layers"], b) for r in rows])
-        for r, p in zip(rows, pred):
-            r[f"{b}_predicted_ms"] = float(p)
-        out[b] = {"kendall_tau": float(stats.kendalltau(pred, meas).statistic),
-                  "pearson_r": float(stats.pearsonr(pred, meas).statistic),
-                  "mape": float(np.mean(np.abs(pred - meas) / meas))}
-    return out
-
-
-def search_costs(table: dict, slots, ops_per_slot, bits, backend: str) -> list:
-    """Per searchable layer, the table's milliseconds as a ``[operations, bits]`` tensor:
-    the search's hardware cost in place of eq. 8's BitOps."""
-    import torch
-
-    if backend not in table["backends"]:
-        raise BadInput(f"latency table has no {backend} timings (it has {', '.join(table['backends'])})")
-    costs = []
-    for slot, ops in zip(slots, ops_per_slot):
-        s = table["slots"].get(slot.name)
-        if s is None:
-            raise BadInput(f"latency table has no layer {slot.name!r} (build it with bench bitops --channels/--blocks "
-                           "as the search's)")
-        if (s["c_in"], s["c_out"]) != (slot.c_in, slot.c_out):
-            raise BadInput(f"latency table was measured for {slot.name} with {s['c_in']}->{s['c_out']} channels, "
-                           f"the search has {slot.c_in}->{slot.c_out} (build it with bench bitops --channels/--blocks "
-                           "as the search's)")
-        row = [[layers_ms(table, [(slot.name, op, b, b)], backend) for b in bits] for op in ops]
-        costs.append(torch.tensor(row, dtype=torch.float64))
-    return costs
-
-
-def load(path: str | Path) -> dict:
-    """A saved table, checked enough that a wrong file is a clear error."""
-    try:
-        table = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as e:
-        raise BadInput(f"{path}: cannot read a latency table ({e})") from None
-    if not isinstance(table, dict) or table.get("format") != FORMAT:
-        raise BadInput(f"{path}: not a qnas-deploy latency table")
-    return table

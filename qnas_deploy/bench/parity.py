@@ -12,7 +12,6 @@ are answered per file:
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -22,93 +21,116 @@ import numpy as np
 from ..errors import BadInput
 from ..infer import grey_aware, torch_runner
 from ..metrics import psnr, ssim
+from ..runtimes import Runtime, file_options, runtimes_for
 
 
-@dataclass
-class Backend:
+def file_export_options(path: str, options: dict, target: str):
+    """The ``ExportOptions`` a file was written with (from its metadata), for ``target``."""
+    from ..exporters.options import ExportOptions
+
+    fmt = "tflite" if str(path).lower().endswith(".tflite") else "onnx"
+    size = tuple(int(v) for v in options.get("input_size", "128x128").split("x"))
+    adq = options.get("adq") if options.get("adq") not in (None, "none") else "static"
+    return ExportOptions(format=fmt, target=target, adq=adq, int4=options.get("int4", "container"),
+                         io=options.get("io", "uint8"), input_size=size)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One exported file in one runtime, as parity runs it."""
     label: str
     path: str
-    runtime: str
-    arithmetic: str          # reference.ARITHMETIC mode that this backend reproduces
+    runtime: Runtime
+    options: dict                 # the file's export options
     adq: str | None
     run: Callable
 
 
-def file_options(path: str | Path) -> dict:
-    """The metadata an exported file carries (found.json, export options)."""
-    p = Path(path)
-    if not p.is_file():
-        raise BadInput(f"{p}: no such model file")
-    if p.suffix.lower() == ".onnx":
-        from ..exporters.onnx_runner import metadata, session
+@dataclass
+class FileParity:
+    """One row of the result: PyTorch, the numpy reference, or a file in a runtime."""
+    images: dict                  # "set/image" -> psnr_db, ssim (and, but for PyTorch, the comparisons)
+    mean: dict                    # set -> mean psnr_db, ssim
+    path: str | None = None
+    runtime: str | None = None    # a RUNTIMES name, "numpy" for the reference; None: the PyTorch row
+    arithmetic: str | None = None
+    max_abs_delta_psnr_db: float | None = None
+    min_identical_pixels: float | None = None
+    max_abs_diff: int | None = None
+    passed: bool | None = None
 
-        meta = metadata(session(p, threads=1))
-    elif p.suffix.lower() == ".tflite":
-        from ..exporters.tflite import read_metadata
-
-        try:
-            meta = read_metadata(p.read_bytes())
-        except Exception:  # noqa: BLE001 - a corrupt flatbuffer raises anything
-            raise BadInput(f"{p}: not a TFLite flatbuffer") from None
-    else:
-        raise BadInput(f"{p}: expected an exported .onnx or .tflite file")
-    if "qnas.found_json" not in meta:
-        raise BadInput(f"{p}: not a qnas-deploy export (no qnas.found_json metadata)")
-    return {"found": json.loads(meta["qnas.found_json"]),
-            "options": json.loads(meta.get("qnas.export_options", "{}"))}
+    def to_dict(self) -> dict:
+        d = {"images": self.images, "mean": self.mean}
+        if self.runtime is not None:
+            d.update(path=self.path, runtime=self.runtime, arithmetic=self.arithmetic,
+                     max_abs_delta_psnr_db=self.max_abs_delta_psnr_db, min_identical_pixels=self.min_identical_pixels,
+                     max_abs_diff=self.max_abs_diff, passed=self.passed)
+        return d
 
 
-def backends_of(path: str, opts: dict, threads: int | None = None,
-                tflite_kernels=("xnnpack", "builtin")) -> list[Backend]:
-    """The backends a file runs in; ``opts`` is its export options (:func:`file_options`)."""
-    from ..runners import open_model
+@dataclass
+class ParityResult:
+    checkpoint: str
+    architecture: str
+    sets: dict[str, int]          # set -> number of images
+    tolerance_db: float
+    files: dict[str, FileParity]  # "pytorch", "reference", then one per file and runtime
+    passed: bool
+    worst: dict | None = None     # the image the diff PNG shows
 
-    adq = opts.get("adq") if opts.get("adq") not in (None, "none") else None
-    name = Path(path).name
-    if path.lower().endswith(".onnx"):
-        return [Backend(f"{name} onnxruntime", path, "onnxruntime", "ort", adq, open_model(path, threads=threads).run)]
-    out = []
-    for k in tflite_kernels:
-        xnn = k == "xnnpack"
-        arith = "xnnpack" if xnn else ("tflite_int4" if opts.get("int4") == "packed" else "tflite")
-        out.append(Backend(f"{name} LiteRT {k}", path, f"litert_{k}", arith, adq,
-                           open_model(path, threads=threads, xnnpack=xnn).run))
-    return out
+    def to_dict(self) -> dict:
+        d = {"checkpoint": self.checkpoint, "architecture": self.architecture, "sets": self.sets,
+             "tolerance_db": self.tolerance_db, "files": {k: v.to_dict() for k, v in self.files.items()},
+             "passed": self.passed}
+        if self.worst is not None:
+            d["worst"] = self.worst
+        return d
+
+
+def _arithmetic(b: _Run) -> str:
+    from ..exporters import targets
+
+    return targets.get(b.runtime.target).arithmetic
+
+
+def _runs_of(path: str, options: dict, threads: int | None, tflite_kernels) -> list[_Run]:
+    adq = options.get("adq") if options.get("adq") not in (None, "none") else None
+    return [_Run(f"{Path(path).name} {rt.label}", path, rt, options, adq, rt.open(path, threads).run)
+            for rt in runtimes_for(path, tflite_kernels)]
 
 
 def parity(checkpoint: str, files: list[str], sets: dict[str, list], threads: int | None = None,
            tolerance_db: float = 0.01, tflite_kernels=("xnnpack", "builtin"), progress: bool = True,
-           diff_png: str | Path | None = None) -> dict:
+           diff_png: str | Path | None = None) -> ParityResult:
     """Parity of ``files`` against ``checkpoint`` on ``sets`` (name -> list of ``data.Pair``)."""
     from tqdm import tqdm
 
     from ..checkpoint import load_checkpoint
-    from ..exporters import reference
-    from ..exporters.lower import lower
+    from ..exporters import reference, targets
+    from ..exporters.export import canonical
+    from ..exporters.options import ExportOptions
 
     ck = load_checkpoint(checkpoint)
     model = ck.model.eval()
     if not ck.calibrated:
         raise BadInput(f"{checkpoint}: not calibrated (training did not finish); parity needs the final checkpoint")
-    backends: list[Backend] = []
+    runs: list[_Run] = []
     for f in files:
         meta = file_options(f)
         found = meta["found"]
         if found != ck.spec.to_dict():
             raise BadInput(f"{f}: exported from another architecture than {checkpoint} "
                            f"({found.get('name') or found.get('space')} vs {ck.spec.name or ck.spec.space})")
-        backends += backends_of(f, meta["options"], threads, tflite_kernels)
-    adq_default = "static" if ck.spec.adq else None
-    graphs = {}
-
-    def graph(adq):
-        key = adq if ck.spec.adq else None
-        if key not in graphs:
-            graphs[key] = lower(model, key)
-        return graphs[key]
+        runs += _runs_of(f, meta["options"], threads, tflite_kernels)
+    # The reference runs each file's own graph: the canonical one lowered for the file's
+    # options and for the target whose arithmetic the runtime computes in.
+    graphs = {"reference": canonical(model, ExportOptions())}
+    for b in runs:
+        opts = file_export_options(b.path, b.options, b.runtime.target)
+        graphs[b.label] = targets.get(opts.target).lower(canonical(model, opts), opts)
 
     torch_run = grey_aware(torch_runner(model))
-    rows = {"pytorch": {}, "reference": {}} | {b.label: {} for b in backends}
+    rows = {"pytorch": {}, "reference": {}} | {b.label: {} for b in runs}
     worst: dict[str, tuple] = {}
     total = sum(len(p) for p in sets.values())
     bar = tqdm(total=total, desc="parity", disable=not progress, leave=False)
@@ -118,15 +140,12 @@ def parity(checkpoint: str, files: list[str], sets: dict[str, list], threads: in
             t = torch_run(pair.lr)
             base = psnr(t, pair.hr, ck.spec.scale)
             rows["pytorch"][key] = {"psnr_db": base, "ssim": ssim(t, pair.hr, ck.spec.scale)}
-            refs: dict[tuple, np.ndarray] = {}
 
-            def ref(arith, adq):
-                if (arith, adq) not in refs:
-                    refs[(arith, adq)] = grey_aware(reference.runner(graph(adq), arith))(pair.lr)
-                return refs[(arith, adq)]
+            def ref(label: str, arithmetic: str):
+                return grey_aware(reference.runner(graphs[label], arithmetic))(pair.lr)
 
-            for label, y, r in [("reference", ref("torch", adq_default), t)] + \
-                    [(b.label, grey_aware(b.run)(pair.lr), ref(b.arithmetic, b.adq)) for b in backends]:
+            for label, y, r in [("reference", ref("reference", "pytorch"), t)] + \
+                    [(b.label, grey_aware(b.run)(pair.lr), ref(b.label, _arithmetic(b))) for b in runs]:
                 p = psnr(y, pair.hr, ck.spec.scale)
                 d = np.abs(y.astype(np.int16) - r.astype(np.int16))
                 rows[label][key] = {"psnr_db": p, "ssim": ssim(y, pair.hr, ck.spec.scale),
@@ -138,27 +157,26 @@ def parity(checkpoint: str, files: list[str], sets: dict[str, list], threads: in
                     worst[label] = (score, key, y, t)
             bar.update(1)
     bar.close()
-    result = {"checkpoint": str(checkpoint), "architecture": ck.spec.name or ck.spec.space,
-              "sets": {k: len(v) for k, v in sets.items()}, "tolerance_db": tolerance_db, "files": {}}
-    for label, imgs in rows.items():
-        entry = {"images": imgs, "mean": _means(imgs, sets)}
-        if label != "pytorch":
-            b = next((b for b in backends if b.label == label), None)
-            entry.update(
-                path=b.path if b else None, runtime=b.runtime if b else "numpy",
-                arithmetic=b.arithmetic if b else "torch",
-                max_abs_delta_psnr_db=max(abs(v["delta_psnr_db"]) for v in imgs.values()),
-                min_identical_pixels=min(v["identical_pixels"] for v in imgs.values()),
-                max_abs_diff=max(v["max_abs_diff"] for v in imgs.values()))
-            entry["passed"] = entry["max_abs_delta_psnr_db"] <= tolerance_db
-        result["files"][label] = entry
-    result["passed"] = all(e.get("passed", True) for e in result["files"].values())
+    by_label = {b.label: b for b in runs}
+    entries = {label: FileParity(imgs, _means(imgs, sets)) if label == "pytorch"
+               else _compared(imgs, sets, by_label.get(label), tolerance_db) for label, imgs in rows.items()}
+    result = ParityResult(str(checkpoint), ck.spec.name or ck.spec.space, {k: len(v) for k, v in sets.items()},
+                          tolerance_db, entries, all(e.passed is not False for e in entries.values()))
     if diff_png and worst:
         label = max(worst, key=lambda k: worst[k][0])
         _, key, y, t = worst[label]
         save_diff_png(y, t, f"{label}, {key}: |file - PyTorch|", diff_png)
-        result["worst"] = {"file": label, "image": key, "png": str(diff_png)}
+        result.worst = {"file": label, "image": key, "png": str(diff_png)}
     return result
+
+
+def _compared(imgs: dict, sets: dict, b: _Run | None, tolerance_db: float) -> FileParity:
+    """The row of a file in a runtime (``b``) or, with ``b`` None, of the numpy reference."""
+    delta = max(abs(v["delta_psnr_db"]) for v in imgs.values())
+    return FileParity(imgs, _means(imgs, sets), path=b.path if b else None, runtime=b.runtime.name if b else "numpy",
+                      arithmetic=_arithmetic(b) if b else "pytorch",
+                      max_abs_delta_psnr_db=delta, min_identical_pixels=min(v["identical_pixels"] for v in imgs.values()),
+                      max_abs_diff=max(v["max_abs_diff"] for v in imgs.values()), passed=delta <= tolerance_db)
 
 
 def _means(imgs: dict, sets: dict) -> dict:
@@ -195,22 +213,22 @@ def save_diff_png(y: np.ndarray, t: np.ndarray, title: str, out: str | Path) -> 
     plt.close(fig)
 
 
-def markdown(result: dict) -> str:
-    sets = list(result["sets"])
-    lines = [f"Parity of `{result['checkpoint']}` ({result['architecture']}) on "
-             + ", ".join(f"{s} ({n} images)" for s, n in result["sets"].items())
-             + f"; tolerance {result['tolerance_db']} dB.", "",
+def markdown(result: ParityResult) -> str:
+    sets = list(result.sets)
+    lines = [f"Parity of `{result.checkpoint}` ({result.architecture}) on "
+             + ", ".join(f"{s} ({n} images)" for s, n in result.sets.items())
+             + f"; tolerance {result.tolerance_db} dB.", "",
              "| model | arithmetic | " + " | ".join(f"{s} PSNR (dB)" for s in sets)
              + " | max abs dPSNR (dB) | min identical pixels | max abs diff | pass |",
              "|---|---|" + "---|" * (len(sets) + 4)]
-    for label, e in result["files"].items():
-        means = " | ".join(f"{e['mean'][s]['psnr_db']:.3f}" for s in sets)
+    for label, e in result.files.items():
+        means = " | ".join(f"{e.mean[s]['psnr_db']:.3f}" for s in sets)
         if label == "pytorch":
             lines.append(f"| PyTorch fake-quant | - | {means} | - | - | - | - |")
             continue
-        lines.append(f"| {label} | {e['arithmetic']} | {means} | {e['max_abs_delta_psnr_db']:.4f} | "
-                     f"{100 * e['min_identical_pixels']:.3f}% | {e['max_abs_diff']} | "
-                     f"{'yes' if e['passed'] else '**no**'} |")
+        lines.append(f"| {label} | {e.arithmetic} | {means} | {e.max_abs_delta_psnr_db:.4f} | "
+                     f"{100 * e.min_identical_pixels:.3f}% | {e.max_abs_diff} | "
+                     f"{'yes' if e.passed else '**no**'} |")
     lines += ["", "dPSNR: against the PyTorch model. Identical pixels and max abs diff: against the numpy "
               "reference in the backend's own arithmetic (1.0 and 0 mean the runtime computes exactly "
               "what the reference says)."]

@@ -1,4 +1,13 @@
-"""``qnas-deploy export``: spec or checkpoint -> calibrated model -> integer graph -> file."""
+"""The export pipeline: ``prepare`` -> ``lower`` -> ``write``, and ``export`` doing all three.
+
+``prepare`` turns a spec, zoo name or checkpoint into a calibrated model in inference
+mode; ``lower`` writes its canonical integer graph (the space's ``lower`` hook) and runs
+the target's passes; ``write`` hands the result to the format's serializer, checks the
+file with the runtime's own loader and writes it atomically. ``bench bitops``, the latency
+table and the parity benchmark use the same three steps, so every file they make carries
+the same metadata and passes the same checks. This is the only module that imports a
+serializer.
+"""
 from __future__ import annotations
 
 import time
@@ -14,16 +23,27 @@ from ..checkpoint import is_checkpoint_path, load_checkpoint
 from ..errors import BadInput
 from ..spaces import build_model
 from ..zoo import resolve
+from . import targets
+from .builder import lower_model
 from .ir import Graph
-from .lower import lower
+from .options import ExportOptions
 
-FORMATS = ("onnx", "tflite")
+
+@dataclass
+class Prepared:
+    """A calibrated model in inference mode, and where its weights and ranges came from."""
+
+    spec: object
+    model: torch.nn.Module
+    weights: str          # a checkpoint's file name, or "initialised"
+    calibration: str      # "checkpoint", "synthetic" or the --calib data
 
 
 @dataclass
 class Exported:
     path: str
-    graph: Graph
+    graph: Graph          # canonical (what the PyTorch model computes)
+    lowered: Graph        # the target's graph, what the file holds
     model: torch.nn.Module
     spec: object
     seconds: float
@@ -31,14 +51,17 @@ class Exported:
     options: dict = field(default_factory=dict)
 
 
-def load_model(spec_or_ckpt: str, weights: str | None = None, log: Callable[[str], None] = print):
-    """(spec, model, calibrated, weights description) from a spec/zoo name or a checkpoint."""
-    if is_checkpoint_path(spec_or_ckpt):
+def load_model(spec_or_ckpt, weights: str | None = None, log: Callable[[str], None] = print):
+    """(spec, model, calibrated, weights description) from a spec (an ``ArchSpec``, a
+    found.json path or a zoo name) or a checkpoint."""
+    from ..spec import ArchSpec
+
+    if not isinstance(spec_or_ckpt, ArchSpec) and is_checkpoint_path(spec_or_ckpt):
         if weights:
             raise BadInput("give either a checkpoint or --weights, not both")
         ck = load_checkpoint(spec_or_ckpt)
         return ck.spec, ck.model, ck.calibrated, Path(spec_or_ckpt).name
-    spec = resolve(spec_or_ckpt)
+    spec = spec_or_ckpt if isinstance(spec_or_ckpt, ArchSpec) else resolve(spec_or_ckpt)
     if weights:
         ck = load_checkpoint(weights, spec)
         return ck.spec, ck.model, ck.calibrated, Path(weights).name
@@ -61,48 +84,88 @@ def calibration_batches(spec, calib: str | None, datasets_root: str | None, n: i
                                             mode="bicubic", align_corners=False).clamp(0, 1) for _ in range(n)]
 
 
-def export(source: str, out: str, fmt: str = "onnx", weights: str | None = None, calib: str | None = None,
-           adq: str = "static", int4: str = "container", io: str = "uint8", datasets_root: str | None = None,
-           simplify: bool = True, input_size: tuple[int, int] = (128, 128),
-           log: Callable[[str], None] = print) -> Exported:
-    """Export ``source`` to ``out``: ``fmt`` onnx (QDQ, dynamic size) or tflite (int8, NHWC,
-    ``input_size`` LR pixels, resizable by the runner). Nothing is left at ``out`` on error."""
-    if fmt not in FORMATS:
-        raise BadInput(f"--format {fmt}: this version exports {', '.join(FORMATS)}")
-    if fmt == "tflite" and adq == "dynamic":
-        raise BadInput("--adq dynamic cannot be exported to TFLite (int8 TFLite has no per-image standard "
-                       "deviation); export with --adq static")
-    t0 = time.perf_counter()
+def prepare(source, weights: str | None = None, calib: str | None = None, datasets_root: str | None = None,
+            log: Callable[[str], None] = print) -> Prepared:
+    """``source`` (found.json, zoo name or checkpoint) as a calibrated model in inference mode.
+    A model without calibrated ranges (initialised weights, an unfinished run) or with
+    ``calib`` given is calibrated here."""
     spec, model, calibrated, wdesc = load_model(source, weights, log)
     if calib or not calibrated:
         calibrate(model, calibration_batches(spec, calib, datasets_root))
-    model.eval()
-    graph = lower(model, adq if spec.adq else None)
-    options = {"format": fmt, "adq": adq if spec.adq else "none", "int4": int4, "io": io, "weights": wdesc,
-               "calibration": calib or ("checkpoint" if calibrated else "synthetic")}
-    if fmt == "tflite":
-        options["input_size"] = f"{input_size[0]}x{input_size[1]}"
+    return Prepared(spec, model.eval(), wdesc, calib or ("checkpoint" if calibrated else "synthetic"))
+
+
+def canonical(model: torch.nn.Module, options: ExportOptions) -> Graph:
+    """The model's integer graph before any target pass (what the PyTorch model computes)."""
+    return lower_model(model, options.adq if model.spec.adq else None)
+
+
+def lower(model: torch.nn.Module, options: ExportOptions) -> Graph:
+    """The model's integer graph lowered for ``options.target``."""
+    return targets.get(options.target).lower(canonical(model, options), options)
+
+
+def metadata(prepared: Prepared, options: ExportOptions) -> dict:
+    """What every exported file carries: the found.json, the export options, bits and cost."""
     from ..cost import summary
-    from . import onnx as onnx_writer
 
-    metadata = {"qnas.found_json": spec.to_dict(), "qnas.export_options": options,
-                "qnas.layer_bits": {l.name: [l.w_bits, l.a_bits] for l in spec.layers},
-                "qnas.cost": spec.cost or summary(spec)}
-    if fmt == "tflite":
+    spec = prepared.spec
+    opts = {"format": options.format, "adq": options.adq if spec.adq else "none", "int4": options.int4,
+            "io": options.io, "weights": prepared.weights, "calibration": prepared.calibration}
+    if options.format == "tflite":
+        opts["input_size"] = f"{options.input_size[0]}x{options.input_size[1]}"
+    return {"qnas.found_json": spec.to_dict(), "qnas.export_options": opts,
+            "qnas.layer_bits": {l.name: [l.w_bits, l.a_bits] for l in spec.layers},
+            "qnas.cost": spec.cost or summary(spec)}
+
+
+def serialize(graph: Graph, options: ExportOptions, meta: dict | None = None) -> bytes:
+    """The file's bytes for a target-lowered ``graph``, checked by the runtime's own loader."""
+    if options.format == "tflite":
+        from ..runtimes.litert import interpreter
         from .tflite import to_tflite
-        from .tflite_runner import interpreter
 
-        data = to_tflite(graph, io=io, input_size=input_size, int4=int4, metadata=metadata)
+        data = to_tflite(graph, io=options.io, input_size=options.input_size, metadata=meta)
         interpreter(data, threads=1)  # the runtime's own verifier: it must load and allocate
-        with atomic_path(out) as tmp:
-            Path(tmp).write_bytes(data)
-        return Exported(str(out), graph, model, spec, time.perf_counter() - t0, wdesc, options)
-    model_proto = onnx_writer.to_onnx(graph, io=io, int4=int4, metadata=metadata)
-    if simplify:
-        model_proto = onnx_writer.simplify(model_proto)
+        return data
     import onnx
 
-    onnx.checker.check_model(model_proto)
+    from . import onnx as onnx_writer
+
+    proto = onnx_writer.to_onnx(graph, io=options.io, metadata=meta)
+    if options.simplify:
+        proto = onnx_writer.simplify(proto)
+    onnx.checker.check_model(proto)
+    return proto.SerializeToString()
+
+
+def compile_graph(graph: Graph, options: ExportOptions, meta: dict | None = None) -> tuple[Graph, bytes]:
+    """A canonical ``graph`` lowered for ``options.target`` and serialized: (lowered, file bytes)."""
+    lowered = targets.get(options.target).lower(graph, options)
+    return lowered, serialize(lowered, options, meta)
+
+
+def write(graph: Graph, out: str | Path, options: ExportOptions, meta: dict | None = None) -> None:
+    """Serialize ``graph`` to ``out``; nothing is left at ``out`` on error."""
+    data = serialize(graph, options, meta)
     with atomic_path(out) as tmp:
-        onnx.save(model_proto, str(tmp))
-    return Exported(str(out), graph, model, spec, time.perf_counter() - t0, wdesc, options)
+        Path(tmp).write_bytes(data)
+
+
+def export(source: str, out: str, fmt: str = "onnx", weights: str | None = None, calib: str | None = None,
+           adq: str = "static", int4: str = "container", io: str = "uint8", datasets_root: str | None = None,
+           simplify: bool = True, input_size: tuple[int, int] = (128, 128), target: str | None = None,
+           log: Callable[[str], None] = print) -> Exported:
+    """Export ``source`` to ``out``: ``fmt`` onnx (QDQ, dynamic size) or tflite (int8, NHWC,
+    ``input_size`` LR pixels, resizable by the runner), for ``target`` (default: the
+    format's). Nothing is left at ``out`` on error."""
+    options = ExportOptions(format=fmt, target=target, adq=adq, int4=int4, io=io, input_size=tuple(input_size),
+                            simplify=simplify)
+    t0 = time.perf_counter()
+    p = prepare(source, weights, calib, datasets_root, log)
+    graph = canonical(p.model, options)
+    lowered = targets.get(options.target).lower(graph, options)
+    meta = metadata(p, options)
+    write(lowered, out, options, meta)
+    return Exported(str(out), graph, lowered, p.model, p.spec, time.perf_counter() - t0, p.weights,
+                    meta["qnas.export_options"])

@@ -17,6 +17,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .. import __version__
+from . import ir
 from .ir import Graph, Node, Tensor
 
 OPSET = 13
@@ -26,37 +27,9 @@ F32 = np.float32
 
 
 
-def u8s8_may_saturate(weight: np.ndarray, groups: int) -> bool:
-    """Whether onnxruntime's x86 uint8 x int8 GEMM can saturate on these weights.
-
-    Without AVX-VNNI, MLAS multiplies uint8 activations by int8 weights with VPMADDUBSW,
-    which adds pairs of products into int16 with saturation: 255 * (|w1| + |w2|) may
-    exceed 32767 once a weight passes 64 in magnitude. Such a conv stores its weights as
-    uint8 with zero point 128 instead, which takes MLAS's exact uint8 x uint8 kernel.
-    Depthwise convs run a kernel with 32-bit products and are left as they are. Grouped
-    ones become one dense conv with block-diagonal weights: on a trained checkpoint the
-    grouped QLinearConv with uint8 weights still differed from the exact result (4 outputs
-    in 10^5) and the dense conv did not; a hand-built case did not reproduce it, so the
-    dense form is kept as the known-exact one.
-    """
-    depthwise = groups > 1 and weight.shape[1] == 1 and weight.shape[0] == groups
-    return not depthwise and int(np.abs(weight.astype(np.int16)).max()) > 64
-
-
-def block_diagonal(weight: np.ndarray, groups: int) -> np.ndarray:
-    """``[O, I/g, kh, kw]`` grouped weights as dense ``[O, I, kh, kw]`` ones (zeros off the groups)."""
-    o, ig = weight.shape[:2]
-    og = o // groups
-    dense = np.zeros((o, ig * groups) + weight.shape[2:], weight.dtype)
-    for g in range(groups):
-        dense[g * og:(g + 1) * og, g * ig:(g + 1) * ig] = weight[g * og:(g + 1) * og]
-    return dense
-
-
 class _Writer:
-    def __init__(self, graph: Graph, int4: str):
+    def __init__(self, graph: Graph):
         self.g = graph
-        self.int4 = int4
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
         self._names: set[str] = set()
@@ -118,68 +91,57 @@ class _Writer:
         return t.name
 
     # operations ----------------------------------------------------------------------
+    @staticmethod
+    def _conv_attrs(a) -> dict:
+        ph, pw = a.pad
+        return dict(pads=[ph, pw, ph, pw], strides=[a.stride] * 2, dilations=[a.dilation] * 2, group=a.groups,
+                    kernel_shape=list(a.kernel))
+
+    def float_conv(self, n: Node) -> None:
+        a = n.attrs
+        x = self.dq(n.inputs[0])
+        if a.relu_in:
+            x = self.node("Relu", [x], f"{n.name}.relu")
+        w = self.const(f"{n.name}.weight", a.weight.astype(F32))
+        b = self.const(f"{n.name}.bias", a.bias.astype(F32))
+        y = self.node("Conv", [x, w, b], f"{n.name}.conv", **self._conv_attrs(a))
+        if a.mult != 1.0:
+            y = self.node("Mul", [y, self.const(f"{n.name}.mult", np.array(a.mult, F32))], f"{n.name}.mult")
+        self.q(y, self.g.tensor(n.output))
+
     def conv(self, n: Node) -> None:
         a = n.attrs
-        xt, yt = self.g.tensor(n.inputs[0]), self.g.tensor(n.output)
-        ph, pw = a["pad"]
-        conv_attrs = dict(pads=[ph, pw, ph, pw], strides=[a["stride"]] * 2, dilations=[a["dilation"]] * 2,
-                          group=a["groups"], kernel_shape=list(a["kernel"]))
-        if a.get("float"):
-            x = self.dq(n.inputs[0])
-            if a.get("relu_in"):
-                x = self.node("Relu", [x], f"{n.name}.relu")
-            w = self.const(f"{n.name}.weight", a["weight"].astype(F32))
-            b = self.const(f"{n.name}.bias", a["bias"].astype(F32))
-            y = self.node("Conv", [x, w, b], f"{n.name}.conv", **conv_attrs)
-            if a["mult"] != 1.0:
-                y = self.node("Mul", [y, self.const(f"{n.name}.mult", np.array(a["mult"], F32))], f"{n.name}.mult")
-            self.q(y, yt)
-            return
-        w_scale = (a["w_scale"].astype(F32) * F32(a["mult"])).astype(F32)
-        packed = self.int4 == "packed" and a.get("w_bits", 8) <= 4
-        if packed:
-            w = self.const(f"{n.name}.weight", a["weight"].astype(np.int8), TensorProto.INT4)
+        xt = self.g.tensor(n.inputs[0])
+        w_scale = a.scaled_w_scale()
+        if a.storage == "int4":
+            w = self.const(f"{n.name}.weight", a.weight.astype(np.int8), TensorProto.INT4)
             wz = self.const(f"{n.name}.weight_zp", np.zeros(len(w_scale), np.int8), TensorProto.INT4)
-        elif u8s8_may_saturate(a["weight"], a["groups"]):
-            weight = a["weight"]
-            if a["groups"] > 1:  # see u8s8_may_saturate
-                weight = block_diagonal(weight, a["groups"])
-                conv_attrs["group"] = 1
-            w = self.const(f"{n.name}.weight", (weight.astype(np.int16) + 128).astype(np.uint8))
+        elif a.storage == "uint8":
+            w = self.const(f"{n.name}.weight", (a.weight.astype(np.int16) + 128).astype(np.uint8))
             wz = self.const(f"{n.name}.weight_zp", np.full(len(w_scale), 128, np.uint8))
         else:
-            w = self.const(f"{n.name}.weight", a["weight"].astype(np.int8))
+            w = self.const(f"{n.name}.weight", a.weight.astype(np.int8))
             wz = self.const(f"{n.name}.weight_zp", np.zeros(len(w_scale), np.int8))
         ws = self.const(f"{n.name}.weight_scale", w_scale)
-        wf = self.node("DequantizeLinear", [w, ws, wz], f"{n.name}.weight.dq", axis=0)
-        bs = self.const(f"{n.name}.bias_scale", (F32(xt.scale) * w_scale).astype(F32))
-        b = self.const(f"{n.name}.bias", a["bias"].astype(np.int32))
-        bz = self.const(f"{n.name}.bias_zp", np.zeros(len(w_scale), np.int32))
-        bf = self.node("DequantizeLinear", [b, bs, bz], f"{n.name}.bias.dq", axis=0)
-        y = self.node("Conv", [self.dq(n.inputs[0]), wf, bf], f"{n.name}.conv", **conv_attrs)
-        self.q(y, yt)
+        params = [self.node("DequantizeLinear", [w, ws, wz], f"{n.name}.weight.dq", axis=0)]
+        if a.bias is not None:
+            bs = self.const(f"{n.name}.bias_scale", (F32(xt.scale) * w_scale).astype(F32))
+            b = self.const(f"{n.name}.bias", a.bias.astype(np.int32))
+            bz = self.const(f"{n.name}.bias_zp", np.zeros(len(w_scale), np.int32))
+            params.append(self.node("DequantizeLinear", [b, bs, bz], f"{n.name}.bias.dq", axis=0))
+        inputs = [self.dq(n.inputs[0]), *params]
+        y = self.node("Conv", inputs, f"{n.name}.conv", **self._conv_attrs(a))
+        self.q(y, self.g.tensor(n.output))
 
     def requant(self, n: Node) -> None:
-        """Onto another grid. Between two quantized grids this is an identity depthwise 1x1
-        conv (weight 1 at scale 1): a QLinearConv, because a plain DQ -> Q pair right after
-        another Q -> DQ is merged by onnxruntime's DoubleQDQPairsRemover, which drops the
-        first rounding that the trained model (and every other runtime) performs."""
-        xt, yt = self.g.tensor(n.inputs[0]), self.g.tensor(n.output)
-        if not (xt.quantized and yt.quantized):
-            self.q(self.dq(n.inputs[0]), yt)
-            return
-        c = xt.channels
-        w = self.const(f"{n.output}.identity", np.ones((c, 1, 1, 1), np.int8))
-        ws = self.const(f"{n.output}.identity_scale", np.ones(c, F32))
-        wz = self.const(f"{n.output}.identity_zp", np.zeros(c, np.int8))
-        wf = self.node("DequantizeLinear", [w, ws, wz], f"{n.output}.identity.dq", axis=0)
-        y = self.node("Conv", [self.dq(n.inputs[0]), wf], f"{n.output}.requant", group=c, kernel_shape=[1, 1])
-        self.q(y, yt)
+        """Into or out of a float tensor (between two grids it is a conv: ``passes/requant_as_conv.py``)."""
+        self.q(self.dq(n.inputs[0]), self.g.tensor(n.output))
 
-    def binary(self, n: Node, op: str) -> None:
+    def binary(self, n: Node) -> None:
+        op = n.op.capitalize()
         yt = self.g.tensor(n.output)
         y = self.node(op, [self.dq(n.inputs[0]), self.dq(n.inputs[1])], f"{n.output}.{op.lower()}")
-        mult = n.attrs.get("mult", 1.0)
+        mult = n.attrs.mult
         if mult != 1.0 and yt.quantized:  # folded into the output scale: one fused QLinear op
             self.q(y, yt, scale=float(F32(yt.scale) / F32(mult)))
             return
@@ -191,15 +153,20 @@ class _Writer:
         y = self.node("Concat", [self.dq(i) for i in n.inputs], f"{n.output}.concat", axis=1)
         self.q(y, self.g.tensor(n.output))
 
-    def direct(self, n: Node, op: str, **attrs) -> None:
-        """An operation that only moves values: runs on the uint8 tensor itself."""
+    # Data movement runs on the uint8 tensors themselves.
+    def _direct(self, n: Node, op: str, inputs: list[str], suffix: str, **attrs) -> None:
         self._names.add(n.output)
-        self.nodes.append(helper.make_node(op, n.inputs, [n.output], name=n.output + "." + op.lower(), **attrs))
+        self.nodes.append(helper.make_node(op, inputs, [n.output], name=f"{n.output}.{suffix}", **attrs))
+
+    def depth_to_space(self, n: Node) -> None:
+        self._direct(n, "DepthToSpace", n.inputs, "depthtospace", blocksize=n.attrs.blocksize, mode=n.attrs.mode)
+
+    def max_pool(self, n: Node) -> None:
+        self._direct(n, "MaxPool", n.inputs, "maxpool", kernel_shape=[n.attrs.kernel] * 2,
+                     strides=[n.attrs.stride] * 2)
 
     def tile(self, n: Node) -> None:
-        self._names.add(n.output)
-        self.nodes.append(helper.make_node("Concat", [n.inputs[0]] * n.attrs["times"], [n.output],
-                                           name=n.output + ".tile", axis=1))
+        self._direct(n, "Concat", [n.inputs[0]] * n.attrs.times, "tile", axis=1)
 
     def resize(self, n: Node) -> None:
         x = self.dq(n.inputs[0])
@@ -235,20 +202,25 @@ class _Writer:
         one = self.const(f"{p}.one", np.array(1.0, F32))
         corr = self.node("Div", [count, self.node("Sub", [count, one], f"{p}.count_m1")], f"{p}.bessel")
         std = self.node("Sqrt", [self.node("Mul", [var, corr], f"{p}.var_unbiased")], f"{p}.std")
-        a = self.const(f"{p}.a", np.array(n.attrs["a"], F32))
-        c = self.const(f"{p}.c", np.array(n.attrs["c"], F32))
+        a = self.const(f"{p}.a", np.array(n.attrs.a, F32))
+        c = self.const(f"{p}.c", np.array(n.attrs.c, F32))
         y = self.node("Add", [self.node("Mul", [std, a], f"{p}.a_std"), c], f"{p}.phi")
         self.nodes.append(helper.make_node("Identity", [y], [p], name=p + ".out"))
         self._names.add(p)
 
 
-def to_onnx(graph: Graph, io: str = "uint8", int4: str = "container", metadata: dict | None = None) -> onnx.ModelProto:
-    """Serialize ``graph`` to a QDQ ONNX model (dynamic batch, height and width)."""
+_OPS = {"conv": _Writer.conv, "float_conv": _Writer.float_conv, "requant": _Writer.requant, "add": _Writer.binary,
+        "mul": _Writer.binary, "concat": _Writer.concat, "depth_to_space": _Writer.depth_to_space,
+        "max_pool": _Writer.max_pool, "tile": _Writer.tile, "resize": _Writer.resize, "sigmoid": _Writer.sigmoid,
+        "adq_scale": _Writer.adq_scale, "relu": _Writer.relu}
+ir.check_dispatch(_OPS, "the ONNX serializer", refuses=("reinterpret",))
+
+
+def to_onnx(graph: Graph, io: str = "uint8", metadata: dict | None = None) -> onnx.ModelProto:
+    """Serialize a target-lowered ``graph`` to a QDQ ONNX model (dynamic batch, height and width)."""
     if io not in ("uint8", "float"):
         raise ValueError(f"io must be uint8 or float, got {io!r}")
-    if int4 not in ("container", "packed"):
-        raise ValueError(f"int4 must be container or packed, got {int4!r}")
-    w = _Writer(graph, int4)
+    w = _Writer(graph)
     image_t = graph.tensor(graph.input)
     in_type = TensorProto.UINT8 if io == "uint8" else TensorProto.FLOAT
     inp = helper.make_tensor_value_info("input", in_type, ["batch", image_t.channels, "height", "width"])
@@ -266,32 +238,12 @@ def to_onnx(graph: Graph, io: str = "uint8", int4: str = "container", metadata: 
             x = w.node("Div", [x, w.const("input.255", np.array(255.0, F32))], "input.unit")
         w.nodes.append(helper.make_node("Identity", [x], [graph.input], name="input.to_graph"))
     w._names.add(graph.input)
-
     for n in graph.nodes:
-        if n.op == "conv":
-            w.conv(n)
-        elif n.op == "requant":
-            w.requant(n)
-        elif n.op in ("add", "mul"):
-            w.binary(n, n.op.capitalize())
-        elif n.op == "concat":
-            w.concat(n)
-        elif n.op == "depth_to_space":
-            w.direct(n, "DepthToSpace", blocksize=n.attrs["blocksize"], mode=n.attrs.get("mode", "CRD"))
-        elif n.op == "max_pool":
-            w.direct(n, "MaxPool", kernel_shape=[n.attrs["kernel"]] * 2, strides=[n.attrs["stride"]] * 2)
-        elif n.op == "tile":
-            w.tile(n)
-        elif n.op == "resize":
-            w.resize(n)
-        elif n.op == "sigmoid":
-            w.sigmoid(n)
-        elif n.op == "adq_scale":
-            w.adq_scale(n)
-        elif n.op == "relu":
-            w.relu(n)
-        else:
-            raise ValueError(f"the ONNX writer has no lowering for {n.op!r}")
+        if n.op not in _OPS:
+            ir.refuse("the ONNX serializer", n)
+        if n.op == "requant" and graph.tensor(n.inputs[0]).quantized and graph.tensor(n.output).quantized:
+            ir.refuse("the ONNX serializer", n, "lower it for an ONNX target (requant_as_conv)")
+        _OPS[n.op](w, n)
 
     out_t = graph.tensor(graph.output)
     if out_t.quantized:
@@ -308,7 +260,8 @@ def to_onnx(graph: Graph, io: str = "uint8", int4: str = "container", metadata: 
     out = helper.make_tensor_value_info("output", in_type, ["batch", out_t.channels, "out_height", "out_width"])
 
     g = helper.make_graph(w.nodes, "qnas_deploy", [inp], [out], initializer=w.inits)
-    opset = OPSET_INT4 if int4 == "packed" else OPSET
+    packed = any(n.op == "conv" and n.attrs.storage == "int4" for n in graph.nodes)
+    opset = OPSET_INT4 if packed else OPSET
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="qnas-deploy", producer_version=__version__)
     model.ir_version = IR_VERSION

@@ -26,6 +26,15 @@ def _frozen(q: nn.Module) -> bool:
     return q.enabled and not q.training and bool(q.initialized)
 
 
+
+def _track(stat: torch.Tensor, initialized: torch.Tensor, value: torch.Tensor, momentum: float) -> None:
+    """A range statistic: the first observation, then an exponential moving average."""
+    if not bool(initialized):
+        stat.copy_(value)
+        initialized.fill_(True)
+    else:
+        stat.mul_(1 - momentum).add_(momentum * value)
+
 class LSQWeightPerChannel(nn.Module):
     """LSQ weight quantizer: symmetric, per output channel, integer range ``[-2^(b-1), 2^(b-1)-1]``.
 
@@ -105,12 +114,7 @@ class HWGQAct(nn.Module):
 
     def observe(self, x: torch.Tensor) -> None:
         with torch.no_grad():
-            s = x.detach().float().std().clamp_min(1e-8)
-            if not bool(self.initialized):
-                self.sigma.copy_(s)
-                self.initialized.fill_(True)
-            else:
-                self.sigma.mul_(1 - self.momentum).add_(self.momentum * s)
+            _track(self.sigma, self.initialized, x.detach().float().std().clamp_min(1e-8), self.momentum)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
@@ -173,12 +177,7 @@ class Uint8AffineTensor(nn.Module):
             return
         with torch.no_grad():
             m = x.detach().abs().max() if self.signed else x.detach().clamp_min(0).max()
-            m = m.float().clamp_min(1e-8)
-            if not bool(self.initialized):
-                self.absmax.copy_(m)
-                self.initialized.fill_(True)
-            else:
-                self.absmax.mul_(1 - self.momentum).add_(self.momentum * m)
+            _track(self.absmax, self.initialized, m.float().clamp_min(1e-8), self.momentum)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:

@@ -13,54 +13,23 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .._io import atomic_path
+from ..cost.latency import load as load_table, search_costs
 from ..errors import BadInput
+from .config import SearchConfig
 from .losses import bitops_costs, entropy, entropy_weight, expected_cost, uniform_cost
-from .supernet import MODES, Supernet
+from .supernet import Supernet
 
 CHECKPOINT_FORMAT = "qnas-deploy/search-checkpoint"
-
-
-@dataclass
-class SearchConfig:
-    space: str = "basic"
-    bits: tuple[int, ...] = (4, 8)
-    mode: str = "san"
-    penalty: float = 1e-3          # eta
-    entropy: float = 1e-4          # initial coefficient of mu(t) (appendix G, quantized search)
-    epochs: int = 20
-    iters: int = 500               # iterations per epoch
-    batch: int = 16
-    patch: int = 32                # LR patch side
-    lr: float = 1e-3
-    alpha_lr: float = 3e-4
-    momentum: float = 0.9
-    weight_decay: float = 3e-7
-    channels: int | None = None
-    blocks: int | None = None
-    scale: int = 4
-    seed: int = 0
-    data: str = "embedded"
-    latency_table: str | None = None   # bench bitops --table-json: measured ms in place of BitOps
-    latency_backend: str = "onnxruntime"
-    anchor: str = "none"               # "nearest" or "bicubic": the Basic space's input anchor (spec.ANCHORS)
-
-    @classmethod
-    def quick(cls, **kw) -> "SearchConfig":
-        """Finishes in minutes on two CPU cores: short epochs of small patches, a narrower
-        supernet, and learning rates raised so that 72 steps move the alphas visibly."""
-        base = dict(epochs=6, iters=12, batch=4, patch=16, channels=12, blocks=2, entropy=1e-2, lr=2e-2,
-                    alpha_lr=3e-2)
-        base.update({k: v for k, v in kw.items() if v is not None})
-        return cls(**base)
-
 
 @dataclass
 class SearchResult:
@@ -68,6 +37,25 @@ class SearchResult:
     history: list[dict]
     found: str
     seconds: float
+
+
+@dataclass
+class _Run:
+    """What a search trains and steps, and where it stands: a checkpoint holds all of it."""
+    cfg: SearchConfig
+    net: Supernet
+    keys: list[str]                 # the searchable layers, in the order of ``costs``
+    costs: list[torch.Tensor]       # per layer, ``[operations, bits]``: BitOps or a table's ms
+    norm: float                     # the expected cost at uniform alphas: ``Lcq`` is 1.0 there
+    samplers: list                  # [weights' half, alphas' half]
+    opt_w: torch.optim.Optimizer
+    opt_a: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    device: str
+    history: list[dict] = field(default_factory=list)
+    epoch: int = 0                  # the first epoch still to run
+    resume_iter: int = 0            # iterations of ``epoch`` done before a Ctrl-C, and their sums
+    resume_sums: dict = field(default_factory=dict)
 
 
 def _split(pairs: list) -> tuple[list, list]:
@@ -97,12 +85,75 @@ def embedded_pairs(scale: int):
     return pairs
 
 
-def _state(net, opt_w, opt_a, sched, samplers, epoch, history, cfg, it: int = 0, sums: dict | None = None) -> dict:
+def checkpoint_path(found: str | Path) -> Path:
+    found = Path(found)
+    return found.with_name(found.stem + ".search.pt")
+
+
+def search(cfg: SearchConfig, pairs: list, found: str | Path, resume: bool = False, device: str = "cpu",
+           progress: bool = True, log: Callable[[str], None] = print) -> SearchResult:
+    found = _writable(found)
+    ck = checkpoint_path(found)
+    t0 = time.perf_counter()
+    run = _setup(cfg, pairs, device)
+    if resume:
+        _resume(run, ck, log)
+    for epoch in range(run.epoch, cfg.epochs):
+        _run_epoch(run, epoch, ck, progress, log)
+    spec = _finish(run, found)
+    return SearchResult(spec, run.history, str(found), time.perf_counter() - t0)
+
+
+def _writable(found: str | Path) -> Path:
+    found = Path(found)
+    if not (found.parent if str(found.parent) else Path(".")).is_dir():
+        raise BadInput(f"cannot write {str(found)!r}: folder {str(found.parent)!r} does not exist")
+    return found
+
+
+def _setup(cfg: SearchConfig, pairs: list, device: str) -> _Run:
+    """The supernet, its cost tensors, the two halves' samplers, the optimisers and the schedule.
+
+    The order is part of the result: the seed is set before the supernet draws its weights."""
+    from ..data import PatchSampler
+
+    torch.manual_seed(cfg.seed)
+    net = Supernet(cfg.space, cfg.bits, cfg.mode, cfg.channels, cfg.blocks, cfg.scale, anchor=cfg.anchor)
+    net.measure_sizes()
+    keys = list(net.mixed)
+    costs = _costs(cfg, net, keys)
+    norm = uniform_cost(costs)
+    net.to(device)
+    half_w, half_a = _split(pairs)
+    samplers = [PatchSampler(half_w, cfg.scale, cfg.patch, seed=cfg.seed),
+                PatchSampler(half_a, cfg.scale, cfg.patch, seed=cfg.seed + 1)]
+    opt_w = torch.optim.SGD(net.weight_parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt_a = torch.optim.Adam(net.alpha_parameters(), lr=cfg.alpha_lr, weight_decay=0.0)
+    total = cfg.epochs * cfg.iters
+    sched = torch.optim.lr_scheduler.LambdaLR(opt_w, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, total) / total)))
+    return _Run(cfg, net, keys, costs, norm, samplers, opt_w, opt_a, sched, device)
+
+
+def _costs(cfg: SearchConfig, net: Supernet, keys: list[str]) -> list[torch.Tensor]:
+    """What each layer's alphas are penalised by: eq. 8's BitOps, or the latency table's
+    milliseconds (its space and backend were checked with the settings)."""
+    if not cfg.latency_table:
+        return bitops_costs([net.edge_cost[k] for k in keys], net.bits)
+    return search_costs(load_table(cfg.latency_table), net.slots, [net.mixed[k].ops for k in keys], net.bits,
+                        cfg.latency_backend)
+
+
+def _state(run: _Run, epoch: int, it: int = 0, sums: dict | None = None) -> dict:
     # ``it``/``sums``: an epoch interrupted after ``it`` iterations (Ctrl-C) resumes there.
-    return {"format": CHECKPOINT_FORMAT, "config": json.dumps(asdict(cfg)), "epoch": epoch, "iter": it,
-            "sums": json.dumps(sums or {}), "history": json.dumps(history), "model": net.state_dict(), "opt_w": opt_w.state_dict(),
-            "opt_a": opt_a.state_dict(), "sched": sched.state_dict(),
-            "samplers": [s.get_state() for s in samplers], "torch_rng": torch.get_rng_state()}
+    return {"format": CHECKPOINT_FORMAT, "config": json.dumps(asdict(run.cfg)), "epoch": epoch, "iter": it,
+            "sums": json.dumps(sums or {}), "history": json.dumps(run.history), "model": run.net.state_dict(),
+            "opt_w": run.opt_w.state_dict(), "opt_a": run.opt_a.state_dict(), "sched": run.sched.state_dict(),
+            "samplers": [s.get_state() for s in run.samplers], "torch_rng": torch.get_rng_state()}
+
+
+def _save(run: _Run, ck: Path, epoch: int, it: int = 0, sums: dict | None = None) -> None:
+    with atomic_path(ck) as tmp:
+        torch.save(_state(run, epoch, it, sums), tmp)
 
 
 def _load_state(path: Path) -> dict:
@@ -115,136 +166,121 @@ def _load_state(path: Path) -> dict:
     return st
 
 
-def checkpoint_path(found: str | Path) -> Path:
-    found = Path(found)
-    return found.with_name(found.stem + ".search.pt")
+def _resume(run: _Run, ck: Path, log: Callable[[str], None]) -> None:
+    """Put ``run`` where the checkpoint ``ck`` left it: weights, optimisers, schedule,
+    samplers, RNG, history, and the epoch (and iteration, after a Ctrl-C) to go on from."""
+    if not ck.is_file():
+        raise BadInput(f"--resume: no search checkpoint at {ck}")
+    st = _load_state(ck)
+    if json.loads(st["config"]) != json.loads(json.dumps(asdict(run.cfg))):
+        raise BadInput(f"--resume: {ck} was made with other settings; rerun with the same options")
+    run.net.load_state_dict(st["model"])
+    run.opt_w.load_state_dict(st["opt_w"])
+    run.opt_a.load_state_dict(st["opt_a"])
+    run.sched.load_state_dict(st["sched"])
+    for s, g in zip(run.samplers, st["samplers"]):
+        s.set_state(g)
+    torch.set_rng_state(st["torch_rng"])
+    run.epoch, run.history = st["epoch"], json.loads(st["history"])
+    run.resume_iter, run.resume_sums = int(st.get("iter", 0)), json.loads(st.get("sums", "{}"))
+    if run.epoch >= run.cfg.epochs:
+        raise BadInput(f"--resume: {ck} is already complete ({run.epoch} epochs)")
+    log(f"resuming in epoch {run.epoch + 1} at iteration {run.resume_iter}" if run.resume_iter
+        else f"resuming from epoch {run.epoch}")
 
 
-def search(cfg: SearchConfig, pairs: list, found: str | Path, resume: bool = False, device: str = "cpu",
-           progress: bool = True, log: Callable[[str], None] = print) -> SearchResult:
-    import time
-
+def _run_epoch(run: _Run, epoch: int, ck: Path, progress: bool, log: Callable[[str], None]) -> None:
+    """The iterations of ``epoch`` still to do, then its record and checkpoint. Ctrl-C saves
+    the iterations done so far, so that ``--resume`` repeats only the interrupted one."""
     from tqdm import tqdm
 
+    cfg = run.cfg
+    run.net.train()
+    first, sums = 0, {"l1": 0.0, "lcq": 0.0, "entropy": 0.0}
+    if epoch == run.epoch and run.resume_iter:
+        first, sums = run.resume_iter, run.resume_sums
+    bar = tqdm(range(first, cfg.iters), desc=f"search {epoch + 1}/{cfg.epochs}", disable=not progress,
+               leave=False, initial=first, total=cfg.iters)
+    done = first
+    try:
+        for it in bar:
+            loss_w, lcq, ent = _iteration(run, epoch + it / cfg.iters)
+            sums["l1"] += loss_w
+            sums["lcq"] += lcq
+            sums["entropy"] += ent
+            bar.set_postfix(loss=f"{loss_w:.4f}", bitops=f"{lcq:.3f}", entropy=f"{ent:.3f}")
+            done = it + 1
+    except KeyboardInterrupt:
+        bar.close()
+        _save(run, ck, epoch, done, sums)
+        log(f"interrupted: saved epoch {epoch + 1}, iteration {done} to {ck}; continue with --resume")
+        raise
+    _end_epoch(run, epoch, sums, ck, log)
+
+
+def _iteration(run: _Run, t: float) -> tuple[float, float, float]:
+    """One step of the alphas, then one of the weights, at (fractional) epoch ``t``: the
+    weights' L1, the normalised cost term and the mean entropy per layer."""
+    lcq, ent = _alpha_step(run, entropy_weight(t, run.cfg.entropy))
+    return _weight_step(run), lcq, ent / len(run.keys)
+
+
+def _alpha_step(run: _Run, mu: float) -> tuple[float, float]:
+    """``L1 + eta * Lcq + mu * entropy`` on a batch of the alphas' half; returns ``Lcq`` and the entropy."""
+    lr, hr = (t.to(run.device) for t in run.samplers[1].batch(run.cfg.batch))
+    alphas = [run.net.mixed[k].alphas() for k in run.keys]
+    lcq = expected_cost([a.cpu() for a in alphas], run.costs) / run.norm
+    ent = entropy(alphas)
+    loss_sr = F.l1_loss(run.net(lr), hr)
+    run.opt_a.zero_grad(set_to_none=True)
+    (loss_sr + run.cfg.penalty * lcq.to(run.device) + mu * ent).backward()
+    run.opt_a.step()
+    return lcq.item(), ent.item()
+
+
+def _weight_step(run: _Run) -> float:
+    """L1 on a batch of the weights' half, then the schedule's step; returns the loss."""
+    lr, hr = (t.to(run.device) for t in run.samplers[0].batch(run.cfg.batch))
+    run.opt_w.zero_grad(set_to_none=True)
+    loss = F.l1_loss(run.net(lr), hr)
+    loss.backward()
+    run.opt_w.step()
+    run.sched.step()
+    return loss.item()
+
+
+def _end_epoch(run: _Run, epoch: int, sums: dict, ck: Path, log: Callable[[str], None]) -> None:
+    """The epoch's record (mean losses, mu, alphas, the architecture they derive) and its checkpoint."""
+    cfg, net = run.cfg, run.net
+    rec = {k: v / cfg.iters for k, v in sums.items()}
+    rec.update(epoch=epoch + 1, mu=entropy_weight(epoch + 1, cfg.entropy),
+               alphas={k: net.mixed[k].alphas().detach().cpu().tolist() for k in run.keys},
+               arch=[list(net.mixed[k].choice()) for k in run.keys])
+    run.history.append(rec)
+    _save(run, ck, epoch + 1)
+    log(f"epoch {epoch + 1}/{cfg.epochs}: L1 {rec['l1']:.4f}, Lcq {rec['lcq']:.3f}, "
+        f"mean entropy {rec['entropy']:.3f}, mu {rec['mu']:.2e}")
+
+
+def _finish(run: _Run, found: Path):
+    """found.json from the final alphas (with its cost figures), the history beside it, and the alphas' plot."""
     from ..cost import summary
-    from ..data import PatchSampler
-
-    if cfg.mode not in MODES:
-        raise BadInput(f"--mode must be one of {', '.join(MODES)}, got {cfg.mode!r}")
-    bad = [b for b in cfg.bits if b not in (2, 4, 8, 32)]
-    if bad or not cfg.bits:
-        raise BadInput(f"--bits must be a subset of 2,4,8,32, got {','.join(map(str, cfg.bits))}")
-    found = Path(found)
-    if not (found.parent if str(found.parent) else Path(".")).is_dir():
-        raise BadInput(f"cannot write {str(found)!r}: folder {str(found.parent)!r} does not exist")
-    ck = checkpoint_path(found)
-    t0 = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    net = Supernet(cfg.space, cfg.bits, cfg.mode, cfg.channels, cfg.blocks, cfg.scale, anchor=cfg.anchor)
-    net.measure_sizes()
-    keys = list(net.mixed)
-    if cfg.latency_table:
-        from ..bench import latency_table as lt
-
-        table = lt.load(cfg.latency_table)
-        if table["space"] != cfg.space:
-            raise BadInput(f"{cfg.latency_table}: a latency table for the {table['space']!r} space, "
-                           f"the search is over {cfg.space!r}")
-        costs = lt.search_costs(table, net.slots, [net.mixed[k].ops for k in keys], net.bits, cfg.latency_backend)
-    else:
-        costs = bitops_costs([net.edge_cost[k] for k in keys], net.bits)
-    norm = uniform_cost(costs)
-    net.to(device)
-    half_w, half_a = _split(pairs)
-    samplers = [PatchSampler(half_w, cfg.scale, cfg.patch, seed=cfg.seed),
-                PatchSampler(half_a, cfg.scale, cfg.patch, seed=cfg.seed + 1)]
-    opt_w = torch.optim.SGD(net.weight_parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    opt_a = torch.optim.Adam(net.alpha_parameters(), lr=cfg.alpha_lr, weight_decay=0.0)
-    total = cfg.epochs * cfg.iters
-    sched = torch.optim.lr_scheduler.LambdaLR(opt_w, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, total) / total)))
-    history: list[dict] = []
-    start, start_iter, start_sums = 0, 0, {}
-    if resume:
-        if not ck.is_file():
-            raise BadInput(f"--resume: no search checkpoint at {ck}")
-        st = _load_state(ck)
-        if json.loads(st["config"]) != json.loads(json.dumps(asdict(cfg))):
-            raise BadInput(f"--resume: {ck} was made with other settings; rerun with the same options")
-        net.load_state_dict(st["model"])
-        opt_w.load_state_dict(st["opt_w"])
-        opt_a.load_state_dict(st["opt_a"])
-        sched.load_state_dict(st["sched"])
-        for s, g in zip(samplers, st["samplers"]):
-            s.set_state(g)
-        torch.set_rng_state(st["torch_rng"])
-        start, history = st["epoch"], json.loads(st["history"])
-        start_iter, start_sums = int(st.get("iter", 0)), json.loads(st.get("sums", "{}"))
-        if start >= cfg.epochs:
-            raise BadInput(f"--resume: {ck} is already complete ({start} epochs)")
-        log(f"resuming in epoch {start + 1} at iteration {start_iter}" if start_iter else f"resuming from epoch {start}")
-    l1 = torch.nn.L1Loss()
-    for epoch in range(start, cfg.epochs):
-        net.train()
-        sums = {"l1": 0.0, "lcq": 0.0, "entropy": 0.0}
-        first = 0
-        if epoch == start and start_iter:
-            first, sums = start_iter, start_sums
-        bar = tqdm(range(first, cfg.iters), desc=f"search {epoch + 1}/{cfg.epochs}", disable=not progress,
-                   leave=False, initial=first, total=cfg.iters)
-        done = first
-        try:
-            for it in bar:
-                mu = entropy_weight(epoch + it / cfg.iters, cfg.entropy)
-                lr_a, hr_a = (t.to(device) for t in samplers[1].batch(cfg.batch))
-                alphas = [net.mixed[k].alphas() for k in keys]
-                lcq = expected_cost([a.cpu() for a in alphas], costs) / norm
-                ent = entropy(alphas)
-                loss_sr = l1(net(lr_a), hr_a)
-                opt_a.zero_grad(set_to_none=True)
-                (loss_sr + cfg.penalty * lcq.to(device) + mu * ent).backward()
-                opt_a.step()
-                lr_w, hr_w = (t.to(device) for t in samplers[0].batch(cfg.batch))
-                opt_w.zero_grad(set_to_none=True)
-                loss_w = l1(net(lr_w), hr_w)
-                loss_w.backward()
-                opt_w.step()
-                sched.step()
-                sums["l1"] += loss_w.item()
-                sums["lcq"] += lcq.item()
-                sums["entropy"] += ent.item() / len(keys)
-                bar.set_postfix(loss=f"{loss_w.item():.4f}", bitops=f"{lcq.item():.3f}",
-                                entropy=f"{ent.item() / len(keys):.3f}")
-                done = it + 1
-        except KeyboardInterrupt:
-            bar.close()
-            with atomic_path(ck) as tmp:
-                torch.save(_state(net, opt_w, opt_a, sched, samplers, epoch, history, cfg, done, sums), tmp)
-            log(f"interrupted: saved epoch {epoch + 1}, iteration {done} to {ck}; continue with --resume")
-            raise
-        rec = {k: v / cfg.iters for k, v in sums.items()}
-        rec.update(epoch=epoch + 1, mu=entropy_weight(epoch + 1, cfg.entropy),
-                   alphas={k: net.mixed[k].alphas().detach().cpu().tolist() for k in keys},
-                   arch=[list(net.mixed[k].choice()) for k in keys])
-        history.append(rec)
-        with atomic_path(ck) as tmp:
-            torch.save(_state(net, opt_w, opt_a, sched, samplers, epoch + 1, history, cfg), tmp)
-        log(f"epoch {epoch + 1}/{cfg.epochs}: L1 {rec['l1']:.4f}, Lcq {rec['lcq']:.3f}, "
-            f"mean entropy {rec['entropy']:.3f}, mu {rec['mu']:.2e}")
-    settings = asdict(cfg)
-    settings["bits"] = list(cfg.bits)
-    settings["ops"] = {k: list(net.mixed[k].ops) for k in keys}
-    settings["final_alphas"] = history[-1]["alphas"] if history else {}
-    spec = net.derive(name=found.stem, description=f"QuantNAS search ({cfg.mode}) on {cfg.data}", search=settings)
-    spec = spec.with_(cost=summary(spec))
     from ..spec import save
 
+    cfg, net = run.cfg, run.net
+    settings = asdict(cfg)
+    settings["bits"] = list(cfg.bits)
+    settings["ops"] = {k: list(net.mixed[k].ops) for k in run.keys}
+    settings["final_alphas"] = run.history[-1]["alphas"] if run.history else {}
+    spec = net.derive(name=found.stem, description=f"QuantNAS search ({cfg.mode}) on {cfg.data}", search=settings)
+    spec = spec.with_(cost=summary(spec))
     with atomic_path(found) as tmp:
         save(spec, tmp)
     hist_path = found.with_name(found.stem + ".history.json")
     with atomic_path(hist_path) as tmp:
-        Path(tmp).write_text(json.dumps({"config": settings, "epochs": history}, indent=1) + "\n")
-    plot_alphas(history, keys, net.bits, net.mixed, found.with_name(found.stem + ".alphas.png"))
-    return SearchResult(spec, history, str(found), time.perf_counter() - t0)
+        Path(tmp).write_text(json.dumps({"config": settings, "epochs": run.history}, indent=1) + "\n")
+    plot_alphas(run.history, run.keys, net.bits, net.mixed, found.with_name(found.stem + ".alphas.png"))
+    return spec
 
 
 def plot_alphas(history: list[dict], keys: list[str], bits, mixed, out: Path, layers: int = 4) -> None:

@@ -36,6 +36,9 @@ class Space:
         layout: ``(channels, blocks, scale) -> [Slot]`` in network order.
         check: ``(channels, blocks, scale) -> reason or None`` for space-wide constraints.
         build: ``spec -> nn.Module``.
+        lower: ``(model, builder, input tensor, adq override) -> output tensor``: the
+            network's integer graph, written with ``exporters.builder.GraphBuilder``
+            beside the ``forward`` it mirrors.
         fixed_bits: bit width of the layers that are not searchable (RFDN's ESA, 1x1 fusions).
         has_adq: whether the space has residual blocks that ADQ can wrap.
         anchors: the ``anchor`` values of found.json the space builds.
@@ -48,6 +51,7 @@ class Space:
     layout: Callable[[int, int, int], list[Slot]]
     check: Callable[[int, int, int], str | None]
     build: Callable[..., nn.Module] = field(repr=False)
+    lower: Callable | None = field(default=None, repr=False)
     fixed_bits: int = 8
     has_adq: bool = True
     anchors: tuple[str, ...] = ("none",)
@@ -73,6 +77,11 @@ def register_space(space: Space) -> Space:
     return space
 
 
+def names() -> tuple[str, ...]:
+    """The registered spaces, in registration order (found.json's ``space`` enum, ``--space``)."""
+    return tuple(SPACES)
+
+
 def get_space(name: str) -> Space:
     try:
         return SPACES[name]
@@ -87,6 +96,43 @@ def build_layers(spec, slots: list[Slot]) -> nn.ModuleDict:
     return nn.ModuleDict({
         slot.name.replace(".", "_"): QOp(layer.op, slot.c_in, slot.c_out, slot.c_mid, layer.w_bits, layer.a_bits)
         for slot, layer in zip(slots, spec.layers)})
+
+
+class SpaceNet(nn.Module):
+    """What every space's fixed network starts with: its spec, scale, tensor bits and
+    searchable layers (``layers``, keyed as :func:`build_layers` keys them)."""
+
+    def __init__(self, spec, layout: Callable[[int, int, int], list[Slot]]):
+        super().__init__()
+        self.spec = spec
+        self.scale = spec.scale
+        self.tbits = tensor_bits(spec)
+        self.layers = build_layers(spec, layout(spec.channels, spec.blocks, spec.scale))
+
+
+def shuffle_up(net, y):
+    """The upsample layer, its tensor quantizer, then PixelShuffle (quantizing before or
+    after it is the same: it only moves values)."""
+    from ..ops import chain
+
+    return net.shuffle(net.q_up(chain([net.layers["upsample"]], y, out=net.q_up)))
+
+
+def to_image(net, out):
+    """The network's output on the 1/255 image grid (as it is, in an all-float network)."""
+    return net.q_image(out) if net.q_image.enabled else out
+
+
+def lower_shuffle_up(net, g, y: str) -> str:
+    """:func:`shuffle_up` as an integer graph."""
+    u = g.chain(list(net.layers["upsample"]), y, g.held("upsample", 3 * net.scale ** 2, net.q_up), "upsample")
+    return g.depth_to_space(u, "shuffle", net.scale)
+
+
+def lower_tail(net, g, up: str, convs) -> str:
+    """``up + tail(up)`` onto the output image grid, as an integer graph."""
+    t = g.chain(list(convs), up, g.held("tail", 3, net.q_tail), "tail")
+    return g.add(up, t, g.held("sr", 3, net.q_image))
 
 
 def tensor_bits(spec) -> int:

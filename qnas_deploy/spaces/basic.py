@@ -30,11 +30,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..adq import ADQ
+from ..adq import ADQ, block_output
 from ..anchor import Anchor
 from ..ops import QOp, chain
 from ..quant import Uint8AffineTensor
-from . import Slot, Space, build_layers, register_space, tensor_bits
+from . import (Slot, Space, SpaceNet, lower_shuffle_up, lower_tail, register_space, shuffle_up,
+               to_image)
 
 SMALL = {
     "head": ("simple_3x3", "simple_5x5", "simple_3x3_grouped_3", "simple_5x5_grouped_3", "simple_1x1"),
@@ -98,22 +99,15 @@ class BasicBlock(nn.Module):
         m = s if s is not None and self.adq.static else None  # folded into the last convs
         b = chain([self.body0, self.body1], xn, out=self.q_body, mult=m)
         k = chain([self.skip], xn, out=self.q_skip, mult=m)
-        r = self.q_sum(self.q_body(b) + self.q_skip(k))
-        if s is not None and not self.adq.static:
-            r = self.q_prod(r * s)
-        return self.q_out(r + x)
+        return block_output(self.adq, self.q_sum(self.q_body(b) + self.q_skip(k)), s, self.q_prod, self.q_out, x)
 
 
-class BasicNet(nn.Module):
+class BasicNet(SpaceNet):
     """The fixed network of a Basic-space spec (see the module docstring)."""
 
     def __init__(self, spec):
-        super().__init__()
-        self.spec = spec
-        self.scale = spec.scale
-        c = spec.channels
-        tbits = tensor_bits(spec)
-        self.layers = L = build_layers(spec, layout(c, spec.blocks, spec.scale))
+        super().__init__(spec, layout)
+        c, tbits, L = spec.channels, self.tbits, self.layers
         adq = spec.adq_mode if spec.adq else None
         self.blocks = nn.ModuleList(
             BasicBlock(L[f"body_{k}_0"], L[f"body_{k}_1"], L[f"body_{k}_skip"], c, adq, tbits)
@@ -142,21 +136,43 @@ class BasicNet(nn.Module):
         for block in self.blocks:
             y, y_scale = block(y, y_scale), block.q_out.scale
         y = self.q_long(y + h)
-        up = self.shuffle(self.q_up(chain([L["upsample"]], y, out=self.q_up)))
+        up = shuffle_up(self, y)
         if self.q_anchor is not None:
             up = self.q_anchor(up + self.anchor(x, self.q_in.scale))
-        t = self.q_tail(chain([L["tail_0"], L["tail_1"]], up, out=self.q_tail))
-        out = up + t
-        if self.q_image.enabled:
-            return self.q_image(out)
-        return out
+        return to_image(self, up + self.q_tail(chain([L["tail_0"], L["tail_1"]], up, out=self.q_tail)))
 
 
 def build(spec) -> BasicNet:
     return BasicNet(spec)
 
 
+def lower(net: BasicNet, g, x: str, adq_mode: str | None) -> str:
+    """``BasicNet.forward`` as an integer graph (``exporters.builder``)."""
+    from ..exporters.builder import AdqLowering
+
+    L = net.layers
+    c = net.spec.channels
+    h = g.chain(list(L["head_0"]) + list(L["head_1"]), x, g.held("head", c, net.q_head), "head")
+    y = h
+    for k, blk in enumerate(net.blocks):
+        p = f"block.{k}"
+        adq = AdqLowering(blk.adq, blk.q_prod, adq_mode)
+        xn = g.batchnorm(blk.adq, y, f"{p}.bn") if blk.adq else y
+        s, d = adq.static_scale(), adq.divisor
+        b = g.chain(list(blk.body0) + list(blk.body1), xn, g.held(f"{p}.body", c, blk.q_body, d), f"{p}.body", s)
+        sk = g.chain(list(blk.skip), xn, g.held(f"{p}.skip", c, blk.q_skip, d), f"{p}.skip", s)
+        r = g.add(b, sk, g.held(f"{p}.sum", c, blk.q_sum, d))
+        if adq.dynamic:
+            r = adq.scale_by_std(g, r, y, p, c, blk.q_sum)
+        y = g.add(r, y, g.held(f"{p}.out", c, blk.q_out))
+    y = g.add(y, h, g.held("long", c, net.q_long))
+    up = lower_shuffle_up(net, g, y)
+    if net.anchor is not None:
+        up = g.add(up, net.anchor.lower(g, x), g.held("anchored", 3, net.q_anchor))
+    return lower_tail(net, g, up, list(L["tail_0"]) + list(L["tail_1"]))
+
+
 SPACE = register_space(Space(
     name="basic", default_channels=36, default_blocks=3,
     op_sets={role: {"small": SMALL[role], "big": BIG[role]} for role in SMALL},
-    layout=layout, check=check, build=build, anchors=("none", "nearest", "bicubic")))
+    layout=layout, check=check, build=build, lower=lower, anchors=("none", "nearest", "bicubic")))

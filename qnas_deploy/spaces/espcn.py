@@ -12,7 +12,7 @@ from torch import nn
 
 from ..ops import chain
 from ..quant import Uint8AffineTensor
-from . import Slot, Space, build_layers, register_space, tensor_bits
+from . import Slot, Space, SpaceNet, register_space
 
 OPS = ("simple_1x1", "simple_3x3", "simple_5x5", "simple_3x3_grouped_3", "simple_5x5_grouped_3")
 
@@ -31,13 +31,10 @@ def check(channels: int, blocks: int, scale: int) -> str | None:
     return None
 
 
-class ESPCNNet(nn.Module):
+class ESPCNNet(SpaceNet):
     def __init__(self, spec):
-        super().__init__()
-        self.spec = spec
-        self.scale = spec.scale
-        tbits = tensor_bits(spec)
-        self.layers = build_layers(spec, layout(spec.channels, spec.blocks, spec.scale))
+        super().__init__(spec, layout)
+        tbits = self.tbits
         self.q_in = Uint8AffineTensor(signed=False, fixed_scale=1 / 255, bits=tbits)
         self.q_image = Uint8AffineTensor(signed=False, fixed_scale=1 / 255, bits=tbits)
         self.shuffle = nn.PixelShuffle(spec.scale)
@@ -50,7 +47,15 @@ class ESPCNNet(nn.Module):
         return self.shuffle(self.q_image(y)) if self.q_image.enabled else self.shuffle(y)
 
 
+def lower(net: ESPCNNet, g, x: str, adq_mode: str | None) -> str:
+    """``ESPCNNet.forward`` as an integer graph (``exporters.builder``)."""
+    L = net.layers
+    convs = list(L["conv_0"]) + list(L["conv_1"]) + list(L["upsample"])
+    u = g.chain(convs, x, g.held("upsample", 3 * net.scale ** 2, net.q_image), "convs")
+    return g.depth_to_space(u, "sr", net.scale)
+
+
 SPACE = register_space(Space(
     name="espcn", default_channels=64, default_blocks=1,
     op_sets={role: {"small": OPS, "big": OPS} for role in ("conv", "upsample")},
-    layout=layout, check=check, build=ESPCNNet, has_adq=False))
+    layout=layout, check=check, build=ESPCNNet, lower=lower, has_adq=False))

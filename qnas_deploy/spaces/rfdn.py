@@ -25,10 +25,12 @@ import torch
 import torch.nn.functional as TF
 from torch import nn
 
-from ..adq import ADQ
+from ..adq import ADQ, block_output
+from ..exporters import ir
 from ..ops import ConvDef, QConv2d, QOp, chain
 from ..quant import FLOAT_BITS, Uint8AffineTensor
-from . import Slot, Space, build_layers, register_space, tensor_bits
+from . import (Slot, Space, SpaceNet, lower_shuffle_up, lower_tail, register_space, shuffle_up,
+               to_image)
 
 RFDN_OPS = ("simple_1x1", "simple_3x3", "simple_5x5", "growth1_1x1", "growth1_3x3", "growth1_5x5")
 ROLES = ("skip", "body", "upsample", "tail")
@@ -162,23 +164,16 @@ class RFDB(nn.Module):
         s = self.adq.scale(x_in) if self.adq else None
         if s is not None and self.adq.static:
             e = e * s
-        e = self.q_esa(e)
-        if s is not None and not self.adq.static:
-            e = self.q_prod(e * s)
-        return self.q_out(e + x_in)
+        return block_output(self.adq, self.q_esa(e), s, self.q_prod, self.q_out, x_in)
 
 
-class RFDNNet(nn.Module):
+class RFDNNet(SpaceNet):
     """The fixed network of an RFDN-space spec (see the module docstring)."""
 
     def __init__(self, spec):
-        super().__init__()
-        self.spec = spec
-        self.scale = spec.scale
-        c = spec.channels
-        tbits = tensor_bits(spec)
+        super().__init__(spec, layout)
+        c, tbits, L = spec.channels, self.tbits, self.layers
         fbits = FLOAT_BITS if spec.float_only else spec.fixed_bits
-        self.layers = L = build_layers(spec, layout(c, spec.blocks, spec.scale))
         adq = spec.adq_mode if spec.adq else None
         self.blocks = nn.ModuleList(
             RFDB([L[f"block_{k}_skip_{i}"] for i in range(3)], [L[f"block_{k}_body_{i}"] for i in range(4)],
@@ -209,18 +204,63 @@ class RFDNNet(nn.Module):
             outs.append(y)
         y = self.q_lr(chain([self.fuse, self.lr_conv], self.q_cat(torch.cat(outs, dim=1)), out=self.q_lr))
         y = self.q_long(y + h)
-        up = self.shuffle(self.q_up(chain([L["upsample"]], y, out=self.q_up)))
-        out = up + self.q_tail(chain([L["tail"]], up, out=self.q_tail))
-        if self.q_image.enabled:
-            return self.q_image(out)
-        return out
+        up = shuffle_up(self, y)
+        return to_image(self, up + self.q_tail(chain([L["tail"]], up, out=self.q_tail)))
 
 
 def build(spec) -> RFDNNet:
     return RFDNNet(spec)
 
 
+def lower(net: RFDNNet, g, x: str, adq_mode: str | None) -> str:
+    """``RFDNNet.forward`` as an integer graph (``exporters.builder``)."""
+    L = net.layers
+    c = net.spec.channels
+    h = g.tile(x, "repeat", c // 3)
+    y, outs = h, []
+    for k, blk in enumerate(net.blocks):
+        y = _lower_rfdb(blk, g, y, f"block.{k}", c, adq_mode)
+        outs.append(y)
+    cat = g.node(ir.Concat(), outs, g.held("cat", c * len(outs), net.q_cat))
+    y2 = g.chain([net.fuse, net.lr_conv], cat, g.held("lr_conv", c, net.q_lr), "fuse")
+    y2 = g.add(y2, h, g.held("long", c, net.q_long))
+    return lower_tail(net, g, lower_shuffle_up(net, g, y2), L["tail"])
+
+
+def _lower_rfdb(blk: RFDB, g, x_in: str, p: str, c: int, adq_mode: str | None) -> str:
+    from ..exporters.builder import AdqLowering
+
+    adq = AdqLowering(blk.adq, blk.q_prod, adq_mode)
+    x = g.batchnorm(blk.adq, x_in, f"{p}.bn") if blk.adq else x_in
+    ds = []
+    for i in range(3):
+        ds.append(g.chain(list(blk.skips[i]), x, g.held(f"{p}.d{i}", c // 2, blk.q_d[i]), f"{p}.skip.{i}"))
+        b = g.chain(list(blk.bodies[i]), x, g.held(f"{p}.b{i}", c, blk.q_b[i]), f"{p}.body.{i}")
+        x = g.add(x, b, g.held(f"{p}.r{i}", c, blk.q_r[i]))
+    ds.append(g.chain(list(blk.bodies[3]), x, g.held(f"{p}.d3", c // 2, blk.q_d[3]), f"{p}.body.3"))
+    cat = g.node(ir.Concat(), ds, g.held(f"{p}.cat", 2 * c, blk.q_cat))
+    f = g.chain([blk.fuse], cat, g.held(f"{p}.fuse", c, blk.q_fuse), f"{p}.fuse")
+    m = _lower_esa(blk.esa, g, f, f"{p}.esa", c)
+    e = g.mul(f, m, g.held(f"{p}.esa.out", c, blk.q_esa, adq.divisor), mult=adq.static_scale())
+    if adq.dynamic:
+        e = adq.scale_by_std(g, e, x_in, p, c, blk.q_esa)
+    return g.add(e, x_in, g.held(f"{p}.out", c, blk.q_out))
+
+
+def _lower_esa(esa: ESA, g, x: str, p: str, c: int) -> str:
+    f = c // 4
+    c1_ = g.chain([esa.conv1], x, g.held(f"{p}.c1_", f, esa.q_c1), f"{p}.conv1")
+    c1 = g.chain([esa.conv2], c1_, g.held(f"{p}.c1", f, esa.q_c2), f"{p}.conv2")
+    vmax = g.node(ir.MaxPool(kernel=7, stride=3), [c1], g.like(f"{p}.max", c1))
+    c3 = g.chain([esa.conv_max, esa.conv3, esa.conv3_], vmax, g.held(f"{p}.c3", f, esa.q_c3), f"{p}.conv3")
+    c3u = g.node(ir.Resize(), [c3, x], g.like(f"{p}.up", c3))
+    cf = g.chain([esa.conv_f], c1_, g.held(f"{p}.cf", f, esa.q_cf), f"{p}.conv_f")
+    s = g.add(c3u, cf, g.held(f"{p}.sum", f, esa.q_sum))
+    c4 = g.chain([esa.conv4], s, g.held(f"{p}.c4", c, esa.q_c4), f"{p}.conv4")
+    return g.node(ir.Sigmoid(), [c4], g.held(f"{p}.mask", c, esa.q_mask))
+
+
 SPACE = register_space(Space(
     name="rfdn", default_channels=48, default_blocks=4,
     op_sets={role: {"small": RFDN_OPS, "big": RFDN_OPS} for role in ROLES},
-    layout=layout, check=check, build=build))
+    layout=layout, check=check, build=build, lower=lower))

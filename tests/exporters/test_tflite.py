@@ -1,12 +1,13 @@
-"""The TFLite writer and LiteRT, on every zoo entry, with both kernel sets.
+"""The TFLite serializer and LiteRT, on every zoo entry, with both kernel sets.
 
 Tolerances, in quantization steps of the uint8 output:
-* LiteRT + XNNPACK vs the numpy reference in "xnnpack" arithmetic, and LiteRT's builtin
-  kernels vs the reference in "tflite" arithmetic (gemmlowp fixed point): 0, for every
-  quantized zoo entry. Both references reproduce the kernels' own integer arithmetic,
-  so any difference is a bug in the writer or the reference.
+* LiteRT + XNNPACK vs the numpy reference in "litert-xnnpack" arithmetic, and LiteRT's
+  builtin kernels vs the reference in "litert-builtin" arithmetic (gemmlowp fixed point),
+  each run on the LiteRT-lowered graph the file holds: 0, for every quantized zoo entry.
+  Both reproduce the kernels' own integer arithmetic, so any difference is a bug in a
+  pass, the serializer or the reference.
 * the float zoo entry: at most 1 step and >= 99.9% identical pixels vs the reference
-  ("torch"), as float32 convolutions sum in another order than numpy.
+  ("pytorch"), as float32 convolutions sum in another order than numpy.
 """
 import json
 
@@ -15,17 +16,21 @@ import pytest
 import torch
 
 from qnas_deploy.cli import main
-from qnas_deploy.exporters import reference
+from qnas_deploy.exporters import ir, reference
+from qnas_deploy.exporters.arithmetic.litert import multiply_by_quantized_multiplier, quantize_multiplier
+from qnas_deploy.exporters.builder import lower_model as lower
+from qnas_deploy.exporters.export import ExportOptions, compile_graph
 from qnas_deploy.exporters.ir import Graph, Node, Tensor
-from qnas_deploy.exporters.lower import lower
-from qnas_deploy.exporters.tflite import d2s_permutation, read_metadata, to_tflite
-from qnas_deploy.exporters.tflite_fixed import multiply_by_quantized_multiplier, quantize_multiplier
-from qnas_deploy.exporters.tflite_runner import TfliteModelRunner, interpreter, open_tflite
+from qnas_deploy.exporters.passes.crd_to_dcr import d2s_permutation
+from qnas_deploy.runtimes.litert import TfliteModelRunner, interpreter, open_tflite, read_tflite_metadata
 from qnas_deploy.zoo import names
 
-from test_export import _model
-
 IMG = (20, 26)
+
+
+def to_tflite(g: Graph, input_size=IMG, **options) -> tuple[Graph, bytes]:
+    """(the LiteRT-lowered graph, the file) of a canonical graph."""
+    return compile_graph(g, ExportOptions(format="tflite", input_size=input_size, **options))
 
 
 def _hwc(h=IMG[0], w=IMG[1], seed=3):
@@ -35,34 +40,32 @@ def _hwc(h=IMG[0], w=IMG[1], seed=3):
 
 
 @pytest.fixture(scope="module")
-def graphs():
-    return {n: lower(_model(n)) for n in names()}
+def graphs(zoo_model):
+    return {n: lower(zoo_model(n)) for n in names()}
 
 
 @pytest.mark.parametrize("name", names())
-@pytest.mark.parametrize("xnnpack", [True, False], ids=["xnnpack", "builtin"])
-def test_zoo_matches_reference(graphs, name, xnnpack):
-    g = graphs[name]
-    data = to_tflite(g, input_size=IMG)
-    run = TfliteModelRunner(interpreter(data, threads=1, xnnpack=xnnpack), "uint8")
+@pytest.mark.parametrize("kernels", ["xnnpack", "builtin", "builtin-ref"])
+def test_zoo_matches_reference(graphs, name, kernels):
+    lowered, data = to_tflite(graphs[name])
+    run = TfliteModelRunner(interpreter(data, threads=1, kernels=kernels), "uint8")
     x = _hwc()
     y = run(x)
-    assert y.shape == (IMG[0] * g.scale, IMG[1] * g.scale, 3)
+    assert y.shape == (IMG[0] * lowered.scale, IMG[1] * lowered.scale, 3)
     if name == "basic_fp32":
-        r = reference.runner(g, "torch")(x)
+        r = reference.runner(graphs[name], "pytorch")(x)
         d = np.abs(y.astype(int) - r)
         assert d.max() <= 1 and (d == 0).mean() >= 0.999
     else:
-        r = reference.runner(g, "xnnpack" if xnnpack else "tflite")(x)
-        assert np.array_equal(y, r)
+        assert np.array_equal(y, reference.runner(lowered, f"litert-{kernels}")(x))
 
 
 def test_input_is_resized(graphs):
-    g = graphs["rfdn_mixed"]  # the resize inside ESA follows the input size too
-    run = TfliteModelRunner(interpreter(to_tflite(g, input_size=(24, 24)), threads=1), "uint8")
+    g, data = to_tflite(graphs["rfdn_mixed"], input_size=(24, 24))  # ESA's resize follows the input size too
+    run = TfliteModelRunner(interpreter(data, threads=1), "uint8")
     for h, w in [(20, 31), (17, 16), (24, 24)]:
         x = _hwc(h, w)
-        assert np.array_equal(run(x), reference.runner(g, "xnnpack")(x))
+        assert np.array_equal(run(x), reference.runner(g, "litert-xnnpack")(x))
 
 
 def test_depth_to_space_equals_pixel_shuffle():
@@ -75,34 +78,33 @@ def test_depth_to_space_equals_pixel_shuffle():
     k = c * r * r
     weight = np.zeros((k, 3, 1, 1), np.int8)
     weight[np.arange(k), np.arange(k) % 3] = 1
-    conv = dict(stride=1, pad=(0, 0), dilation=1, groups=1, kernel=(1, 1), mult=1.0, weight=weight,
-                w_scale=np.ones(k, np.float32), w_bits=8, bias=(np.arange(k) * 17).astype(np.int32))
-    g = Graph(t, [Node("conv", ["image"], "u", conv, "u"), Node("depth_to_space", ["u"], "sr", {"blocksize": r})],
+    conv = ir.Conv(stride=1, pad=(0, 0), dilation=1, groups=1, kernel=(1, 1), weight=weight,
+                   w_scale=np.ones(k, np.float32), w_bits=8, bias=(np.arange(k) * 17).astype(np.int32))
+    g = Graph(t, [Node("conv", ["image"], "u", conv), Node("depth_to_space", ["u"], "sr", ir.DepthToSpace(blocksize=r))],
               "image", "sr", r)
     x = np.random.default_rng(0).integers(0, 40, (5, 7, 3), dtype=np.uint8)
     u = np.clip(x.transpose(2, 0, 1)[np.arange(k) % 3].astype(int) + (np.arange(k) * 17)[:, None, None], 0, 255)
     expect = torch.nn.functional.pixel_shuffle(torch.from_numpy(u)[None].float(), r)[0].numpy().astype(np.uint8)
     for xnnpack in (True, False):
-        y = TfliteModelRunner(interpreter(to_tflite(g, input_size=(5, 7)), 1, xnnpack), "uint8")(x)
+        y = TfliteModelRunner(interpreter(to_tflite(g, input_size=(5, 7))[1], 1, xnnpack), "uint8")(x)
         assert np.array_equal(y.transpose(2, 0, 1), expect)
     assert list(d2s_permutation(2, 2)) == [0, 4, 1, 5, 2, 6, 3, 7]  # FACTS.md's r=2, C=2 example
 
 
 @pytest.mark.parametrize("io", ["int8", "float"])
 def test_io_types(graphs, io):
-    g = graphs["basic_mixed"]
-    run = TfliteModelRunner(interpreter(to_tflite(g, io=io, input_size=IMG), threads=1), io)
+    g, data = to_tflite(graphs["basic_mixed"], io=io)
+    run = TfliteModelRunner(interpreter(data, threads=1), io)
     x = _hwc()
-    assert np.array_equal(run(x), reference.runner(g, "xnnpack")(x))
+    assert np.array_equal(run(x), reference.runner(g, "litert-xnnpack")(x))
 
 
 def test_packed_int4_runs_exact_in_builtin(graphs):
-    g = graphs["basic_w4a4"]
-    packed, container = to_tflite(g, input_size=IMG, int4="packed"), to_tflite(g, input_size=IMG)
+    (g, packed), (_, container) = to_tflite(graphs["basic_w4a4"], int4="packed"), to_tflite(graphs["basic_w4a4"])
     assert len(packed) < 0.75 * len(container)
     x = _hwc()
     run = TfliteModelRunner(interpreter(packed, threads=1, xnnpack=False), "uint8")
-    assert np.array_equal(run(x), reference.runner(g, "tflite_int4")(x))
+    assert np.array_equal(run(x), reference.runner(g, "litert-builtin")(x))
 
 
 def test_gemmlowp_primitives():
@@ -121,7 +123,7 @@ def test_gemmlowp_primitives():
 def test_cli_export_tflite_and_runners(tmp_path):
     out = tmp_path / "m.tflite"
     assert main(["export", "espcn_w8a8", "--format", "tflite", "-o", str(out), "--input-size", "16x20"]) == 0
-    meta = read_metadata(out.read_bytes())
+    meta = read_tflite_metadata(out.read_bytes())
     assert json.loads(meta["qnas.found_json"])["space"] == "espcn"
     assert json.loads(meta["qnas.export_options"])["input_size"] == "16x20"
     opened = open_tflite(out, threads=1)
@@ -161,12 +163,12 @@ def test_corrupt_tflite_is_one_line(tmp_path, capsys):
 
 
 def test_widened_filters_keep_products_and_cut_double_rounding():
-    from qnas_deploy.exporters.tflite import widen
+    from qnas_deploy.exporters.passes import requant_as_conv, widen
 
     w = np.array([[-8, 7], [0, 0], [1, -1], [-127, 64]], np.int8).reshape(4, 2, 1, 1)
     s = np.array([0.1, 0.2, 0.3, 0.4], np.float32)
     b = np.array([5, 0, -3, 2**30], np.int32)
-    w2, s2, b2 = widen(w, s, b)
+    w2, s2, b2 = widen.widen(w, s, b)
     assert np.abs(w2.astype(int)).max() <= 127 and list(w2[:, 0, 0, 0]) == [-64, 0, 64, -127]
     assert np.array_equal(w2.astype(np.float64) * s2.reshape(-1, 1, 1, 1), w.astype(np.float64) * s.reshape(-1, 1, 1, 1))
     assert np.array_equal(b2.astype(np.float64) * s2, b.astype(np.float64) * s)  # bias grid s_in * s
@@ -174,11 +176,12 @@ def test_widened_filters_keep_products_and_cut_double_rounding():
     # two roundings put about a quarter of the values one step off; widened, almost none.
     sc = float(np.float32(1 / 255))
     t = {"image": Tensor("image", 3, sc, 0, 0, 255), "mid": Tensor("mid", 3, sc / 0.3407, 0, 0, 255)}
-    g = Graph(t, [Node("requant", ["image"], "mid", {}, "mid")], "image", "mid", 1)
+    g = requant_as_conv.run(Graph(t, [Node("requant", ["image"], "mid", ir.Requant())], "image", "mid", 1))
     x = np.tile(np.arange(256, dtype=np.uint8), 3).reshape(1, 3, 16, 16)
-    exact = reference.run_tensors(g, x, "torch")["mid"]
-    fixed = reference.run_tensors(g, x, "tflite")["mid"]
-    assert np.mean(exact == fixed) >= 0.97
+    exact = reference.run_tensors(g, x, "pytorch")["mid"]
+    narrow = np.mean(exact == reference.run_tensors(g, x, "litert-builtin")["mid"])
+    wide = np.mean(exact == reference.run_tensors(widen.run(g), x, "litert-builtin")["mid"])
+    assert narrow < 0.9 and wide >= 0.97
 
 
 def test_grouped_conv_matches_builtin_reference_kernel():
@@ -193,10 +196,10 @@ def test_grouped_conv_matches_builtin_reference_kernel():
                    8, channels=6, blocks=1)
     m = build_model(spec)
     calibrate(m, [torch.rand(2, 3, 16, 16) for _ in range(2)])
-    g = lower(m.eval())
-    run = TfliteModelRunner(interpreter(to_tflite(g, input_size=IMG), threads=1, xnnpack=False), "uint8")
+    g, data = to_tflite(lower(m.eval()))
+    run = TfliteModelRunner(interpreter(data, threads=1, xnnpack=False), "uint8")
     x = _hwc()
-    assert np.array_equal(run(x), reference.runner(g, "tflite")(x))
+    assert np.array_equal(run(x), reference.runner(g, "litert-builtin")(x))
 
 
 @pytest.mark.parametrize("bits", [8, 32])
@@ -215,11 +218,12 @@ def test_grouped_conv_into_depth_to_space(bits):
     m = build_model(spec.with_(layers=layers, name="grouped_upsample"))
     calibrate(m, [torch.rand(2, 3, 24, 24) for _ in range(2)])
     g = lower(m.eval())
-    run = TfliteModelRunner(interpreter(to_tflite(g, input_size=IMG), threads=1), "uint8")
+    lowered, data = to_tflite(g)
+    run = TfliteModelRunner(interpreter(data, threads=1), "uint8")
     x = _hwc()
     y = run(x)
     if bits == 32:
-        d = np.abs(y.astype(int) - reference.runner(g, "torch")(x))
+        d = np.abs(y.astype(int) - reference.runner(g, "pytorch")(x))
         assert d.max() <= 1 and (d == 0).mean() >= 0.999
     else:
-        assert np.array_equal(y, reference.runner(g, "xnnpack")(x))
+        assert np.array_equal(y, reference.runner(lowered, "litert-xnnpack")(x))

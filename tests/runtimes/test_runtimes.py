@@ -2,16 +2,15 @@
 import numpy as np
 from onnx import TensorProto, helper
 
-from qnas_deploy.runtimes import onnxruntime, tflite_interpreter_class
+from qnas_deploy.runtimes import litert, onnxruntime
 
 
 def test_tflite_interpreter_is_available():
-    cls = tflite_interpreter_class()
-    assert cls.__name__ == "Interpreter"
+    assert litert.module().Interpreter.__name__ == "Interpreter"
 
 
 def test_onnxruntime_runs_a_graph():
-    ort = onnxruntime()
+    ort = onnxruntime.module()
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .ops import QConv2d
-from .spaces import build_model
+from ..ops import QConv2d
+from ..spaces import build_model
 
 BITOPS_SIZE = (32, 32)
 FLOPS_SIZE = (256, 256)

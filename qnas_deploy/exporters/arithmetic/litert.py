@@ -1,4 +1,5 @@
-"""LiteRT's builtin int8 arithmetic in numpy: gemmlowp fixed point (FACTS.md section 5).
+"""LiteRT's int8 arithmetic in numpy: the builtin kernels' gemmlowp fixed point (FACTS.md
+section 5), and XNNPACK's kernels where they differ from the exact arithmetic.
 
 The builtin kernels turn every real multiplier into a Q31 integer and a power-of-two
 shift (``QuantizeMultiplier``: double -> Q31, ties away from zero), then requantise with
@@ -13,11 +14,12 @@ so it converts explicitly.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 
-from .reference import _OPS, _conv_int
-from .tflite import int8_grid, widen
+from ..ir import check_dispatch
+from . import exact, onnxruntime
 
 F32 = np.float32
 
@@ -99,49 +101,22 @@ def _clip(q: np.ndarray, t) -> np.ndarray:
     return np.clip(q + t.zero_point, t.qmin, t.qmax).astype(np.int32)
 
 
-# operations (same signature as reference.py's) ------------------------------------------
+# kernels (the signature of exact.py's) ------------------------------------------------
 
-def conv(graph, node, values, packed_int4: bool = False):
-    a = node.attrs
-    xt, yt = graph.tensor(node.inputs[0]), graph.tensor(node.output)
-    if a.get("float") or not (xt.quantized and yt.quantized):
-        return _OPS["conv"](graph, node, values)
-    x = values[node.inputs[0]].astype(np.int64) - xt.zero_point
-    weight, bias = a["weight"], a["bias"]
-    w_scale = (a["w_scale"].astype(F32) * F32(a["mult"])).astype(F32)
-    if not (packed_int4 and a["w_bits"] <= 4):  # the file widens every int8 filter
-        weight, w_scale, bias = widen(weight, w_scale, bias)
-    acc = _conv_int(x, weight, a["stride"], a["pad"], a["dilation"], a["groups"])
-    acc = acc + bias.astype(np.int64).reshape(1, -1, 1, 1)
-    sig, sh = _per_channel(float(F32(xt.scale)) * w_scale.astype(np.float64) / float(F32(yt.scale)))
-    depthwise = a["groups"] == xt.channels == yt.channels and a["groups"] > 1
-    if a["groups"] > 1 and not depthwise:  # grouped convs run TFLite's reference kernel
-        return _clip(multiply_by_quantized_multiplier(acc, sig, sh), yt)
-    return _clip(requantize_conv(acc, sig, sh, depthwise), yt)
-
-
-def _requant_values(xt, v, yt) -> np.ndarray:
-    if xt.same_grid(yt):
-        return v
-    # The TFLite file requantises with an identity depthwise conv, weight 1 at scale 1 widened
-    # to weight 64 at scale 1/64 (tflite.widen).
-    w, s, _ = widen(np.ones((xt.channels, 1, 1, 1), np.int8), np.ones(xt.channels, F32), np.zeros(xt.channels, np.int32))
-    sig, sh = _per_channel(float(F32(xt.scale)) * s.astype(np.float64) / float(F32(yt.scale)))
-    acc = (v.astype(np.int64) - xt.zero_point) * w.reshape(1, -1, 1, 1).astype(np.int64)
-    return _clip(requantize_conv(acc, sig, sh, xt.channels > 1), yt)
-
-
-def requant(graph, node, values):
+def conv(graph, node, values, optimized: bool = True):
+    """CONV_2D / DEPTHWISE_CONV_2D. The optimized kernels requantise as ruy (ties upward)
+    and in SIMD blocks; the reference kernels (and the optimized build's grouped convs)
+    with the scalar gemmlowp routine everywhere."""
     xt, yt = graph.tensor(node.inputs[0]), graph.tensor(node.output)
     if not (xt.quantized and yt.quantized):
-        return _OPS["requant"](graph, node, values)
-    return _requant_values(xt, values[node.inputs[0]], yt)
-
-
-def concat(graph, node, values):
-    yt = graph.tensor(node.output)
-    parts = [_requant_values(graph.tensor(i), values[i], yt) for i in node.inputs]
-    return np.concatenate(parts, axis=1)
+        return exact.KERNELS["conv"](graph, node, values)
+    a = node.attrs
+    acc = exact.accumulate(graph, node, values)
+    sig, sh = _per_channel(float(F32(xt.scale)) * a.scaled_w_scale().astype(np.float64) / float(F32(yt.scale)))
+    depthwise = a.depthwise(xt.channels)
+    if not optimized or (a.groups > 1 and not depthwise):  # grouped convs run TFLite's reference kernel
+        return _clip(multiply_by_quantized_multiplier(acc, sig, sh), yt)
+    return _clip(requantize_conv(acc, sig, sh, depthwise), yt)
 
 
 # LiteRT's optimized int8 ADD (``optimized_integer_ops::AddElementwise``) handles blocks of
@@ -149,10 +124,11 @@ def concat(graph, node, values):
 ADD_SIMD_LANES = 16
 
 
-def add(graph, node, values):
+def add(graph, node, values, simd_lanes: int | None = ADD_SIMD_LANES):
+    """int8 ADD; ``simd_lanes=None`` is the reference kernel: the scalar routine everywhere."""
     ta, tb, tc = (graph.tensor(n) for n in (*node.inputs, node.output))
-    if not (ta.quantized and tb.quantized and tc.quantized) or node.attrs.get("mult", 1.0) != 1.0:
-        return _OPS["add"](graph, node, values)
+    if not (ta.quantized and tb.quantized and tc.quantized) or node.attrs.mult != 1.0:
+        return exact.KERNELS["add"](graph, node, values)
     left_shift = 20
     twice_max = float(2 * max(F32(ta.scale), F32(tb.scale)))
     m1 = quantize_multiplier(float(F32(ta.scale)) / twice_max)
@@ -165,7 +141,7 @@ def add(graph, node, values):
     # last size % 16 elements (NHWC order) shifts after it. They differ near ties.
     n, c, h, w = va.shape
     flat = np.arange(va.size).reshape(n, h, w, c).transpose(0, 3, 1, 2)
-    simd = flat < va.size - va.size % ADD_SIMD_LANES
+    simd = flat < (va.size - va.size % simd_lanes if simd_lanes else 0)
     sa = np.where(simd, srdhm(va << (left_shift + m1[1]), m1[0]),
                   rounding_divide_by_pot(srdhm(va << left_shift, m1[0]), -m1[1]))
     sb = np.where(simd, srdhm(vb << (left_shift + m2[1]), m2[0]),
@@ -176,10 +152,10 @@ def add(graph, node, values):
 def add_xnnpack(graph, node, values):
     """XNNPACK's int8 ADD: both scale ratios as integers with 20 significant bits below the
     larger ratio's exponent, one shared right shift, ties rounded upward (onnxruntime's
-    MLAS copy of the kernel keeps 21 bits, see ``reference.qlinear_add_ort``)."""
+    MLAS copy of the kernel keeps 21 bits, see ``onnxruntime.qlinear_add_ort``)."""
     ta, tb, tc = (graph.tensor(n) for n in (*node.inputs, node.output))
-    if not (ta.quantized and tb.quantized and tc.quantized) or node.attrs.get("mult", 1.0) != 1.0:
-        return _OPS["add"](graph, node, values)
+    if not (ta.quantized and tb.quantized and tc.quantized) or node.attrs.mult != 1.0:
+        return exact.KERNELS["add"](graph, node, values)
     ra, rb = F32(F32(ta.scale) / F32(tc.scale)), F32(F32(tb.scale) / F32(tc.scale))
     exponent = int(np.array(max(ra, rb), F32).view(np.uint32) >> 23) - 127
     shift = 20 - exponent
@@ -190,16 +166,17 @@ def add_xnnpack(graph, node, values):
     return _clip((acc + (1 << (shift - 1))) >> shift, tc)
 
 
-def mul_scale(sb: float, mult: float) -> float:
-    """The declared scale of the second input of an int8 MUL carrying a constant factor."""
-    return float(F32(F32(sb) * F32(mult)))
+def _quantized_mul(graph, node) -> bool:
+    if node.attrs.mult != 1.0 and all(graph.tensor(t).quantized for t in (*node.inputs, node.output)):
+        raise ValueError(f"{node.name}: a quantized mul with a factor; run the target-lowered graph (mult_as_view)")
+    return all(graph.tensor(t).quantized for t in (*node.inputs, node.output))
 
 
 def mul(graph, node, values):
     ta, tb, tc = (graph.tensor(n) for n in (*node.inputs, node.output))
-    if not (ta.quantized and tb.quantized and tc.quantized):
-        return _OPS["mul"](graph, node, values)
-    sb = mul_scale(tb.scale, node.attrs.get("mult", 1.0))
+    if not _quantized_mul(graph, node):
+        return exact.KERNELS["mul"](graph, node, values)
+    sb = float(F32(tb.scale))
     sig, sh = quantize_multiplier(float(F32(ta.scale)) * sb / float(F32(tc.scale)))
     prod = (values[node.inputs[0]].astype(np.int64) - ta.zero_point) * (values[node.inputs[1]].astype(np.int64)
                                                                           - tb.zero_point)
@@ -209,9 +186,9 @@ def mul(graph, node, values):
 def mul_xnnpack(graph, node, values):
     """XNNPACK's int8 MUL: the integer product times one float32 scale, rounded half to even."""
     ta, tb, tc = (graph.tensor(n) for n in (*node.inputs, node.output))
-    if not (ta.quantized and tb.quantized and tc.quantized):
-        return _OPS["mul"](graph, node, values)
-    scale = F32(F32(F32(ta.scale) * F32(mul_scale(tb.scale, node.attrs.get("mult", 1.0)))) / F32(tc.scale))
+    if not _quantized_mul(graph, node):
+        return exact.KERNELS["mul"](graph, node, values)
+    scale = F32(F32(F32(ta.scale) * F32(tb.scale)) / F32(tc.scale))
     prod = (values[node.inputs[0]].astype(np.int64) - ta.zero_point) * (values[node.inputs[1]].astype(np.int64)
                                                                           - tb.zero_point)
     return _clip(np.rint(prod.astype(F32) * scale).astype(np.int64), tc)
@@ -230,7 +207,7 @@ def sigmoid(graph, node, values):
 def resize(graph, node, values):
     """``ResizeBilinearInteger``: 10-bit fixed-point weights on the raw int8 values."""
     xt = graph.tensor(node.inputs[0])
-    v = values[node.inputs[0]].astype(np.int64) + (int8_grid(xt)[0] - xt.zero_point)  # raw int8
+    v = values[node.inputs[0]].astype(np.int64) + (127 - xt.qmax)  # raw int8
     n, c, h, w = v.shape
     oh, ow = values[node.inputs[1]].shape[-2:]
 
@@ -249,5 +226,13 @@ def resize(graph, node, values):
            + v[:, :, y0][:, :, :, x1] * wy0 * wx1 + v[:, :, y1][:, :, :, x1] * wy1 * wx1)
     rnd = np.where(acc > 0, 1 << 19, -(1 << 19))
     q = _div_pow2_trunc(acc + rnd, 20)
-    return (q - (int8_grid(xt)[0] - xt.zero_point)).astype(np.int32)
+    return (q - (127 - xt.qmax)).astype(np.int32)
 
+
+XNNPACK = {**onnxruntime.KERNELS, "add": add_xnnpack, "resize": resize, "mul": mul_xnnpack}
+BUILTIN = {**exact.KERNELS, "conv": conv, "add": add, "mul": mul, "resize": resize, "sigmoid": sigmoid}
+# The reference kernels (OpResolverType.BUILTIN_REF): plain C++, no SIMD paths, so the same
+# on every CPU; they differ from the optimized ones only in how conv and add requantise.
+BUILTIN_REF = {**BUILTIN, "conv": partial(conv, optimized=False), "add": partial(add, simd_lanes=None)}
+for _name, _table in (("XNNPACK", XNNPACK), ("builtin", BUILTIN), ("builtin reference", BUILTIN_REF)):
+    check_dispatch(_table, f"LiteRT {_name} arithmetic")

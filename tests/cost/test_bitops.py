@@ -1,4 +1,4 @@
-"""Cost model against hand-computed MACs/BitOps, and the zoo's stored figures."""
+"""The BitOps/MACs cost model against hand-computed MACs/BitOps, and the zoo's stored figures."""
 import json
 
 import pytest

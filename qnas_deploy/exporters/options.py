@@ -1,0 +1,51 @@
+"""``ExportOptions``: every choice an export takes, validated once, where it is made."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from ..errors import BadInput
+
+FORMATS = ("onnx", "tflite")
+IO = {"onnx": ("uint8", "float"), "tflite": ("uint8", "int8", "float")}
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """``target`` defaults to the format's (``targets.DEFAULT``); ``input_size`` (H, W of
+    the LR image) is TFLite's fixed tensor size, resizable by the runner."""
+
+    format: str = "onnx"
+    target: str | None = None
+    adq: str = "static"
+    int4: str = "container"
+    io: str = "uint8"
+    input_size: tuple[int, int] = (128, 128)
+    simplify: bool = True
+
+    def __post_init__(self):
+        from .targets import DEFAULT, TARGETS
+
+        if self.format not in FORMATS:
+            raise BadInput(f"--format {self.format}: this version exports {', '.join(FORMATS)}")
+        if self.target is None:
+            object.__setattr__(self, "target", DEFAULT[self.format])
+        t = TARGETS.get(self.target)
+        if t is None:
+            raise BadInput(f"--target {self.target}: not a target (choose from {', '.join(TARGETS)})")
+        if t.format != self.format:
+            raise BadInput(f"--target {self.target} writes {t.format} files, not {self.format}")
+        if self.adq not in ("static", "dynamic"):
+            raise BadInput(f"--adq must be static or dynamic, got {self.adq!r}")
+        if self.format == "tflite" and self.adq == "dynamic":
+            raise BadInput("--adq dynamic cannot be exported to TFLite (int8 TFLite has no per-image standard "
+                           "deviation); export with --adq static")
+        if self.int4 not in ("container", "packed"):
+            raise BadInput(f"--int4 must be container or packed, got {self.int4!r}")
+        if self.io not in IO[self.format]:
+            raise BadInput(f"--io must be one of {', '.join(IO[self.format])} for {self.format}, got {self.io!r}")
+        h, w = self.input_size
+        if h < 1 or w < 1:
+            raise BadInput(f"--input-size must be positive, got {h}x{w}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,62 @@
+"""Targets: a name, the file format, an ordered pass list and the arithmetic it runs in.
+
+One table (:data:`TARGETS`). Exporting for a target lowers the canonical graph through
+its passes and hands the result to the format's serializer, which maps each IR operation
+one to one; the numpy reference runs the same target-lowered graph in the target's
+arithmetic (``reference.ARITHMETIC``), so a runtime is checked against what its file
+actually holds. ``docs/design.md`` ("How to add a target") says how to add one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .ir import Graph
+from .passes import Pass, Property, run_passes
+from .passes import concat_on_grid, crd_to_dcr, dense, mult_as_view, pack_int4, requant_as_conv, tile_as_conv
+from .passes import u8s8_weights, widen
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    format: str                    # the serializer: "onnx" or "tflite"
+    passes: tuple[Pass, ...]
+    arithmetic: str                # reference.ARITHMETIC key the runtime computes in
+    description: str
+
+    def lower(self, graph: Graph, options) -> Graph:
+        """``graph`` (canonical, from ``builder.lower_model``) as this target's serializer takes it."""
+        return run_passes(graph, self.passes, options)
+
+
+ONNX = (pack_int4.PASS, requant_as_conv.PASS, u8s8_weights.PASS)
+# One file serves LiteRT with and without XNNPACK: both LiteRT targets share this list.
+LITERT = (pack_int4.PASS, mult_as_view.PASS, concat_on_grid.PASS, requant_as_conv.PASS, tile_as_conv.PASS,
+          dense.PASS, crd_to_dcr.PASS, widen.PASS)
+
+TARGETS: dict[str, Target] = {t.name: t for t in (
+    Target("onnxruntime-x86", "onnx", ONNX, "onnxruntime-x86",
+           "onnxruntime's CPU provider on x86 (MLAS; u8s8 GEMM without VNNI)"),
+    Target("litert-xnnpack", "tflite", LITERT, "litert-xnnpack", "LiteRT with its XNNPACK delegate"),
+    Target("litert-builtin", "tflite", LITERT, "litert-builtin",
+           "LiteRT's builtin optimized int8 kernels (x86 build: gemmlowp fixed point, ruy)"),
+    Target("litert-builtin-ref", "tflite", LITERT, "litert-builtin-ref",
+           "LiteRT's reference kernels (BUILTIN_REF: scalar gemmlowp, the same on every CPU)"),
+)}
+
+DEFAULT = {"onnx": "onnxruntime-x86", "tflite": "litert-xnnpack"}
+
+# What each serializer takes: a target of that format must ensure these.
+SERIALIZER_REQUIRES: dict[str, tuple[Property, ...]] = {
+    "onnx": (requant_as_conv.NO_INTEGER_REQUANT,),
+    "tflite": (requant_as_conv.NO_INTEGER_REQUANT, tile_as_conv.NO_TILE, mult_as_view.NO_QUANTIZED_MULT,
+               concat_on_grid.CONCAT_ON_GRID, crd_to_dcr.ALL_DCR),
+}
+
+
+def get(name: str) -> Target:
+    from ..errors import BadInput
+
+    if name not in TARGETS:
+        raise BadInput(f"unknown target {name!r} (choose from {', '.join(TARGETS)})")
+    return TARGETS[name]

@@ -1,0 +1,35 @@
+"""An opened model file: its runner with what a caller needs to feed it."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+Runner = Callable[[np.ndarray], np.ndarray]   # uint8 HxWx3 LR image -> uint8 upscaled image
+
+
+@dataclass
+class OpenedModel:
+    path: str
+    scale: int
+    run: Runner
+    description: str
+    min_size: int = 1
+    spec: object = None
+
+
+def opened(path: str | Path, meta: dict[str, str], make_run: Callable[[], Runner], label: str) -> OpenedModel:
+    """``path`` opened from its qnas.* metadata; ``make_run`` is called once that is known
+    good, so that a file of another producer says so before a runtime's own error does."""
+    from ..errors import BadInput
+    from ..infer import min_input_size
+    from ..spec import from_dict
+
+    if "qnas.scale" not in meta:
+        raise BadInput(f"{path}: not a qnas-deploy export (no qnas.scale metadata)")
+    spec = from_dict(json.loads(meta["qnas.found_json"])) if "qnas.found_json" in meta else None
+    return OpenedModel(str(path), int(meta["qnas.scale"]), make_run(), f"{Path(path).name} ({label})",
+                       min_input_size(spec) if spec else 1, spec)

@@ -1,0 +1,84 @@
+"""Fixtures shared across test folders (tests import no other test module)."""
+import pytest
+
+
+@pytest.fixture
+def latency_table():
+    """A factory of synthetic per-layer latency tables (the format ``bench bitops --table-json``
+    writes) with every small-set candidate of a space at uniform bits.
+
+    ``ms(op, bits, slot_name, backend)`` gives each entry's milliseconds. Every slot is
+    recorded at ``size`` (a slot's size only keys its entries), so slots of the same
+    channels share their entries, as in a measured table: the last slot's ``ms`` wins."""
+    from qnas_deploy.cost.latency import FORMAT, key
+    from qnas_deploy.spaces import get_space
+
+    def make(space="basic", channels=6, blocks=1, bits=(4, 8), ms=lambda op, b, name, backend: 1.0,
+             backends=("onnxruntime",), size=(8, 8), fixed_ms=None) -> dict:
+        sp = get_space(space)
+        slots = sp.layout(channels, blocks, 4)
+        entries = {key(op, b, b, s.c_in, s.c_out, *size): {f"{be}_ms": float(ms(op, b, s.name, be)) for be in backends}
+                   for s in slots for op in sp.ops_for(s.role, "small") for b in bits}
+        return {"format": FORMAT, "version": 1, "space": space, "channels": channels, "blocks": blocks,
+                "bits": list(bits), "backends": list(backends),
+                "slots": {s.name: {"c_in": s.c_in, "c_out": s.c_out, "height": size[0], "width": size[1]}
+                          for s in slots},
+                "fixed_ms": {be: fixed_ms for be in backends}, "entries": entries}
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def sr_folder():
+    """A factory of benchmark-layout image folders: ``folder/HR/im{i}.png`` and their
+    bicubic x4 downscales in ``folder/LR_bicubic/X4``."""
+    import numpy as np
+    from PIL import Image
+
+    from qnas_deploy.imresize import imresize
+
+    def make(folder, n=3, size=48, seed=0):
+        rng = np.random.default_rng(seed)
+        (folder / "HR").mkdir(parents=True)
+        (folder / "LR_bicubic" / "X4").mkdir(parents=True)
+        for i in range(n):
+            base = rng.integers(0, 255, (size // 8, size // 8, 3)).astype(np.float64)
+            hr = np.clip(imresize(base, size=(size, size)), 0, 255).round().astype(np.uint8)
+            Image.fromarray(hr).save(folder / "HR" / f"im{i}.png")
+            Image.fromarray(imresize(hr, 0.25)).save(folder / "LR_bicubic" / "X4" / f"im{i}.png")
+        return folder
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def zoo_model():
+    """A factory of zoo networks with seeded weights, calibrated on smooth random images, in eval mode."""
+    import torch
+
+    from qnas_deploy.calibrate import calibrate
+    from qnas_deploy.spaces import build_model
+    from qnas_deploy.zoo import load_zoo
+
+    def make(name):
+        torch.manual_seed(0)
+        m = build_model(load_zoo(name))
+        g = torch.Generator().manual_seed(1)
+        calibrate(m, [torch.nn.functional.interpolate(torch.rand(2, 3, 8, 8, generator=g), size=(24, 24),
+                                                       mode="bilinear") for _ in range(3)])
+        return m.eval()
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def espcn_files(tmp_path_factory):
+    """``{".onnx": path, ".tflite": path}``: the espcn_w8a8 zoo entry exported in both formats
+    (initialised weights; the TFLite file allocated for 16x20 LR images)."""
+    from qnas_deploy.exporters.export import export
+
+    root = tmp_path_factory.mktemp("espcn")
+    out = {".onnx": str(root / "m.onnx"), ".tflite": str(root / "m.tflite")}
+    export("espcn_w8a8", out[".onnx"], fmt="onnx", log=lambda _: None)
+    export("espcn_w8a8", out[".tflite"], fmt="tflite", input_size=(16, 20), log=lambda _: None)
+    return out

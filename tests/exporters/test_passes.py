@@ -1,0 +1,170 @@
+"""Every target pass on its own: what it rewrites, that it leaves its input graph alone,
+that the property it ensures holds after it, and that the rewritten graph computes exactly
+what the original does (0 steps, in the exact arithmetic: every pass is a change of form,
+never of value)."""
+import numpy as np
+import pytest
+
+from qnas_deploy.exporters import ir, reference
+from qnas_deploy.exporters.options import ExportOptions
+from qnas_deploy.exporters.passes import Pass, Property, run_passes
+from qnas_deploy.exporters.passes import (concat_on_grid, crd_to_dcr, dense, mult_as_view, pack_int4,
+                                          requant_as_conv, tile_as_conv, u8s8_weights, widen)
+
+S = float(np.float32(1 / 255))
+GEOMETRY = dict(stride=1, pad=(0, 0), dilation=1, kernel=(1, 1))
+
+
+def _t(name, c, scale=S, zp=0, lo=0, hi=255):
+    return ir.Tensor(name, c, scale, zp, lo, hi)
+
+
+def _conv(rng, c_in, c_out, groups=1, peak=127, bits=8, kernel=(1, 1), pad=(0, 0)):
+    w = rng.integers(-peak, peak + 1, (c_out, c_in // groups, *kernel)).astype(np.int8)
+    return ir.Conv(weight=w, w_scale=rng.uniform(1e-3, 4e-3, c_out).astype(np.float32),
+                   bias=rng.integers(-500, 500, c_out).astype(np.int32), w_bits=bits, groups=groups,
+                   **{**GEOMETRY, "kernel": kernel, "pad": pad})
+
+
+def _graph(tensors, nodes, out, scale=1):
+    return ir.Graph({t.name: t for t in tensors}, nodes, "image", out, scale)
+
+
+def _image(h=9, w=11, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (1, 3, h, w), dtype=np.uint8)
+
+
+def _same_values(before, after, x=None):
+    x = _image() if x is None else x
+    assert np.array_equal(reference.run(before, x), reference.run(after, x))
+
+
+def _snapshot(g):
+    return [(n.op, tuple(n.inputs), n.output, id(n.attrs)) for n in g.nodes], dict(g.tensors)
+
+
+def _check(p: Pass, g, options=ExportOptions()):
+    """Run ``p`` as a target does; the input graph must not change."""
+    before = _snapshot(g)
+    out = run_passes(g, [p], options)
+    assert _snapshot(g) == before
+    for prop in p.ensures:
+        assert prop.violations(out) == []
+    return out
+
+
+def test_requant_as_conv_only_between_two_grids():
+    g = _graph([_t("image", 3), _t("a", 3, 0.02, 0, 0, 15), ir.Tensor("f", 3), _t("b", 3)],
+               [ir.Node("requant", ["image"], "a", ir.Requant()), ir.Node("requant", ["a"], "f", ir.Requant()),
+                ir.Node("requant", ["f"], "b", ir.Requant())], "b")
+    assert requant_as_conv.NO_INTEGER_REQUANT.violations(g) == ["a"]
+    out = _check(requant_as_conv.PASS, g)
+    assert [n.op for n in out.nodes] == ["conv", "requant", "requant"]
+    c = out.nodes[0].attrs
+    assert c.bias is None and c.depthwise(3) and (c.weight == 1).all() and (c.w_scale == 1).all()
+    _same_values(g, out)
+
+
+def test_concat_on_grid_requantises_only_inputs_on_another_grid():
+    g = _graph([_t("image", 3), _t("a", 3, 0.01, 128), _t("cat", 6, 0.01, 128)],
+               [ir.Node("conv", ["image"], "a", ir.Conv(weight=np.eye(3, dtype=np.int8).reshape(3, 3, 1, 1) * 50,
+                                                        w_scale=np.full(3, 0.01, np.float32), bias=None, w_bits=8,
+                                                        groups=1, **GEOMETRY)),
+                ir.Node("concat", ["a", "image"], "cat", ir.Concat())], "cat")
+    out = _check(concat_on_grid.PASS, g)
+    assert [n.op for n in out.nodes] == ["conv", "requant", "concat"]
+    assert out.nodes[2].inputs == ["a", "image.to.cat"] and out.tensor("image.to.cat").same_grid(out.tensor("cat"))
+    _same_values(g, out)
+
+
+def test_tile_as_conv_is_exact_one_hot():
+    g = _graph([_t("image", 3), _t("rep", 12)], [ir.Node("tile", ["image"], "rep", ir.Tile(times=4))], "rep")
+    out = _check(tile_as_conv.PASS, g)
+    (n,) = out.nodes
+    assert n.op == "conv" and n.attrs.weight.shape == (12, 3, 1, 1) and n.attrs.weight.sum() == 12
+    x = _image()
+    assert np.array_equal(reference.run(out, x), np.tile(x, (1, 4, 1, 1)))
+
+
+def test_mult_as_view_moves_the_factor_into_a_declared_scale():
+    g = _graph([_t("image", 3), _t("m", 3, 1 / 256, 0), _t("y", 3, 0.005, 128)],
+               [ir.Node("sigmoid", ["image"], "m", ir.Sigmoid()),
+                ir.Node("mul", ["image", "m"], "y", ir.Mul(mult=1.37))], "y")
+    out = _check(mult_as_view.PASS, g)
+    assert [n.op for n in out.nodes] == ["sigmoid", "reinterpret", "mul"]
+    view = out.tensor(out.nodes[1].output)
+    assert view.scale == float(np.float32(np.float32(1 / 256) * np.float32(1.37))) and out.nodes[2].attrs.mult == 1.0
+    # a float32 product in another order: equal but where a value lies within a float32 bit of a tie
+    x = _image(16, 16)
+    a, b = reference.run(g, x), reference.run(out, x)
+    assert np.abs(a.astype(int) - b).max() <= 1 and np.mean(a == b) >= 0.99
+
+
+@pytest.mark.parametrize("kind", ["conv", "float_conv"])
+def test_densify_and_crd_to_dcr_keep_pixel_shuffle(kind):
+    rng = np.random.default_rng(1)
+    c = _conv(rng, 3, 12, groups=3, peak=20, kernel=(3, 3), pad=(1, 1))
+    if kind == "float_conv":
+        c = ir.FloatConv(weight=c.weight.astype(np.float32) * 0.01, bias=np.zeros(12, np.float32), groups=3,
+                         **{**GEOMETRY, "kernel": (3, 3), "pad": (1, 1)})
+    g = _graph([_t("image", 3), _t("u", 12, 0.01, 128), _t("sr", 3, 0.01, 128)],
+               [ir.Node(kind, ["image"], "u", c), ir.Node("depth_to_space", ["u"], "sr", ir.DepthToSpace(blocksize=2))],
+               "sr", scale=2)
+    with pytest.raises(RuntimeError, match="no grouped conv feeds a depth_to_space"):
+        run_passes(g, [crd_to_dcr.PASS], ExportOptions())  # the wrong order is caught
+    d = _check(dense.PASS, g)
+    assert d.nodes[0].attrs.groups == 1 and d.nodes[0].attrs.weight.shape == (12, 3, 3, 3)
+    out = _check(crd_to_dcr.PASS, d)
+    assert out.nodes[1].attrs.mode == "DCR"
+    _same_values(g, out)
+
+
+def test_crd_to_dcr_refuses_a_shared_input():
+    g = _graph([_t("image", 12), _t("sr", 3), _t("sr2", 3)],
+               [ir.Node("depth_to_space", ["image"], "sr", ir.DepthToSpace(blocksize=2))], "sr")
+    with pytest.raises(ir.UnsupportedOp, match="not a conv feeding only it"):
+        crd_to_dcr.run(g)
+
+
+def test_widen_keeps_values_and_is_idempotent():
+    rng = np.random.default_rng(2)
+    g = _graph([_t("image", 3), _t("y", 6, 0.01, 128)], [ir.Node("conv", ["image"], "y", _conv(rng, 3, 6, peak=7))], "y")
+    assert widen.WIDENED.violations(g) == ["y"]
+    out = _check(widen.PASS, g)
+    assert np.abs(out.nodes[0].attrs.weight.astype(int)).max() > 64
+    assert widen.run(out).nodes[0].attrs.weight.tobytes() == out.nodes[0].attrs.weight.tobytes()
+    _same_values(g, out)
+    packed = pack_int4.run(_graph([_t("image", 3), _t("y", 6, 0.01, 128)],
+                                  [ir.Node("conv", ["image"], "y", _conv(rng, 3, 6, peak=7, bits=4))], "y"),
+                           ExportOptions(int4="packed"))
+    assert widen.run(packed).nodes[0].attrs.weight.tobytes() == packed.nodes[0].attrs.weight.tobytes()
+
+
+@pytest.mark.parametrize("groups", [1, 3])
+def test_u8s8_weights_restore_only_saturating_convs(groups):
+    rng = np.random.default_rng(3)
+    g = _graph([_t("image", 3), _t("a", 6, 0.01, 128), _t("y", 6, 0.01, 128), _t("z", 6, 0.01, 128)],
+               [ir.Node("conv", ["image"], "a", _conv(rng, 3, 6, groups=groups, peak=127)),
+                ir.Node("conv", ["a"], "y", _conv(rng, 6, 6, peak=60)),
+                ir.Node("conv", ["y"], "z", _conv(rng, 6, 6, groups=6, peak=127))], "z")
+    out = _check(u8s8_weights.PASS, g)
+    assert [n.attrs.storage for n in out.nodes] == ["uint8", "int8", "int8"]  # depthwise never saturates
+    assert out.nodes[0].attrs.groups == 1
+    _same_values(g, out)
+
+
+def test_pack_int4_follows_the_option():
+    rng = np.random.default_rng(4)
+    g = _graph([_t("image", 3), _t("a", 6, 0.01, 128), _t("y", 6, 0.01, 128)],
+               [ir.Node("conv", ["image"], "a", _conv(rng, 3, 6, peak=7, bits=4)),
+                ir.Node("conv", ["a"], "y", _conv(rng, 6, 6, peak=100))], "y")
+    assert pack_int4.run(g, ExportOptions()) is g
+    assert [n.attrs.storage for n in pack_int4.run(g, ExportOptions(int4="packed")).nodes] == ["int4", "int8"]
+
+
+def test_run_passes_checks_requires_and_ensures():
+    broken = Pass("broken", lambda g, o: g, ensures=(Property("no tile", lambda g: [n.name for n in g.nodes
+                                                                                  if n.op == "tile"]),))
+    g = _graph([_t("image", 3), _t("rep", 6)], [ir.Node("tile", ["image"], "rep", ir.Tile(times=2))], "rep")
+    with pytest.raises(RuntimeError, match="after pass broken: 'no tile' does not hold for rep"):
+        run_passes(g, [broken], ExportOptions())

@@ -17,16 +17,16 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from qnas_deploy.evaluate import evaluate_sets
+from qnas_deploy.evaluate import delta_psnr_db, evaluate_sets
 from qnas_deploy.exporters import reference
 from qnas_deploy.exporters.export import export
 from qnas_deploy.runtimes.onnxruntime import open_onnx, session
+from qnas_deploy.runtimes.timing import round_robin_calls
 from qnas_deploy.infer import grey_aware, torch_runner
 from qnas_deploy.zoo import names
 
@@ -52,33 +52,12 @@ def _onnx_call(path: str, size: tuple[int, int], threads: int, dtype=np.uint8):
 
 
 def median_ms(path: str, size: tuple[int, int], threads: int, runs: int, dtype=np.uint8) -> float:
-    return timed_median_ms(_onnx_call(path, size, threads, dtype), runs)
-
-
-def delta_psnr_db(scores: dict, base: dict) -> list[float]:
-    """Per-image PSNR of ``scores`` minus ``base`` (two ``evaluate_sets`` results)."""
-    return [scores["sets"][s]["images"][i]["psnr_db"] - base["sets"][s]["images"][i]["psnr_db"]
-            for s in base["sets"] for i in base["sets"][s]["images"]]
+    return round_robin_ms({"call": _onnx_call(path, size, threads, dtype)}, runs)["call"]
 
 
 def round_robin_ms(calls: dict, runs: int, warmup: int = 3) -> dict:
-    """Median wall time (ms) of each call, the calls timed in turn within every round, so
-    that the machine's load drifts over all of them alike and their ratios hold."""
-    for call in calls.values():
-        for _ in range(warmup):
-            call()
-    times: dict = {k: [] for k in calls}
-    for _ in range(runs):
-        for k, call in calls.items():
-            t = time.perf_counter()
-            call()
-            times[k].append((time.perf_counter() - t) * 1000)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
-def timed_median_ms(call, runs: int, warmup: int = 3) -> float:
-    """Median wall time of ``call()`` in ms, after ``warmup`` untimed calls."""
-    return round_robin_ms({"call": call}, runs, warmup)["call"]
+    """Median wall time (ms) of each call, timed round robin (``runtimes.timing``)."""
+    return {k: t.median_ms for k, t in round_robin_calls(calls, runs, warmup).items()}
 
 
 def conv_ms_by_resolution(path: str, size: tuple[int, int], runs: int, dtype=np.uint8) -> dict:
@@ -153,7 +132,7 @@ def parity(checkpoint: str, tmp: Path) -> dict:
     ed = export(checkpoint, tmp / f"{Path(checkpoint).stem}_dyn.onnx", adq="dynamic", log=lambda m: None)
     runners = {"torch": grey_aware(torch_runner(e.model)),
                "reference": grey_aware(reference.runner(e.graph)),
-               "reference_ort": grey_aware(reference.runner(e.graph, "ort")),
+               "reference_ort": grey_aware(reference.runner(e.lowered, "onnxruntime-x86")),
                "onnxruntime": grey_aware(open_onnx(e.path, threads=2).run),
                "onnxruntime_adq_dynamic": grey_aware(open_onnx(ed.path, threads=2).run)}
     outs = {}

@@ -37,7 +37,7 @@ def fp32_twin(spec):
 def zoo_entry(label: str, spec, s: dict, root: str | None, work: Path) -> dict:
     import torch
 
-    from qnas_deploy.bench.bitops import _export_arch, timing_jobs
+    from qnas_deploy.bench.bitops import export_architecture, timing_jobs
     from qnas_deploy.bench.parity import parity
     from qnas_deploy.checkpoint import load_checkpoint
     from qnas_deploy.cost import summary
@@ -67,7 +67,7 @@ def zoo_entry(label: str, spec, s: dict, root: str | None, work: Path) -> dict:
     # int8 and its FP32 twin timed together, round robin: their ratio is measured under one load.
     jobs = timing_jobs(files["onnx"], files["tflite"], SIZE)
     if not spec.float_only:
-        _, fp_onnx, fp_tfl = _export_arch(fp32_twin(spec), SIZE, work)
+        _, fp_onnx, fp_tfl = export_architecture(fp32_twin(spec), SIZE, work)
         jobs += timing_jobs(fp_onnx, fp_tfl, SIZE)
     ms = [t.median_ms for t in round_robin(jobs, 1, s["runs"], 3).timings]
     int8 = {"onnxruntime": ms[0], "litert-xnnpack": ms[1]}

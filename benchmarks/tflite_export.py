@@ -4,7 +4,7 @@
 
 * with --checkpoint: Set5/Set14 parity of LiteRT (XNNPACK, and builtin kernels) against
   the PyTorch fake-quant model (delta PSNR per image) and against the numpy reference in
-  the matching arithmetic ("xnnpack" / "tflite": identical uint8 pixels);
+  the matching arithmetic ("litert-xnnpack" / "litert-builtin": identical uint8 pixels);
 * latency: LiteRT with XNNPACK on and off, 1 and 2 threads, LR 128x128 and 320x180,
   beside the int8 and FP32 ONNX files of the same networks in onnxruntime, measured in
   the same run (medians after 3 warm-up runs);
@@ -22,26 +22,32 @@ from pathlib import Path
 import numpy as np
 
 from qnas_deploy.cost import summary as cost_summary
-from qnas_deploy.evaluate import evaluate_sets
+from qnas_deploy.evaluate import delta_psnr_db, evaluate_sets
 from qnas_deploy.exporters import reference
 from qnas_deploy.exporters.export import export
-from qnas_deploy.runtimes.litert import interpreter, open_tflite
+from qnas_deploy.runtimes.litert import open_tflite
+from qnas_deploy.runtimes.timing import Job, round_robin
 from qnas_deploy.infer import grey_aware, torch_runner
 from qnas_deploy.zoo import load_zoo, names
 
-sys.path.insert(0, str(Path(__file__).parent))
-from onnx_export import delta_psnr_db, median_ms as onnx_median_ms, timed_median_ms  # noqa: E402
 
 OUT = Path(__file__).parent / "results"
 
 
+def file_median_ms(path: str, runtime: str, size: tuple[int, int], threads: int, runs: int) -> float:
+    """Median ms of one raw call of ``path`` in ``runtime`` (``runtimes.RUNTIMES``) on a random LR image."""
+    from qnas_deploy.runtimes import RUNTIMES
+
+    job = Job(path, runtime, RUNTIMES[runtime].input_shape(*size))
+    return round_robin([job], threads, runs, 3, isolate=False).timings[0].median_ms
+
+
+def onnx_median_ms(path: str, size: tuple[int, int], threads: int, runs: int) -> float:
+    return file_median_ms(path, "onnxruntime", size, threads, runs)
+
+
 def litert_median_ms(path: str, size: tuple[int, int], threads: int, xnnpack: bool, runs: int) -> float:
-    it = interpreter(path, threads=threads, xnnpack=xnnpack)
-    inp = it.get_input_details()[0]
-    it.resize_tensor_input(inp["index"], [1, *size, 3])
-    it.allocate_tensors()
-    it.set_tensor(inp["index"], np.random.default_rng(0).integers(0, 255, (1, *size, 3)).astype(np.uint8))
-    return timed_median_ms(it.invoke, runs)
+    return file_median_ms(path, "litert-xnnpack" if xnnpack else "litert-builtin", size, threads, runs)
 
 
 def weight_bits(spec) -> int:
@@ -60,10 +66,9 @@ def weight_bits(spec) -> int:
 def parity(checkpoint: str, tmp: Path) -> dict:
     e = export(checkpoint, tmp / "ck.tflite", fmt="tflite", log=lambda m: None)
     runners = {"torch": (grey_aware(torch_runner(e.model)), None),
-               "litert-xnnpack": (grey_aware(open_tflite(e.path, threads=2).run), "xnnpack"),
-               "litert-builtin": (grey_aware(open_tflite(e.path, threads=2, xnnpack=False).run), "tflite")}
-    refs = {"xnnpack": grey_aware(reference.runner(e.graph, "xnnpack")),
-            "tflite": grey_aware(reference.runner(e.graph, "tflite"))}
+               "litert-xnnpack": (grey_aware(open_tflite(e.path, threads=2).run), "litert-xnnpack"),
+               "litert-builtin": (grey_aware(open_tflite(e.path, threads=2, kernels="builtin").run), "litert-builtin")}
+    refs = {k: grey_aware(reference.runner(e.lowered, k)) for k in ("litert-xnnpack", "litert-builtin")}
     scores, identical = {}, {}
     for k, (run, mode) in runners.items():
         same = []

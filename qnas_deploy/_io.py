@@ -44,6 +44,53 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def check_writable(*paths: str | os.PathLike | None) -> None:
+    """Refuse, before any work starts, outputs that :func:`atomic_path` could not write.
+
+    A command computes for minutes and then writes; checking here means a typo in a path
+    costs nothing, and a command with several outputs never writes some of them and fails
+    on the next. ``None`` (an output not asked for) and ``-`` (stdout) are skipped.
+    """
+    given = [Path(p) for p in paths if p is not None and str(p) != "-"]
+    seen: set[Path] = set()
+    for dest in given:
+        key = Path(os.path.abspath(dest))
+        if key in seen:
+            raise BadInput(f"cannot write {str(dest)!r} twice: two outputs name the same file")
+        seen.add(key)
+        if dest.is_dir():
+            raise BadInput(f"cannot write {str(dest)!r}: it is a folder")
+        folder = dest.parent
+        if not folder.is_dir():
+            what = "is not a folder" if folder.exists() else "does not exist"
+            raise BadInput(f"cannot write {str(dest)!r}: folder {str(folder)!r} {what}")
+        _probe(folder, dest)
+
+
+def check_folder(path: str | os.PathLike) -> None:
+    """Refuse, before any work starts, a run folder that could not be created or written into."""
+    dest = Path(path)
+    if dest.exists() and not dest.is_dir():
+        raise BadInput(f"cannot write into {str(dest)!r}: it is a file, not a folder")
+    base = dest
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise BadInput(f"cannot create {str(dest)!r}: {str(base)!r} is a file, not a folder")
+    _probe(base, dest)
+
+
+def _probe(folder: Path, dest: Path) -> None:
+    # Permission bits say nothing for root or on a read-only mount: try what atomic_path does.
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".qnas-probe.", dir=folder)
+    except OSError as e:
+        where = "" if folder == dest.parent else f" (in {str(folder)!r})"
+        raise BadInput(f"cannot write {str(dest)!r}: {e.strerror}{where}") from None
+    os.close(fd)
+    os.unlink(tmp)
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` atomically; ``-`` writes to standard output."""
     if str(path) == "-":

@@ -11,7 +11,7 @@ import sys
 import click
 
 from . import __version__
-from ._io import write_json
+from ._io import check_writable, write_json
 
 
 def _parse_size(value: str) -> tuple[int, int]:
@@ -54,7 +54,8 @@ def _space_option(f):
 
 def _size_option(default: str):
     return click.option("--size", default=default, show_default=True, metavar="HxW",
-                        callback=lambda ctx, p, v: _parse_size(v), help="LR input size.")
+                        callback=lambda ctx, p, v: _parse_size(v),
+                        help="LR input size, height x width (180x320: a landscape 720p frame at x4).")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -73,6 +74,11 @@ def _runtime_options(f):
                         help="Threads for onnxruntime / LiteRT (default: the runtime's).")(f)
 
 
+_allow_initialised_option = click.option(
+    "--allow-initialised", is_flag=True,
+    help="Run a file exported without trained weights (its output is noise) instead of refusing it.")
+
+
 @cli.command()
 @click.argument("spec")
 @_size_option("32x32")
@@ -88,6 +94,7 @@ def info(spec: str, size: tuple[int, int], json_path: str | None) -> None:
     from .spaces import build_model
     from .zoo import resolve
 
+    check_writable(json_path)
     arch = resolve(spec)
     model = build_model(arch)
     report = layer_costs(arch, size, model)
@@ -105,11 +112,13 @@ def zoo() -> None:
     from .cost import summary
     from .zoo import load_zoo, names
 
-    for name in names():
-        arch = load_zoo(name)
+    archs = [load_zoo(name) for name in names()]
+    # Sized to the longest entry: a zoo file added with a long name must not shift the columns.
+    w_name, w_space = (max(len(s) for s in col) for col in (names(), [a.space for a in archs]))
+    for name, arch in zip(names(), archs):
         bitops = (arch.cost or summary(arch))["bitops_32x32"]
-        click.echo(f"{name:14s} {arch.space:6s} x{arch.scale}  {bitops / 1e9:8.2f} GBitOps@32x32  "
-                   f"{arch.description or ''}")
+        click.echo(f"{name:{w_name}s}  {arch.space:{w_space}s}  x{arch.scale}  {bitops / 1e9:8.2f} GBitOps@32x32  "
+                   f"{arch.description or ''}".rstrip())
 
 
 def _data_option(default: str | None, help_: str):
@@ -130,8 +139,9 @@ _datasets_root_option = click.option(
 @click.option("--scale", type=click.IntRange(2, 4), default=None, help="Upscaling factor (default: the model's, or 4).")
 @click.option("--json", "json_path", metavar="PATH", help="Write per-image and mean PSNR/SSIM as JSON ('-' for stdout).")
 @_runtime_options
+@_allow_initialised_option
 def eval_cmd(model: str | None, bicubic: bool, data: str, datasets_root: str | None, scale: int | None,
-             json_path: str | None, threads: int | None, no_xnnpack: bool) -> None:
+             json_path: str | None, threads: int | None, no_xnnpack: bool, allow_initialised: bool) -> None:
     """Mean and per-image PSNR/SSIM (Y channel, `scale` pixels shaved) on benchmark sets.
 
     MODEL is a trained checkpoint (.pt, the fake-quantized model as trained) or an exported
@@ -141,15 +151,19 @@ def eval_cmd(model: str | None, bicubic: bool, data: str, datasets_root: str | N
     from .evaluate import bicubic_upscaler, evaluate_sets, results_table
     from .infer import grey_aware
     from .runtimes import open_model
+    from .runtimes.opened import check_trained
 
     if bicubic == bool(model):
         raise BadInput("eval: give either MODEL or --bicubic" + (", not both" if bicubic else ""))
+    check_writable(json_path)
     sets = [s for s in data.split(",") if s]
     if bicubic:
         scale = scale or 4
         run, method = bicubic_upscaler(scale), "bicubic"
     else:
         opened = open_model(model, threads=threads, xnnpack=not no_xnnpack)
+        if not allow_initialised:
+            check_trained(opened)
         if scale and scale != opened.scale:
             raise BadInput(f"--scale {scale}: {model} upscales x{opened.scale}")
         scale, run, method = opened.scale, grey_aware(opened.run), opened.description
@@ -187,6 +201,7 @@ def train(spec: str, data: str, out: str, val: str | None, datasets_root: str | 
     from .train import TrainConfig, train as run_train
     from .zoo import resolve
 
+    check_writable(out)
     arch = resolve(spec)
     cfg = TrainConfig(epochs=epochs, iters=iters, batch=batch, patch=patch, lr=lr, optimizer=optimizer,
                       seed=seed, calib_batches=calib_batches)
@@ -217,21 +232,27 @@ def _device(name: str) -> str:
 @click.argument("model")
 @click.argument("image")
 @click.option("-o", "--output", "out", metavar="PATH", help="Output PNG (default: IMAGE_x{scale}.png beside it).")
-@click.option("--tile", type=int, default=256, show_default=True, help="LR tile side for large images (0: no tiling).")
-@click.option("--overlap", type=int, default=16, show_default=True, help="LR pixels of context around each tile.")
+@click.option("--tile", type=click.IntRange(0), default=256, show_default=True,
+              help="LR tile side for large images (0: no tiling).")
+@click.option("--overlap", type=click.IntRange(0), default=16, show_default=True,
+              help="LR pixels of context around each tile.")
 @click.option("--compare", metavar="PATH", help="Also write bicubic | model side by side to PATH.")
 @_runtime_options
+@_allow_initialised_option
+@click.option("--no-progress", is_flag=True, help="No progress bar over the tiles (none either when stderr is not a terminal).")
 def upscale(model: str, image: str, out: str | None, tile: int, overlap: int, compare: str | None,
-            threads: int | None, no_xnnpack: bool) -> None:
+            threads: int | None, no_xnnpack: bool, allow_initialised: bool, no_progress: bool) -> None:
     """Upscale IMAGE with MODEL (checkpoint .pt, .onnx or .tflite)."""
     from pathlib import Path
 
     from .infer import upscale_file
     from .runtimes import open_model
 
+    check_writable(out, compare)
     opened = open_model(model, threads=threads, xnnpack=not no_xnnpack)
     out = out or str(Path(image).with_name(f"{Path(image).stem}_x{opened.scale}.png"))
-    upscale_file(opened, image, out, tile=tile, overlap=overlap, compare=compare)
+    upscale_file(opened, image, out, tile=tile, overlap=overlap, compare=compare, allow_initialised=allow_initialised,
+                 progress=not no_progress, log=lambda m: click.echo(m, err=True))
     click.echo(f"wrote {out}" + (f" and {compare}" if compare else ""), err=True)
 
 
@@ -251,8 +272,12 @@ def upscale(model: str, image: str, out: str | None, tile: int, overlap: int, co
 @click.option("--input-size", default="128x128", show_default=True, metavar="HxW",
               help="TFLite: the LR input size the file is allocated for (the runner resizes it).")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim.")
+@click.option("--target", metavar="NAME", default=None,
+              help="Export target (default: onnxruntime-x86 for onnx, litert-xnnpack for tflite, whose file also "
+                   "serves litert-builtin and litert-builtin-ref); see the README's target table.")
 def export(source: str, fmt: str, out: str | None, weights: str | None, calib: str | None,
-           datasets_root: str | None, adq: str, int4: str, io: str, input_size: str, no_simplify: bool) -> None:
+           datasets_root: str | None, adq: str, int4: str, io: str, input_size: str, no_simplify: bool,
+           target: str | None) -> None:
     """Export SOURCE (found.json, zoo name or checkpoint .pt) to a fully integer QDQ ONNX file
     or an int8 TFLite flatbuffer."""
     from pathlib import Path
@@ -261,15 +286,14 @@ def export(source: str, fmt: str, out: str | None, weights: str | None, calib: s
 
     from .errors import BadInput
 
-    if io == "int8" and fmt != "tflite":
-        raise BadInput("--io int8 is for --format tflite (ONNX takes uint8 or float images)")
     try:
         h, w = (int(v) for v in input_size.lower().split("x"))
     except ValueError:
         raise BadInput(f"--input-size must be HxW (for example 180x320), got {input_size!r}") from None
     out = out or f"{Path(source).stem}.{fmt}"
+    check_writable(out)
     e = run_export(source, out, fmt, weights=weights, calib=calib, adq=adq, int4=int4, io=io,
-                   datasets_root=datasets_root, simplify=not no_simplify, input_size=(h, w),
+                   datasets_root=datasets_root, simplify=not no_simplify, input_size=(h, w), target=target,
                    log=lambda m: click.echo(m, err=True))
     convs = len(e.graph.conv_nodes())
     click.echo(f"wrote {out}: {convs} convs, {len(e.graph.nodes)} graph nodes, weights {e.weights}, "
@@ -308,7 +332,9 @@ def search(space, bits, penalty, entropy_coef, data, datasets_root, out, epochs,
     from .errors import BadInput
     from .search import SearchConfig, embedded_pairs
     from .search import search as run_search
+    from .search.run import output_paths
 
+    check_writable(*output_paths(out))
     try:
         bit_list = tuple(int(b) for b in bits.split(",") if b)
     except ValueError:
@@ -340,8 +366,10 @@ def search(space, bits, penalty, entropy_coef, data, datasets_root, out, epochs,
 def demo(out: str, datasets_root: str | None, resume: bool, anchor: str) -> None:
     """The whole product in minutes: quick search, short training, ONNX + TFLite export,
     parity and latency, and a one-page report (DIR/REPORT.md)."""
+    from ._io import check_folder
     from .demo import run_demo
 
+    check_folder(out)
     s = run_demo(out, datasets_root, resume, anchor=anchor, log=lambda m: click.echo(m, err=True))
     click.echo(f"wrote {out}/REPORT.md: bicubic {s['bicubic_psnr_db']:.2f} dB, "
                f"model {s['parity']['pytorch']['mean'][s['validation']]['psnr_db']:.2f} dB on {s['validation']}",
@@ -414,6 +442,7 @@ def bench_parity(checkpoint, files, data, datasets_root, tolerance_db, threads, 
     from .data import benchmark_pairs, resolve_dataset
     from .errors import QnasError
 
+    check_writable(json_path, md_path, diff_png)
     scale = load_checkpoint(checkpoint).spec.scale
     sets = {s: benchmark_pairs(resolve_dataset(s, datasets_root), scale) for s in data.split(",") if s}
     result = parity(checkpoint, list(files), sets, threads, tolerance_db, _kernels(tflite_kernels),
@@ -426,7 +455,7 @@ def bench_parity(checkpoint, files, data, datasets_root, tolerance_db, threads, 
 
 @bench.command("latency")
 @click.argument("files", nargs=-1, required=True)
-@_size_option("320x180")
+@_size_option("180x320")
 @click.option("--threads", "threads_list", default="1,2", show_default=True, help="Thread counts to measure.")
 @click.option("--runs", type=click.IntRange(1), default=50, show_default=True)
 @click.option("--warmup", type=click.IntRange(0), default=5, show_default=True)
@@ -437,6 +466,7 @@ def bench_latency(files, size, threads_list, runs, warmup, tflite_kernels, json_
     """Median, p10/p90 latency and peak memory of FILES per backend and thread count."""
     from .bench.latency import latency, markdown
 
+    check_writable(json_path, md_path)
     result = latency(list(files), size, _int_list(threads_list, "--threads"), runs, warmup, _kernels(tflite_kernels))
     _write_outputs(result.to_dict(), json_path, md_path, markdown(result))
 
@@ -471,6 +501,7 @@ def bench_bitops(space, samples, size, runs, threads, seed, json_path, md_path, 
 
     if table_path and not with_table:
         raise click.UsageError("--table-json needs the table (drop --no-table)")
+    check_writable(json_path, md_path, plot_path, table_path)
     bits = tuple(_int_list(bits_list, "--bits"))
     if not set(bits) <= {2, 4, 8}:
         raise click.UsageError(f"--bits {bits_list}: choose from 2, 4, 8 (the integer exporters' widths)")
@@ -481,6 +512,53 @@ def bench_bitops(space, samples, size, runs, threads, seed, json_path, md_path, 
     if plot_path:
         plot(result, plot_path)
     _write_outputs(result, json_path, md_path, markdown(result))
+
+
+# What to install for a module a command imports: the import name is not always the pip name.
+_PIP_NAMES = {"torch": "torch", "PIL": "pillow", "skimage": "scikit-image", "matplotlib": "matplotlib",
+              "onnx": "onnx", "onnxsim": "onnxsim", "scipy": "scipy", "jsonschema": "jsonschema"}
+
+
+def _command(argv: list[str]) -> str:
+    """``qnas-deploy`` and the (sub)commands named in ``argv``, for messages."""
+    words, group = ["qnas-deploy"], cli
+    for a in argv:
+        sub = getattr(group, "commands", {}).get(a)
+        if sub is None:
+            if not a.startswith("-"):
+                break
+            continue
+        words.append(a)
+        group = sub
+    return " ".join(words)
+
+
+def _usage_error(e: click.UsageError) -> str:
+    """Click's usage error as one line: its message and where the usage is, not the block
+    (usage, hint, blank line, message) click prints."""
+    where = e.ctx.command_path if e.ctx is not None else "qnas-deploy"
+    return f"{' '.join(e.format_message().split()).rstrip('.')} (see {where} --help)"
+
+
+def _missing_module(e: ModuleNotFoundError, argv: list[str]) -> str | None:
+    """One line naming what a command needs where a dependency is not installed (the
+    board install has no PyTorch); ``None`` for a module of this package (a bug)."""
+    top = (e.name or "").split(".")[0]
+    if not top or top == "qnas_deploy":
+        return None
+    pip = _PIP_NAMES.get(top, top)
+    needs = "PyTorch" if top == "torch" else f"the Python package {pip}"
+    hint = " (an install without it runs `bench latency` only)" if top == "torch" else ""
+    return f"{_command(argv)} needs {needs}, which is not installed here: python3 -m pip install {pip}{hint}"
+
+
+def _os_error(e: OSError) -> str | None:
+    """A path the user gave that cannot be written (or read), as one line; ``None`` otherwise."""
+    import errno
+
+    if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) or not e.filename:
+        return None
+    return f"cannot use {str(e.filename)!r}: {e.strerror}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -494,8 +572,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except click.exceptions.Exit as e:
         return e.exit_code
-    except click.ClickException as e:
+    except click.exceptions.NoArgsIsHelpError as e:  # the bare command: its help is the answer
         e.show()
+        return e.exit_code
+    except click.UsageError as e:
+        click.echo(f"error: {_usage_error(e)}", err=True)
+        return e.exit_code
+    except click.ClickException as e:
+        click.echo(f"error: {' '.join(e.format_message().split())}", err=True)
         return e.exit_code
     except click.Abort:
         click.echo("error: interrupted", err=True)
@@ -508,11 +592,31 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("error: interrupted", err=True)
         return 130
+    except ModuleNotFoundError as e:
+        line = None if debug else _missing_module(e, argv)
+        if line is None:
+            return _unexpected(e, debug)
+        click.echo(f"error: {line}", err=True)
+        return 2
+    except OSError as e:
+        line = None if debug else _os_error(e)
+        if line is None:
+            return _unexpected(e, debug)
+        click.echo(f"error: {line}", err=True)
+        return 2
     except Exception as e:  # noqa: BLE001 - one line for users, the traceback behind --debug
-        if debug:
-            raise
-        click.echo(f"error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", err=True)
-        return 1
+        return _unexpected(e, debug)
+
+
+def _unexpected(e: Exception, debug: bool) -> int:
+    if debug:
+        raise e
+    # Some modules name their exception plain "error" (struct.error): qualify it, or the
+    # line reads "error: error: ...".
+    kind = type(e).__name__ if type(e).__name__ != "error" else f"{type(e).__module__}.error"
+    text = " ".join(str(e).split())
+    click.echo(f"error: {kind}: {text} (rerun with --debug for the traceback)", err=True)
+    return 1
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -23,14 +24,19 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 DATASETS_ENV = "QNAS_DATASETS"
 
 
-def load_image(path: str | Path, rgb: bool = False) -> np.ndarray:
-    """8-bit image as ``HxWx3`` (``HxW`` for single-channel files unless ``rgb``)."""
+def load_image(path: str | Path, rgb: bool = False, warn: Callable[[str], None] | None = None) -> np.ndarray:
+    """8-bit image as ``HxWx3`` (``HxW`` for single-channel files unless ``rgb``).
+
+    ``warn`` is told when transparency is dropped, where the caller writes an image the
+    user will look at (``upscale``); scoring sets skip it."""
     p = Path(path)
     if not p.is_file():
         raise BadInput(f"{p}: no such image")
     try:
         with Image.open(p) as im:
             im.load()
+            if warn and (im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info):
+                warn(f"warning: {p}: alpha channel dropped (the model upscales RGB; the output has no transparency)")
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(im, dtype=np.uint32)
                 gray = (arr >> 8).astype(np.uint8) if arr.max() > 255 else arr.astype(np.uint8)

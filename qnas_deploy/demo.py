@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from ._io import atomic_path, write_json, write_text
+from ._io import atomic_path, check_folder, write_json, write_text
 from .errors import BadInput
 
 
@@ -32,6 +32,7 @@ def run_demo(out: str | Path, datasets_root: str | None = None, resume: bool = F
     from .train import TrainConfig, train
 
     out = Path(out)
+    check_folder(out)
     if out.exists() and any(out.iterdir()) and not resume:
         raise BadInput(f"{out}: run folder is not empty (use --resume to continue it, or another -o)")
     out.mkdir(parents=True, exist_ok=True)
@@ -43,8 +44,10 @@ def run_demo(out: str | Path, datasets_root: str | None = None, resume: bool = F
     found = out / "found.json"
     if not (resume and found.is_file()):
         log("1/5 search (--quick, embedded images)")
-        search(search_config or SearchConfig.quick(anchor=anchor), pairs, found, resume=resume and (out / "found.search.pt").is_file(),
-               progress=progress, log=log)
+        cfg = search_config or SearchConfig.quick(anchor=anchor)
+        # Named for what it is rather than after its file, which every search calls found.json.
+        search(cfg, pairs, found, resume=resume and (out / "found.search.pt").is_file(), progress=progress, log=log,
+               name=f"demo_{cfg.space}")
     spec = load(found)
     times["search_s"] = time.perf_counter() - t
 

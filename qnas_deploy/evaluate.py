@@ -34,3 +34,9 @@ def results_table(result: dict, method: str) -> str:
     for name, s in result["sets"].items():
         lines.append(f"{name:10s} {len(s['images']):6d} {s['mean']['psnr_db']:10.2f} {s['mean']['ssim']:7.4f}")
     return "\n".join(lines)
+
+
+def delta_psnr_db(scores: dict, base: dict) -> list[float]:
+    """Per-image PSNR of ``scores`` minus ``base`` (two :func:`evaluate_sets` results)."""
+    return [scores["sets"][s]["images"][i]["psnr_db"] - base["sets"][s]["images"][i]["psnr_db"]
+            for s in base["sets"] for i in base["sets"][s]["images"]]

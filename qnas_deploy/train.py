@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._io import check_writable
 from .calibrate import calibrate
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .data import PatchSampler, Pair
@@ -82,6 +83,7 @@ def train(spec: ArchSpec, train_pairs: list[Pair], out: str | Path, cfg: TrainCo
           progress: bool = True, log: Callable[[str], None] = print,
           on_epoch_end: Callable[[int, dict], None] | None = None) -> Checkpoint:
     """Train ``spec`` and write the checkpoint to ``out`` every epoch; returns the final one."""
+    check_writable(out)
     out = Path(out)
     if cfg.patch < min_input_size(spec):
         raise BadInput(f"--patch {cfg.patch}: the {spec.space} space needs LR patches of at least "
@@ -149,9 +151,9 @@ def train(spec: ArchSpec, train_pairs: list[Pair], out: str | Path, cfg: TrainCo
 
 
 def _bar(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
+    from ._progress import bar
 
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
+    return bar(total, desc, enabled)
 
 
 def _epoch_line(e: dict) -> str:

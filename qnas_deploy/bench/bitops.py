@@ -54,7 +54,7 @@ def _measure_archs(specs, size, runs, warmup, threads, work: Path, progress: boo
 
     rows, jobs = [], []
     for spec in tqdm(specs, desc=desc, disable=not progress, leave=False):
-        row, onnx_path, tfl_path = _export_arch(spec, size, work)
+        row, onnx_path, tfl_path = export_architecture(spec, size, work)
         rows.append(row)
         jobs += timing_jobs(onnx_path, tfl_path, size)
     times = round_robin(jobs, threads, runs, warmup, progress and f"{desc.split(':')[0]}: time").timings
@@ -64,7 +64,7 @@ def _measure_archs(specs, size, runs, warmup, threads, work: Path, progress: boo
     return rows
 
 
-def _export_arch(spec, size, work: Path):
+def export_architecture(spec, size, work: Path):
     """``spec`` with initialised weights, calibrated, lowered and written in both formats by
     the export pipeline (metadata and the runtimes' checks included; onnxsim off, as the
     architectures were always timed)."""

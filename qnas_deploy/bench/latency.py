@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import BadInput
-from ..runtimes import runtimes_for
+from ..runtimes import read_metadata, runtimes_for
 from ..runtimes.timing import Job, round_robin
 
 
@@ -58,14 +58,24 @@ def measure(path: str, backend: str, size: tuple[int, int], threads: int, runs: 
 
 def latency(files: list[str], size: tuple[int, int], threads: list[int], runs: int = 50, warmup: int = 5,
             tflite_kernels=("xnnpack", "builtin"), isolate: bool = True, progress: bool = True) -> LatencyResult:
-    from tqdm import tqdm
+    from .._progress import bar
 
     for f in files:
         if not Path(f).is_file():
             raise BadInput(f"{f}: no such model file")
-    jobs = [(f, rt.name, t) for f in files for rt in runtimes_for(f, tflite_kernels) for t in threads]
-    rows = [measure(f, b, size, t, runs, warmup, isolate)
-            for f, b, t in tqdm(jobs, desc="latency", disable=not progress, leave=False)]
+    pairs = [(f, rt) for f in files for rt in runtimes_for(f, tflite_kernels)]
+    # Every file read and loaded here, at the size asked, before any is timed: a corrupt
+    # one is one error line naming it now, not a failure in a child process mid-bar.
+    for f in files:
+        read_metadata(f)
+    for f, rt in pairs:
+        rt.timed_call(f, rt.input_shape(*size), 1)
+    jobs = [(f, rt.name, t) for f, rt in pairs for t in threads]
+    with bar(len(jobs), "latency", progress) as pbar:
+        rows = []
+        for f, b, t in jobs:
+            rows.append(measure(f, b, size, t, runs, warmup, isolate))
+            pbar.update(1)
     return LatencyResult(machine(), f"{size[0]}x{size[1]}", rows)
 
 

@@ -103,13 +103,14 @@ def parity(checkpoint: str, files: list[str], sets: dict[str, list], threads: in
            tolerance_db: float = 0.01, tflite_kernels=("xnnpack", "builtin"), progress: bool = True,
            diff_png: str | Path | None = None) -> ParityResult:
     """Parity of ``files`` against ``checkpoint`` on ``sets`` (name -> list of ``data.Pair``)."""
-    from tqdm import tqdm
-
+    from .._io import check_writable
+    from .._progress import bar as progress_bar
     from ..checkpoint import load_checkpoint
     from ..exporters import reference, targets
     from ..exporters.export import canonical
     from ..exporters.options import ExportOptions
 
+    check_writable(diff_png)
     ck = load_checkpoint(checkpoint)
     model = ck.model.eval()
     if not ck.calibrated:
@@ -133,7 +134,7 @@ def parity(checkpoint: str, files: list[str], sets: dict[str, list], threads: in
     rows = {"pytorch": {}, "reference": {}} | {b.label: {} for b in runs}
     worst: dict[str, tuple] = {}
     total = sum(len(p) for p in sets.values())
-    bar = tqdm(total=total, desc="parity", disable=not progress, leave=False)
+    bar = progress_bar(total, "parity", progress)
     for set_name, pairs in sets.items():
         for pair in pairs:
             key = f"{set_name}/{pair.name}"

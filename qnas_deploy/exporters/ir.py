@@ -25,7 +25,6 @@ Lowering (``lower.py``) emits the canonical operations; a target's passes
 ``resize``         bilinear, half-pixel centres, to the size of input 1; same grid
 ``sigmoid``        to the fixed 1/256 output grid
 ``adq_scale``      float ``a * std(x) + c`` per image (dynamic ADQ only)
-``relu``           float networks only
 ``reinterpret``    the same integers declared on another grid (no arithmetic)
 =================  ====================================================================
 """
@@ -186,11 +185,6 @@ class Sigmoid(Attrs):
 class AdqScale(Attrs):
     a: float
     c: float
-
-
-@_op("relu")
-class Relu(Attrs):
-    pass
 
 
 @_op("reinterpret")

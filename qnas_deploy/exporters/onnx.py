@@ -183,9 +183,6 @@ class _Writer:
     def sigmoid(self, n: Node) -> None:
         self.q(self.node("Sigmoid", [self.dq(n.inputs[0])], f"{n.output}.sigmoid"), self.g.tensor(n.output))
 
-    def relu(self, n: Node) -> None:
-        self.q(self.node("Relu", [self.dq(n.inputs[0])], f"{n.output}.relu"), self.g.tensor(n.output))
-
     def adq_scale(self, n: Node) -> None:
         """``a * std(x) + c`` per image, unbiased std over channels and pixels (float)."""
         x = self.dq(n.inputs[0])
@@ -212,7 +209,7 @@ class _Writer:
 _OPS = {"conv": _Writer.conv, "float_conv": _Writer.float_conv, "requant": _Writer.requant, "add": _Writer.binary,
         "mul": _Writer.binary, "concat": _Writer.concat, "depth_to_space": _Writer.depth_to_space,
         "max_pool": _Writer.max_pool, "tile": _Writer.tile, "resize": _Writer.resize, "sigmoid": _Writer.sigmoid,
-        "adq_scale": _Writer.adq_scale, "relu": _Writer.relu}
+        "adq_scale": _Writer.adq_scale}
 ir.check_dispatch(_OPS, "the ONNX serializer", refuses=("reinterpret",))
 
 

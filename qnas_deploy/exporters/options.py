@@ -41,6 +41,8 @@ class ExportOptions:
                            "deviation); export with --adq static")
         if self.int4 not in ("container", "packed"):
             raise BadInput(f"--int4 must be container or packed, got {self.int4!r}")
+        if self.io == "int8" and self.format == "onnx":
+            raise BadInput("--io int8 is for --format tflite (ONNX takes uint8 or float images)")
         if self.io not in IO[self.format]:
             raise BadInput(f"--io must be one of {', '.join(IO[self.format])} for {self.format}, got {self.io!r}")
         h, w = self.input_size

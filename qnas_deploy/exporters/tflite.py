@@ -236,10 +236,6 @@ class _Writer(FbBuilder):
         x = self.index[n.inputs[0]] if yt.quantized else self.as_float(n.inputs[0])
         self.op(OP.LOGISTIC, [x], [self.act(n.output, self.hw[n.inputs[0]])])
 
-    def relu(self, n: Node) -> None:
-        y = self.act(n.output, self.hw[n.inputs[0]])
-        self.op(OP.RELU, [self.as_float(n.inputs[0])], [y])
-
     # the whole graph -----------------------------------------------------------------
     def _image(self, name: str, dims, signature) -> int:
         """The file's input or output tensor in the chosen ``io`` type (images: 1/255 grid)."""
@@ -283,7 +279,7 @@ class _Writer(FbBuilder):
 _OPS = {"conv": _Writer.conv, "float_conv": _Writer.float_conv, "requant": _Writer.requant, "add": _Writer.binary,
         "mul": _Writer.binary, "reinterpret": _Writer.reinterpret, "concat": _Writer.concat,
         "depth_to_space": _Writer.depth_to_space, "max_pool": _Writer.max_pool, "resize": _Writer.resize,
-        "sigmoid": _Writer.sigmoid, "relu": _Writer.relu}
+        "sigmoid": _Writer.sigmoid}
 ir.check_dispatch(_OPS, OWNER, refuses=("tile", "adq_scale"))
 
 

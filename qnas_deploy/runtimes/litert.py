@@ -33,17 +33,40 @@ KERNELS = {"xnnpack": "AUTO", "builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES", "b
 
 def interpreter(path_or_bytes, threads: int | None = None, xnnpack: bool = True, kernels: str | None = None):
     """An allocated interpreter with ``kernels`` (default: ``xnnpack`` or, with
-    ``xnnpack=False``, ``builtin``)."""
+    ``xnnpack=False``, ``builtin``).
+
+    LiteRT's C++ side writes ``INFO: Created TensorFlow Lite XNNPACK delegate`` to file
+    descriptor 2 on the first allocation of a process, where it lands inside a progress
+    bar: descriptor 2 goes to a temporary file while the interpreter is made, and any
+    other line LiteRT wrote there is passed on to standard error afterwards.
+    """
+    import os
+    import sys
+    import tempfile
+
     litert = module()
     kind = getattr(litert.OpResolverType, KERNELS[kernels or ("xnnpack" if xnnpack else "builtin")])
     src = dict(model_content=bytes(path_or_bytes)) if isinstance(path_or_bytes, (bytes, bytearray)) \
         else dict(model_path=str(path_or_bytes))
-    try:
-        it = litert.Interpreter(num_threads=threads, experimental_op_resolver_type=kind, **src)
-        it.allocate_tensors()
-    except (ValueError, RuntimeError) as e:
-        name = "the model" if "model_content" in src else str(path_or_bytes)
-        raise BadInput(f"{name}: LiteRT cannot load it ({str(e).splitlines()[0]})") from None
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as captured:
+        saved = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            it = litert.Interpreter(num_threads=threads, experimental_op_resolver_type=kind, **src)
+            it.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            name = "the model" if "model_content" in src else str(path_or_bytes)
+            raise BadInput(f"{name}: LiteRT cannot load it ({str(e).splitlines()[0]})") from None
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        captured.seek(0)
+        # On failure the exception's first line says it all; on success, warnings still show.
+        rest = [l for l in captured.read().decode("utf-8", "replace").splitlines()
+                if l.strip() and not l.startswith("INFO: Created TensorFlow Lite")]
+    if rest:
+        sys.stderr.write("\n".join(rest) + "\n")
     return it
 
 

@@ -19,6 +19,19 @@ class OpenedModel:
     description: str
     min_size: int = 1
     spec: object = None
+    weights: str | None = None    # an exported file's ``weights`` export option: "initialised" or a checkpoint
+
+
+def check_trained(model: OpenedModel) -> None:
+    """Refuse a file exported without trained weights: its output is noise, and a PNG or a
+    score of noise with exit 0 looks like a result. Latency work never comes here."""
+    from ..errors import BadInput
+
+    if model.weights == "initialised":
+        name = Path(model.path).name
+        raise BadInput(f"{model.path} was exported without trained weights, so it outputs noise: export the "
+                       f"trained checkpoint (qnas-deploy export model.pt -o {name}, or export SPEC "
+                       f"--weights model.pt), or pass --allow-initialised to run it anyway")
 
 
 def opened(path: str | Path, meta: dict[str, str], make_run: Callable[[], Runner], label: str) -> OpenedModel:
@@ -31,5 +44,6 @@ def opened(path: str | Path, meta: dict[str, str], make_run: Callable[[], Runner
     if "qnas.scale" not in meta:
         raise BadInput(f"{path}: not a qnas-deploy export (no qnas.scale metadata)")
     spec = from_dict(json.loads(meta["qnas.found_json"])) if "qnas.found_json" in meta else None
+    weights = json.loads(meta.get("qnas.export_options", "{}")).get("weights")
     return OpenedModel(str(path), int(meta["qnas.scale"]), make_run(), f"{Path(path).name} ({label})",
-                       min_input_size(spec) if spec else 1, spec)
+                       min_input_size(spec) if spec else 1, spec, weights)

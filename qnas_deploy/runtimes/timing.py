@@ -48,23 +48,31 @@ def round_robin(jobs: list[Job], threads: int | None, runs: int, warmup: int, pr
     spawned child process (``False``: in this one)."""
     if isolate:
         return in_child(round_robin, jobs, threads, runs, warmup, progress, False)
+    base_kb = peak_rss_kb()
+    rng = np.random.default_rng(0)
+    calls = {i: _call(job, threads, rng) for i, job in enumerate(jobs)}
+    timings = round_robin_calls(calls, runs, max(warmup, 1), progress)
+    return Rounds([timings[i] for i in range(len(jobs))], base_kb, peak_rss_kb())
+
+
+def round_robin_calls(calls: dict, runs: int, warmup: int = 1, progress: str | bool = False) -> dict:
+    """``{key: Timing}`` of callables timed in this process, round robin, after ``warmup``
+    untimed calls of each: what :func:`round_robin` runs in its child, and what a benchmark
+    uses for calls that are not files (a quantize_static model, one layer)."""
     import time
 
     from tqdm import tqdm
 
-    base_kb = peak_rss_kb()
-    rng = np.random.default_rng(0)
-    calls = [_call(job, threads, rng) for job in jobs]
-    for call in calls:
-        for _ in range(max(warmup, 1)):
+    for call in calls.values():
+        for _ in range(warmup):
             call()
-    times: list[list[float]] = [[] for _ in calls]
+    times: dict = {k: [] for k in calls}
     for _ in tqdm(range(runs), desc=progress or "", disable=not progress, leave=False):
-        for t_list, call in zip(times, calls):
+        for k, call in calls.items():
             t = time.perf_counter()
             call()
-            t_list.append((time.perf_counter() - t) * 1000)
-    return Rounds([_stats(np.array(t)) for t in times], base_kb, peak_rss_kb())
+            times[k].append((time.perf_counter() - t) * 1000)
+    return {k: _stats(np.array(v)) for k, v in times.items()}
 
 
 def _call(job: Job, threads: int | None, rng: np.random.Generator):

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._io import atomic_path
+from .._io import atomic_path, check_writable
 from ..cost.latency import load as load_table, search_costs
 from ..errors import BadInput
 from .config import SearchConfig
@@ -90,9 +90,20 @@ def checkpoint_path(found: str | Path) -> Path:
     return found.with_name(found.stem + ".search.pt")
 
 
+def output_paths(found: str | Path) -> list[Path]:
+    """Every file a search writes: found.json, its checkpoint, history and alphas' plot."""
+    found = Path(found)
+    return [found, checkpoint_path(found), found.with_name(found.stem + ".history.json"),
+            found.with_name(found.stem + ".alphas.png")]
+
+
 def search(cfg: SearchConfig, pairs: list, found: str | Path, resume: bool = False, device: str = "cpu",
-           progress: bool = True, log: Callable[[str], None] = print) -> SearchResult:
-    found = _writable(found)
+           progress: bool = True, log: Callable[[str], None] = print, name: str | None = None) -> SearchResult:
+    """Search with ``cfg`` on ``pairs`` and write found.json (and the files beside it,
+    :func:`output_paths`) to ``found``; the architecture is called ``name`` (default: the
+    file's stem)."""
+    check_writable(*output_paths(found))
+    found = Path(found)
     ck = checkpoint_path(found)
     t0 = time.perf_counter()
     run = _setup(cfg, pairs, device)
@@ -100,15 +111,8 @@ def search(cfg: SearchConfig, pairs: list, found: str | Path, resume: bool = Fal
         _resume(run, ck, log)
     for epoch in range(run.epoch, cfg.epochs):
         _run_epoch(run, epoch, ck, progress, log)
-    spec = _finish(run, found)
+    spec = _finish(run, found, name or found.stem)
     return SearchResult(spec, run.history, str(found), time.perf_counter() - t0)
-
-
-def _writable(found: str | Path) -> Path:
-    found = Path(found)
-    if not (found.parent if str(found.parent) else Path(".")).is_dir():
-        raise BadInput(f"cannot write {str(found)!r}: folder {str(found.parent)!r} does not exist")
-    return found
 
 
 def _setup(cfg: SearchConfig, pairs: list, device: str) -> _Run:
@@ -157,13 +161,35 @@ def _save(run: _Run, ck: Path, epoch: int, it: int = 0, sums: dict | None = None
 
 
 def _load_state(path: Path) -> dict:
+    import pickle
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise BadInput(f"{path}: not a search checkpoint (not a PyTorch zip archive)")
     try:
         st = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's own text here suggests weights_only=False, which would run the file's code.
+        raise BadInput(f"{path}: refused to load: it holds objects other than tensors, numbers and strings, "
+                       "and checkpoints are loaded with weights_only=True") from None
     except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
-        raise BadInput(f"{path}: not a search checkpoint ({str(e).splitlines()[0][:120]})") from None
+        raise BadInput(f"{path}: not a search checkpoint ({_first_sentence(e)})") from None
     if not isinstance(st, dict) or st.get("format") != CHECKPOINT_FORMAT:
         raise BadInput(f"{path}: not a search checkpoint")
     return st
+
+
+def _first_sentence(e: Exception, limit: int = 160) -> str:
+    """An exception's first sentence, cut at a word (with "...") past ``limit``
+    characters: torch's errors run to paragraphs, and a cut mid-word reads as garbage."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
+    text = (text.splitlines() or [""])[0].strip() or type(e).__name__
+    text = re.split(r"(?<=\.)\s", text, maxsplit=1)[0]
+    if len(text) <= limit or " " not in text[:limit + 1]:
+        return text
+    return text[:limit + 1].rsplit(" ", 1)[0].rstrip(" ,;:") + " ..."
 
 
 def _resume(run: _Run, ck: Path, log: Callable[[str], None]) -> None:
@@ -192,15 +218,15 @@ def _resume(run: _Run, ck: Path, log: Callable[[str], None]) -> None:
 def _run_epoch(run: _Run, epoch: int, ck: Path, progress: bool, log: Callable[[str], None]) -> None:
     """The iterations of ``epoch`` still to do, then its record and checkpoint. Ctrl-C saves
     the iterations done so far, so that ``--resume`` repeats only the interrupted one."""
-    from tqdm import tqdm
+    from .._progress import bar as progress_bar
 
     cfg = run.cfg
     run.net.train()
     first, sums = 0, {"l1": 0.0, "lcq": 0.0, "entropy": 0.0}
     if epoch == run.epoch and run.resume_iter:
         first, sums = run.resume_iter, run.resume_sums
-    bar = tqdm(range(first, cfg.iters), desc=f"search {epoch + 1}/{cfg.epochs}", disable=not progress,
-               leave=False, initial=first, total=cfg.iters)
+    bar = progress_bar(cfg.iters, f"search {epoch + 1}/{cfg.epochs}", progress, iterable=range(first, cfg.iters),
+                       initial=first)
     done = first
     try:
         for it in bar:
@@ -262,7 +288,7 @@ def _end_epoch(run: _Run, epoch: int, sums: dict, ck: Path, log: Callable[[str],
         f"mean entropy {rec['entropy']:.3f}, mu {rec['mu']:.2e}")
 
 
-def _finish(run: _Run, found: Path):
+def _finish(run: _Run, found: Path, name: str):
     """found.json from the final alphas (with its cost figures), the history beside it, and the alphas' plot."""
     from ..cost import summary
     from ..spec import save
@@ -272,14 +298,14 @@ def _finish(run: _Run, found: Path):
     settings["bits"] = list(cfg.bits)
     settings["ops"] = {k: list(net.mixed[k].ops) for k in run.keys}
     settings["final_alphas"] = run.history[-1]["alphas"] if run.history else {}
-    spec = net.derive(name=found.stem, description=f"QuantNAS search ({cfg.mode}) on {cfg.data}", search=settings)
+    spec = net.derive(name=name, description=f"QuantNAS search ({cfg.mode}) on {cfg.data}", search=settings)
     spec = spec.with_(cost=summary(spec))
     with atomic_path(found) as tmp:
         save(spec, tmp)
-    hist_path = found.with_name(found.stem + ".history.json")
+    _, _, hist_path, alphas_path = output_paths(found)
     with atomic_path(hist_path) as tmp:
         Path(tmp).write_text(json.dumps({"config": settings, "epochs": run.history}, indent=1) + "\n")
-    plot_alphas(run.history, run.keys, net.bits, net.mixed, found.with_name(found.stem + ".alphas.png"))
+    plot_alphas(run.history, run.keys, net.bits, net.mixed, alphas_path)
     return spec
 
 

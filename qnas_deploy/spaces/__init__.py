@@ -146,4 +146,4 @@ def build_model(spec) -> nn.Module:
 
 
 # Spaces register themselves on import; listed explicitly (no file scanning).
-from . import basic, espcn, rfdn  # noqa: E402,F401
+from . import basic, rfdn, espcn  # noqa: E402,F401 - in the order users read them

@@ -10,7 +10,7 @@ from qnas_deploy.exporters import ir, onnx, reference, tflite
 
 def test_every_operation_has_frozen_keyword_attributes():
     assert set(ir.OPS) == {"conv", "float_conv", "requant", "add", "mul", "concat", "depth_to_space", "tile",
-                           "max_pool", "resize", "sigmoid", "adq_scale", "relu", "reinterpret"}
+                           "max_pool", "resize", "sigmoid", "adq_scale", "reinterpret"}
     for name, cls in ir.OPS.items():
         assert cls.op == name and dataclasses.is_dataclass(cls)
     a = ir.Add(mult=2.0)
@@ -27,7 +27,7 @@ def test_node_checks_its_attributes():
     with pytest.raises(TypeError, match="takes Add attributes"):
         ir.Node("add", ["a", "b"], "c", ir.Mul())
     with pytest.raises(ir.UnsupportedOp, match="unknown IR operation 'swish'"):
-        ir.Node("swish", ["a"], "b", ir.Relu())
+        ir.Node("swish", ["a"], "b", ir.Requant())
     assert issubclass(ir.UnsupportedOp, BadInput)  # one line, exit 2
 
 

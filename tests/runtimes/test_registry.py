@@ -16,6 +16,7 @@ def test_every_runtime_names_its_file_type_and_target():
         "onnxruntime": ("onnxruntime", ".onnx", "onnxruntime-x86"),
         "litert-xnnpack": ("litert-xnnpack", ".tflite", "litert-xnnpack"),
         "litert-builtin": ("litert-builtin", ".tflite", "litert-builtin"),
+        "litert-builtin-ref": ("litert-builtin-ref", ".tflite", "litert-builtin-ref"),
     }
     assert RUNTIMES["onnxruntime"].input_shape(5, 7) == (1, 3, 5, 7)
     assert RUNTIMES["litert-builtin"].input_shape(5, 7) == (1, 5, 7, 3)

@@ -205,10 +205,6 @@ def adq_scale(graph, node, values):
     return (F32(node.attrs.a) * std + F32(node.attrs.c)).reshape(-1, 1, 1, 1).astype(F32)
 
 
-def relu(graph, node, values):
-    return quantize(graph.tensor(node.output), np.maximum(real(graph.tensor(node.inputs[0]), values[node.inputs[0]]), 0))
-
-
 def reinterpret(graph, node, values):
     return values[node.inputs[0]]
 
@@ -226,7 +222,6 @@ KERNELS = {
     "resize": resize,
     "sigmoid": sigmoid,
     "adq_scale": adq_scale,
-    "relu": relu,
     "reinterpret": reinterpret,
 }
 check_dispatch(KERNELS, "exact arithmetic")

@@ -92,7 +92,8 @@ def main() -> int:
             print(f"differs: {k}: {old.get(k, '(absent)')[:40]} -> {h.get(k, '(absent)')[:40]}")
             fmt = k.split("/")[1]
             if args.run_against and args.keep and not h.get(k, "").startswith("error"):
-                print(f"  outputs: {same_outputs(Path(args.run_against) / f'{_stem(k)}.{fmt}', Path(args.keep) / f'{_stem(k)}.{fmt}')}")
+                name = f"{_stem(k)}.{fmt}"
+                print(f"  outputs: {same_outputs(Path(args.run_against) / name, Path(args.keep) / name)}")
         print(f"{len(h) - len(diff)} of {len(h)} files byte-identical")
         return 1 if diff else 0
     return 0

@@ -3,10 +3,11 @@
 ``nearest`` is pure data movement. ``bicubic`` is MATLAB's ``imresize`` bicubic (cubic
 kernel a = -0.5, the baseline every SR paper prints) written as what an integer runtime
 runs: one fixed 5x5 convolution, grouped by colour channel, from the 3 input channels to
-``3 * s^2`` sub-pixel phases, followed by PixelShuffle. The kernel is exact in the
-interior; at the border the conv pads with zeros where ``imresize`` mirrors, which moves
-Set5 by 0.01 dB and Set14 by less (measured) and which the trained layers see and
-correct like any other border.
+``3 * s^2`` sub-pixel phases, followed by PixelShuffle, on the input mirrored by two
+pixels with the edge repeated (``imresize``'s border handling; a ``pad`` op in the
+integer graph: ONNX slices, TFLite MIRROR_PAD), so it is ``imresize`` everywhere, border
+included. Zero padding there made every image's outermost pixels dark (a flat 200 came
+out 135 along a border line) and the trained layers had to learn to undo it.
 
 The conv is an ordinary :class:`~qnas_deploy.ops.QConv2d` (8-bit, or float in an
 all-float network) whose weights and steps are buffers, not parameters, so training
@@ -24,6 +25,16 @@ from .quant import FLOAT_BITS, Uint8AffineTensor
 
 ANCHOR_BITS = 8
 _TAPS = 5  # every output phase of a scale >= 2 reads LR offsets -2..2
+_PAD = _TAPS // 2
+
+
+def symmetric_pad(x: torch.Tensor, p: int) -> torch.Tensor:
+    """``x`` mirrored by ``p`` pixels on each side with the edge pixel repeated (MATLAB's
+    ``imresize`` border; numpy's ``symmetric``), for ``p`` up to the image size."""
+    if min(x.shape[-2:]) < p:
+        raise ValueError(f"the bicubic anchor needs images of at least {p}x{p} pixels, got {tuple(x.shape[-2:])}")
+    x = torch.cat([x[..., :p, :].flip(-2), x, x[..., -p:, :].flip(-2)], dim=-2)
+    return torch.cat([x[..., :p].flip(-1), x, x[..., -p:].flip(-1)], dim=-1)
 
 
 def bicubic_phase_weights(scale: int) -> np.ndarray:
@@ -58,7 +69,9 @@ class Anchor(nn.Module):
         if mode == "bicubic":
             c_out = 3 * scale * scale
             bits = ANCHOR_BITS if tensor_bits < FLOAT_BITS else FLOAT_BITS
-            conv = QConv2d(ConvDef(3, c_out, (_TAPS, _TAPS), groups=3), bits, bits, bias=False, act="none")
+            # No zero padding: the input is mirrored first, as imresize does at the border.
+            conv = QConv2d(ConvDef(3, c_out, (_TAPS, _TAPS), groups=3, padding=(0, 0)), bits, bits, bias=False,
+                           act="none")
             k = torch.tensor(bicubic_kernel(scale), dtype=torch.float32)
             # Fixed, not learned: buffers, so optimizers and gradients never see them.
             del conv.weight
@@ -77,7 +90,7 @@ class Anchor(nn.Module):
     def forward(self, xq: torch.Tensor, x_scale: torch.Tensor | float) -> torch.Tensor:
         if self.mode == "nearest":
             return nn.functional.interpolate(xq, scale_factor=self.scale, mode="nearest")
-        return self.shuffle(self.q_conv(self.conv(xq, x_scale, out=self.q_conv)))
+        return self.shuffle(self.q_conv(self.conv(symmetric_pad(xq, _PAD), x_scale, out=self.q_conv)))
 
     def lower(self, g, x: str) -> str:
         """The anchor as an integer graph (``exporters.builder``). Nearest is pure data
@@ -85,7 +98,8 @@ class Anchor(nn.Module):
         (block offset major, channel minor). Bicubic is the fixed conv, then PixelShuffle."""
         if self.mode == "nearest":
             return g.depth_to_space(g.tile(x, "anchor.tile", self.scale * self.scale), "anchor", self.scale, "DCR")
-        u = g.conv(self.conv, x, g.held("anchor.conv", 3 * self.scale ** 2, self.q_conv), "anchor.conv")
+        xp = g.pad(x, "anchor.pad", (_PAD, _PAD))
+        u = g.conv(self.conv, xp, g.held("anchor.conv", 3 * self.scale ** 2, self.q_conv), "anchor.conv")
         return g.depth_to_space(u, "anchor", self.scale)
 
     def extra_repr(self) -> str:

@@ -140,7 +140,9 @@ def _grow(a: int, b: int, n: int, size: int) -> tuple[int, int]:
 def min_input_size(spec) -> int:
     from .spaces.rfdn import MIN_LR_SIZE
 
-    return MIN_LR_SIZE if spec.space == "rfdn" else 1
+    if spec.space == "rfdn":
+        return MIN_LR_SIZE
+    return 2 if getattr(spec, "anchor", "none") == "bicubic" else 1  # the anchor mirrors 2 pixels
 
 
 def upscale_file(opened, image: str, out: str, tile: int | None = 256, overlap: int = 16,

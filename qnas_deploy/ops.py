@@ -195,15 +195,15 @@ class QConv2d(nn.Module):
     def _integer_forward(self, xq: torch.Tensor, s_in: torch.Tensor, out: nn.Module | None,
                          mult: torch.Tensor | float | None) -> torch.Tensor:
         """Inference as the integer runtime computes it: an exact integer accumulator
-        (float64 holds these sums exactly), then either requantised onto ``out``'s grid
+        (:func:`_integer_conv`), then either requantised onto ``out``'s grid
         (``out.hold``) or, for a float consumer, scaled once by ``s_in * s_w`` in float32."""
         c = self.conv
         s_in = s_in.detach().to(xq.dtype)
-        x_int = torch.round(xq / s_in).double()
+        x_int = torch.round(xq / s_in)
         if not bool(self.weight_quant.initialized):
             self.weight_quant.init_from(self.weight)
-        w_int = self.weight_quant.integer_weight(self.weight).double()
-        acc = TF.conv2d(x_int, w_int, None, c.stride, c.pad, c.dilation, c.groups)
+        w_int = self.weight_quant.integer_weight(self.weight)
+        acc = _integer_conv(x_int, w_int, c).double()
         s_w = self.weight_quant.scale.detach().reshape(-1)
         step = (s_in * s_w).to(xq.dtype)
         if self.bias is not None:
@@ -217,6 +217,29 @@ class QConv2d(nn.Module):
         c = self.conv
         return (f"{c.c_in}->{c.c_out}, k={c.kernel}, groups={c.groups}, dilation={c.dilation}, "
                 f"stride={c.stride}, w_bits={self.w_bits}, a_bits={self.a_bits}")
+
+
+# float32 holds every integer up to 2^24 exactly.
+_FLOAT32_EXACT = 2 ** 24
+
+
+def _integer_conv(x_int: torch.Tensor, w_int: torch.Tensor, c) -> torch.Tensor:
+    """The exact integer accumulator of a conv of integer-valued tensors.
+
+    In float32 when no sum can pass 2^24: every partial sum of any order is at most
+    ``max|x| * max_oc sum|w[oc]|``, so each is an integer float32 holds exactly and the
+    result does not depend on the kernel's summation order. CPU float32 convs run in
+    oneDNN, several times faster than float64's im2col fallback, which takes the rest
+    (and CUDA, whose float32 convs may round through TF32), as it does any conv a
+    reduced-precision mode is set for.
+    """
+    full = getattr(getattr(torch.backends.mkldnn, "conv", None), "fp32_precision", "none") in ("none", "ieee") \
+        and getattr(torch.backends.mkldnn, "fp32_precision", "none") in ("none", "ieee")
+    if x_int.device.type == "cpu" and full:
+        bound = x_int.abs().amax() * w_int.abs().sum(dim=(1, 2, 3)).amax()
+        if bool(bound < _FLOAT32_EXACT):
+            return TF.conv2d(x_int.float(), w_int.float(), None, c.stride, c.pad, c.dilation, c.groups)
+    return TF.conv2d(x_int.double(), w_int.double(), None, c.stride, c.pad, c.dilation, c.groups)
 
 
 class QOp(nn.Sequential):

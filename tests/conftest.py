@@ -82,3 +82,20 @@ def espcn_files(tmp_path_factory):
     export("espcn_w8a8", out[".onnx"], fmt="onnx", log=lambda _: None)
     export("espcn_w8a8", out[".tflite"], fmt="tflite", input_size=(16, 20), log=lambda _: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def zoo_checkpoint(tmp_path_factory, zoo_model):
+    """A factory of calibrated checkpoints of ``zoo_model``'s networks: ``name`` -> path of ``name.pt``."""
+    from qnas_deploy.checkpoint import save_checkpoint
+    from qnas_deploy.zoo import load_zoo
+
+    root = tmp_path_factory.mktemp("checkpoints")
+
+    def make(name):
+        path = root / f"{name}.pt"
+        if not path.is_file():
+            save_checkpoint(path, load_zoo(name), zoo_model(name), calibrated=True)
+        return path
+
+    return make

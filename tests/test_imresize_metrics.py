@@ -100,9 +100,24 @@ def test_bicubic_baseline_reproduces_published_figures(capsys):
     assert result["sets"]["Set5"]["mean"]["psnr_db"] == pytest.approx(28.42, abs=0.02)
     assert result["sets"]["Set14"]["mean"]["psnr_db"] == pytest.approx(26.00, abs=0.02)
     assert len(result["sets"]["Set14"]["images"]) == 14
-    assert set(result["sets"]["Set5"]["mean"]) == {"psnr_db", "ssim"}
+    assert set(result["sets"]["Set5"]["mean"]) == {"psnr_db", "ssim", "border_psnr_db", "border_max_error"}
 
 
 def test_unknown_dataset_exits_2(tmp_path, capsys):
     assert main(["eval", "--bicubic", "--data", "NoSuchSet", "--datasets-root", str(tmp_path)]) == 2
     assert "NoSuchSet: no such folder" in capsys.readouterr().err
+
+
+def test_border_error_sees_only_the_shaved_strip():
+    """An error confined to the outer ``scale`` pixels is invisible to PSNR (it shaves them)
+    and is what the border metric reports."""
+    from qnas_deploy.metrics import border_error, psnr
+
+    rng = np.random.default_rng(0)
+    ref = rng.integers(0, 256, (32, 40, 3)).astype(np.uint8)
+    img = ref.copy()
+    img[:, 0] = np.clip(img[:, 0].astype(int) - 60, 0, 255)  # a dark first column
+    assert psnr(img, ref, 4) == float("inf")
+    b_psnr, b_max = border_error(img, ref, 4)
+    assert b_psnr < 40 and 40 <= b_max <= 60
+    assert border_error(ref, ref, 4) == (float("inf"), 0)

@@ -102,7 +102,7 @@ def test_train_eval_upscale_cli(tmp_path, tiny_spec, capsys, sr_folder):
     assert main(["eval", str(ck), "--data", str(folder), "--json", "-"]) == 0
     result = json.loads(capsys.readouterr().out)
     s = result["sets"][str(folder)]
-    assert set(s["mean"]) == {"psnr_db", "ssim"} and len(s["images"]) == 3
+    assert set(s["mean"]) == {"psnr_db", "ssim", "border_psnr_db", "border_max_error"} and len(s["images"]) == 3
     lr = folder / "LR_bicubic" / "X4" / "im0.png"
     out, cmp = tmp_path / "up.png", tmp_path / "cmp.png"
     assert main(["upscale", str(ck), str(lr), "-o", str(out), "--compare", str(cmp)]) == 0
@@ -123,3 +123,24 @@ def test_tiles_have_no_seams(tiny_spec):
     whole = run(img)
     # Receptive field of this net: 7 convs of 3x3 at LR -> 7 pixels; overlap 8 covers it.
     assert np.array_equal(tiled(run, 4, tile=12, overlap=8)(img), whole)
+
+
+def test_an_unwritable_output_is_found_before_the_first_epoch(tmp_path, tiny_spec, data, monkeypatch):
+    import errno
+    import tempfile
+
+    out = tmp_path / "ro"
+    out.mkdir()
+    real = tempfile.mkstemp
+
+    def read_only(*args, dir=None, **kw):
+        if str(dir) == str(out):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real(*args, dir=dir, **kw)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    logged = []
+    for path, needle in ((out / "m.pt", "Permission denied"), (tmp_path / "nodir" / "m.pt", "does not exist")):
+        with pytest.raises(BadInput, match=needle):
+            train(tiny_spec, data, path, TrainConfig(**TINY), progress=False, log=logged.append)
+    assert logged == []

@@ -25,13 +25,15 @@ from ..runtimes import Runtime, file_options, runtimes_for
 
 
 def file_export_options(path: str, options: dict, target: str):
-    """The ``ExportOptions`` a file was written with (from its metadata), for ``target``."""
+    """The ``ExportOptions`` a file was written with (from its metadata); ``target`` where
+    the file does not name its own (files from before targets were recorded)."""
     from ..exporters.options import ExportOptions
 
     fmt = "tflite" if str(path).lower().endswith(".tflite") else "onnx"
     size = tuple(int(v) for v in options.get("input_size", "128x128").split("x"))
     adq = options.get("adq") if options.get("adq") not in (None, "none") else "static"
-    return ExportOptions(format=fmt, target=target, adq=adq, int4=options.get("int4", "container"),
+    return ExportOptions(format=fmt, target=options.get("target", target), adq=adq,
+                         int4=options.get("int4", "container"),
                          io=options.get("io", "uint8"), input_size=size)
 
 
@@ -123,8 +125,8 @@ def parity(checkpoint: str, files: list[str], sets: dict[str, list], threads: in
             raise BadInput(f"{f}: exported from another architecture than {checkpoint} "
                            f"({found.get('name') or found.get('space')} vs {ck.spec.name or ck.spec.space})")
         runs += _runs_of(f, meta["options"], threads, tflite_kernels)
-    # The reference runs each file's own graph: the canonical one lowered for the file's
-    # options and for the target whose arithmetic the runtime computes in.
+    # The reference runs each file's own graph (the canonical one lowered as the file was:
+    # its options, its target's passes) in the arithmetic of the runtime running it.
     graphs = {"reference": canonical(model, ExportOptions())}
     for b in runs:
         opts = file_export_options(b.path, b.options, b.runtime.target)
@@ -203,7 +205,8 @@ def save_diff_png(y: np.ndarray, t: np.ndarray, title: str, out: str | Path) -> 
     axes[0].imshow(y, cmap=None if y.ndim == 3 else "gray")
     axes[0].set_title("output")
     im = axes[1].imshow(d, cmap="magma", vmin=0, vmax=max(1, int(d.max())))
-    axes[1].set_title(f"|difference|, max {int(d.max())}, {100 * float(np.mean(d == 0)):.2f}% identical")
+    axes[1].set_title(f"|file - PyTorch|, max {int(d.max())}, {100 * float(np.mean(d == 0)):.2f}% identical to PyTorch",
+                      fontsize=9)
     fig.colorbar(im, ax=axes[1], fraction=0.046)
     for a in axes:
         a.axis("off")

@@ -139,6 +139,9 @@ class GraphBuilder:
     def depth_to_space(self, x: str, name: str, blocksize: int, mode: str = "CRD", channels: int = 3) -> str:
         return self.node(ir.DepthToSpace(blocksize=blocksize, mode=mode), [x], self.like(name, x, channels))
 
+    def pad(self, x: str, name: str, pads: tuple[int, int]) -> str:
+        return self.node(ir.Pad(pads=tuple(pads)), [x], self.like(name, x))
+
     def tile(self, x: str, name: str, times: int) -> str:
         return self.node(ir.Tile(times=times), [x], self.like(name, x, self.tensors[x].channels * times))
 

@@ -110,7 +110,8 @@ def metadata(prepared: Prepared, options: ExportOptions) -> dict:
     from ..cost import summary
 
     spec = prepared.spec
-    opts = {"format": options.format, "adq": options.adq if spec.adq else "none", "int4": options.int4,
+    opts = {"format": options.format, "target": options.target, "adq": options.adq if spec.adq else "none",
+            "int4": options.int4,
             "io": options.io, "weights": prepared.weights, "calibration": prepared.calibration}
     if options.format == "tflite":
         opts["input_size"] = f"{options.input_size[0]}x{options.input_size[1]}"

@@ -25,6 +25,7 @@ Lowering (``lower.py``) emits the canonical operations; a target's passes
 ``resize``         bilinear, half-pixel centres, to the size of input 1; same grid
 ``sigmoid``        to the fixed 1/256 output grid
 ``adq_scale``      float ``a * std(x) + c`` per image (dynamic ADQ only)
+``pad``            symmetric (edge-repeating) mirror padding; output grid = input grid
 ``reinterpret``    the same integers declared on another grid (no arithmetic)
 =================  ====================================================================
 """
@@ -185,6 +186,16 @@ class Sigmoid(Attrs):
 class AdqScale(Attrs):
     a: float
     c: float
+
+
+@_op("pad")
+class Pad(Attrs):
+    pads: tuple[int, int]            # rows added above and below, columns left and right
+    mode: str = "symmetric"          # mirrored with the edge repeated (MATLAB imresize's border)
+
+    def __post_init__(self):
+        if self.mode != "symmetric":
+            raise ValueError(f"pad mode must be symmetric, got {self.mode!r}")
 
 
 @_op("reinterpret")

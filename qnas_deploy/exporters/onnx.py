@@ -165,6 +165,21 @@ class _Writer:
         self._direct(n, "MaxPool", n.inputs, "maxpool", kernel_shape=[n.attrs.kernel] * 2,
                      strides=[n.attrs.stride] * 2)
 
+    def pad(self, n: Node) -> None:
+        """Symmetric mirror padding as slices read backwards and concatenated (ONNX Pad has no
+        edge-repeating mirror mode); needs at least ``pad`` pixels along each axis."""
+        x = n.inputs[0]
+        for axis, p in ((2, n.attrs.pads[0]), (3, n.attrs.pads[1])):
+            if p == 0:
+                continue
+            i = lambda v, k: self.const(f"{n.output}.a{axis}.{k}", np.array([v], np.int64))  # noqa: E731
+            ax, back = i(axis, "axis"), i(-1, "step")
+            near = self.node("Slice", [x, i(p - 1, "near_start"), i(np.iinfo(np.int64).min, "near_end"), ax, back],
+                             f"{n.output}.a{axis}.near")
+            far = self.node("Slice", [x, i(-1, "far_start"), i(-1 - p, "far_end"), ax, back], f"{n.output}.a{axis}.far")
+            x = self.node("Concat", [near, x, far], f"{n.output}.a{axis}", axis=axis)
+        self._direct(n, "Identity", [x], "pad")
+
     def tile(self, n: Node) -> None:
         self._direct(n, "Concat", [n.inputs[0]] * n.attrs.times, "tile", axis=1)
 
@@ -209,7 +224,7 @@ class _Writer:
 _OPS = {"conv": _Writer.conv, "float_conv": _Writer.float_conv, "requant": _Writer.requant, "add": _Writer.binary,
         "mul": _Writer.binary, "concat": _Writer.concat, "depth_to_space": _Writer.depth_to_space,
         "max_pool": _Writer.max_pool, "tile": _Writer.tile, "resize": _Writer.resize, "sigmoid": _Writer.sigmoid,
-        "adq_scale": _Writer.adq_scale}
+        "adq_scale": _Writer.adq_scale, "pad": _Writer.pad}
 ir.check_dispatch(_OPS, "the ONNX serializer", refuses=("reinterpret",))
 
 

@@ -214,6 +214,13 @@ class _Writer(FbBuilder):
         y = self.act(n.output, _Shape(s.h * r, s.w * r))
         self.op(OP.DEPTH_TO_SPACE, [self.index[n.inputs[0]]], [y], _options("DepthToSpaceOptions", BlockSize=r))
 
+    def pad(self, n: Node) -> None:
+        (ph, pw), s = n.attrs.pads, self.hw[n.inputs[0]]
+        pads = self.const(f"{n.name}.pads", np.array([[0, 0], [ph, ph], [pw, pw], [0, 0]], np.int32), TT.INT32)
+        y = self.act(n.output, _Shape(s.h + 2 * ph, s.w + 2 * pw))
+        self.op(OP.MIRROR_PAD, [self.index[n.inputs[0]], pads], [y],
+                _options("MirrorPadOptions", Mode=tflite.MirrorPadMode.SYMMETRIC))
+
     def max_pool(self, n: Node) -> None:
         (k, st), s = (n.attrs.kernel, n.attrs.stride), self.hw[n.inputs[0]]
         y = self.act(n.output, _Shape((s.h - k) // st + 1, (s.w - k) // st + 1))
@@ -279,7 +286,7 @@ class _Writer(FbBuilder):
 _OPS = {"conv": _Writer.conv, "float_conv": _Writer.float_conv, "requant": _Writer.requant, "add": _Writer.binary,
         "mul": _Writer.binary, "reinterpret": _Writer.reinterpret, "concat": _Writer.concat,
         "depth_to_space": _Writer.depth_to_space, "max_pool": _Writer.max_pool, "resize": _Writer.resize,
-        "sigmoid": _Writer.sigmoid}
+        "sigmoid": _Writer.sigmoid, "pad": _Writer.pad}
 ir.check_dispatch(_OPS, OWNER, refuses=("tile", "adq_scale"))
 
 

@@ -173,20 +173,19 @@ def _load_state(path: Path) -> dict:
         raise BadInput(f"{path}: refused to load: it holds objects other than tensors, numbers and strings, "
                        "and checkpoints are loaded with weights_only=True") from None
     except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
-        raise BadInput(f"{path}: not a search checkpoint ({_first_sentence(e)})") from None
+        raise BadInput(f"{path}: not a search checkpoint ({_first_line(e)})") from None
     if not isinstance(st, dict) or st.get("format") != CHECKPOINT_FORMAT:
         raise BadInput(f"{path}: not a search checkpoint")
     return st
 
 
-def _first_sentence(e: Exception, limit: int = 160) -> str:
-    """An exception's first sentence, cut at a word (with "...") past ``limit``
-    characters: torch's errors run to paragraphs, and a cut mid-word reads as garbage."""
+def _first_line(e: Exception, limit: int = 160) -> str:
+    """An exception's first line, cut at a word (with "...") past ``limit`` characters:
+    torch's errors run to paragraphs, and a cut mid-word reads as garbage."""
     import re
 
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()  # torch colours some of its messages
     text = (text.splitlines() or [""])[0].strip() or type(e).__name__
-    text = re.split(r"(?<=\.)\s", text, maxsplit=1)[0]
     if len(text) <= limit or " " not in text[:limit + 1]:
         return text
     return text[:limit + 1].rsplit(" ", 1)[0].rstrip(" ,;:") + " ..."

@@ -38,3 +38,15 @@ def test_latency_runs_without_pytorch(exported):
             f"for f, b in [({files[0]!r}, 'onnxruntime'), ({files[1]!r}, 'litert-builtin')]:\n"
             "    assert measure(f, b, (16, 16), 1, 2, 1, isolate=False).median_ms > 0\n")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+@pytest.mark.parametrize("corrupt", ["truncated", "garbage", "empty"])
+def test_a_corrupt_tflite_is_one_error_line(corrupt, tmp_path, capsys, espcn_files):
+    from pathlib import Path
+
+    data = Path(espcn_files[".tflite"]).read_bytes()
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes({"truncated": data[: len(data) // 2], "garbage": b"not a flatbuffer at all", "empty": b""}[corrupt])
+    assert main(["bench", "latency", str(bad), "--runs", "1", "--warmup", "0", "--threads", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {bad}: "), err

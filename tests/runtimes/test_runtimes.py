@@ -19,3 +19,16 @@ def test_onnxruntime_runs_a_graph():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     np.testing.assert_array_equal(sess.run(None, {"x": np.array([-1.0, 2.0], np.float32)})[0], [0.0, 2.0])
+
+
+def test_litert_keeps_its_delegate_banner_off_stderr(espcn_files):
+    """LiteRT prints `INFO: Created TensorFlow Lite XNNPACK delegate` once per process, from C++,
+    where it lands inside a progress bar."""
+    import subprocess
+    import sys
+
+    code = "import sys; from qnas_deploy.runtimes.litert import interpreter; interpreter(sys.argv[1]); print('ok')"
+    r = subprocess.run([sys.executable, "-c", code, espcn_files[".tflite"]], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+    assert "XNNPACK" not in r.stderr and r.stderr.strip() == ""

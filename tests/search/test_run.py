@@ -135,3 +135,67 @@ def test_latency_table_steers_the_search(images, tmp_path, latency_table):
         search(SearchConfig(**{**TINY, "channels": 12}, latency_table=str(path)), _pairs(images),
                tmp_path / "g.json", progress=False, log=lambda m: None)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("text", "not a search checkpoint (not a PyTorch zip archive)"),
+    ("objects", "refused to load: it holds objects other than tensors"),
+    ("zip", "not a search checkpoint ([enforce fail at"),
+])
+def test_resume_from_a_bad_checkpoint_gives_a_whole_message(content, needle, images, tmp_path):
+    import io
+    import zipfile
+
+    found = tmp_path / "r.json"
+    ck = checkpoint_path(found)
+    if content == "text":
+        ck.write_bytes(b"not a checkpoint " * 20)
+    elif content == "objects":
+        torch.save({"x": io.BytesIO(b"")}, ck)
+    else:
+        with zipfile.ZipFile(ck, "w") as z:
+            z.writestr("junk.txt", "hello")
+    cfg = SearchConfig(**{**TINY, "epochs": 1, "iters": 1})
+    with pytest.raises(BadInput) as e:
+        search(cfg, _pairs(images), found, resume=True, progress=False, log=lambda m: None)
+    msg = str(e.value)
+    assert needle in msg and msg.count("(") == msg.count(")") and "\n" not in msg
+    assert "weights_only=False" not in msg and "False" not in msg  # never advise running a file's code
+
+
+def test_long_errors_are_cut_at_a_word_or_not_at_all():
+    from qnas_deploy.search.run import _first_line
+
+    long = "Weights only load failed. In PyTorch 2.6, we changed the default value of the `weights_only` " \
+           "argument in `torch.load` from `False` to `True`, and more words follow here.\nsecond line"
+    cut = _first_line(ValueError(long), limit=120)
+    assert cut.endswith(" ...") and long.startswith(cut[:-4]) and long[len(cut) - 4] == " "
+    assert _first_line(ValueError("x" * 200), limit=120) == "x" * 200
+    assert _first_line(ValueError("\x1b[1mbold\x1b[0m words")) == "bold words"
+
+
+def test_an_unwritable_output_is_found_before_the_first_epoch(images, tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    out = tmp_path / "ro"
+    out.mkdir()
+    real = tempfile.mkstemp
+
+    def read_only(*args, dir=None, **kw):
+        if str(dir) == str(out):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real(*args, dir=dir, **kw)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    logged = []
+    with pytest.raises(BadInput, match="Permission denied"):
+        search(SearchConfig(**{**TINY, "epochs": 1, "iters": 1}), _pairs(images), out / "f.json", progress=False,
+               log=logged.append)
+    assert logged == []
+
+
+def test_search_names_the_architecture_as_asked(images, tmp_path):
+    cfg = SearchConfig(**{**TINY, "epochs": 1, "iters": 1})
+    r = search(cfg, _pairs(images), tmp_path / "found.json", progress=False, log=lambda m: None, name="demo_basic")
+    assert r.spec.name == load(tmp_path / "found.json").name == "demo_basic"

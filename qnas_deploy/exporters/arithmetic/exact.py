@@ -205,6 +205,11 @@ def adq_scale(graph, node, values):
     return (F32(node.attrs.a) * std + F32(node.attrs.c)).reshape(-1, 1, 1, 1).astype(F32)
 
 
+def pad(graph, node, values):
+    ph, pw = node.attrs.pads
+    return np.pad(values[node.inputs[0]], ((0, 0), (0, 0), (ph, ph), (pw, pw)), mode="symmetric")
+
+
 def reinterpret(graph, node, values):
     return values[node.inputs[0]]
 
@@ -222,6 +227,7 @@ KERNELS = {
     "resize": resize,
     "sigmoid": sigmoid,
     "adq_scale": adq_scale,
+    "pad": pad,
     "reinterpret": reinterpret,
 }
 check_dispatch(KERNELS, "exact arithmetic")

@@ -533,10 +533,10 @@ def _command(argv: list[str]) -> str:
     return " ".join(words)
 
 
-def _usage_error(e: click.UsageError) -> str:
+def _usage_error(e: click.UsageError, argv: list[str]) -> str:
     """Click's usage error as one line: its message and where the usage is, not the block
     (usage, hint, blank line, message) click prints."""
-    where = e.ctx.command_path if e.ctx is not None else "qnas-deploy"
+    where = e.ctx.command_path if e.ctx is not None else _command(argv)
     return f"{' '.join(e.format_message().split()).rstrip('.')} (see {where} --help)"
 
 
@@ -576,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
         e.show()
         return e.exit_code
     except click.UsageError as e:
-        click.echo(f"error: {_usage_error(e)}", err=True)
+        click.echo(f"error: {_usage_error(e, argv)}", err=True)
         return e.exit_code
     except click.ClickException as e:
         click.echo(f"error: {' '.join(e.format_message().split())}", err=True)

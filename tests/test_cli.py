@@ -46,6 +46,7 @@ def test_zoo_command_lists_entries(capsys):
     (["info", "basic_mixed", "--no-such-option"], "--no-such-option"),
     (["upscale", "m.onnx", "x.png", "--tile", "-5"], "--tile"),
     (["upscale", "m.onnx", "x.png", "--overlap", "-1"], "--overlap"),
+    (["bench", "bitops", "--no-table", "--table-json", "t.json"], "qnas-deploy bench bitops --help"),
 ])
 def test_usage_errors_are_one_line(args, needle, capsys):
     assert main(args) == 2

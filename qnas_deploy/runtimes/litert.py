@@ -31,7 +31,8 @@ def module():
 KERNELS = {"xnnpack": "AUTO", "builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES", "builtin-ref": "BUILTIN_REF"}
 
 
-def interpreter(path_or_bytes, threads: int | None = None, xnnpack: bool = True, kernels: str | None = None):
+def interpreter(path_or_bytes, threads: int | None = None, xnnpack: bool = True, kernels: str | None = None,
+                name: str | None = None):
     """An allocated interpreter with ``kernels`` (default: ``xnnpack`` or, with
     ``xnnpack=False``, ``builtin``).
 
@@ -56,7 +57,7 @@ def interpreter(path_or_bytes, threads: int | None = None, xnnpack: bool = True,
             it = litert.Interpreter(num_threads=threads, experimental_op_resolver_type=kind, **src)
             it.allocate_tensors()
         except (ValueError, RuntimeError) as e:
-            name = "the model" if "model_content" in src else str(path_or_bytes)
+            name = name or ("the model" if "model_content" in src else str(path_or_bytes))
             raise BadInput(f"{name}: LiteRT cannot load it ({str(e).splitlines()[0]})") from None
         finally:
             os.dup2(saved, 2)
@@ -136,7 +137,7 @@ class TfliteModelRunner:
 def image_runner(path: str | Path, threads: int | None = None, kernels: str = "xnnpack") -> TfliteModelRunner:
     data = Path(path).read_bytes()
     io = _metadata_of(path, data).get("qnas.io", "uint8")
-    return TfliteModelRunner(interpreter(data, threads, kernels=kernels), io)
+    return TfliteModelRunner(interpreter(data, threads, kernels=kernels, name=str(path)), io)
 
 
 def open_tflite(path: str | Path, threads: int | None = None, kernels: str = "xnnpack", **_):
@@ -146,7 +147,7 @@ def open_tflite(path: str | Path, threads: int | None = None, kernels: str = "xn
 
     data = Path(path).read_bytes()
     meta = _metadata_of(path, data)
-    return opened(path, meta, lambda: TfliteModelRunner(interpreter(data, threads, kernels=kernels),
+    return opened(path, meta, lambda: TfliteModelRunner(interpreter(data, threads, kernels=kernels, name=str(path)),
                                                         meta.get("qnas.io", "uint8")),
                   RUNTIMES[f"litert-{kernels}"].label)
 

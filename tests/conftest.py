@@ -28,6 +28,26 @@ def latency_table():
     return make
 
 
+@pytest.fixture
+def read_only_folder(tmp_path, monkeypatch):
+    """A folder where creating a file fails with EACCES (as on a read-only mount), whoever
+    runs the test (root ignores permission bits, so ``tempfile.mkstemp`` is patched)."""
+    import errno
+    import tempfile
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    real = tempfile.mkstemp
+
+    def read_only(*args, dir=None, **kw):
+        if str(dir) == str(folder):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real(*args, dir=dir, **kw)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def sr_folder():
     """A factory of benchmark-layout image folders: ``folder/HR/im{i}.png`` and their

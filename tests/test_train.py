@@ -125,20 +125,8 @@ def test_tiles_have_no_seams(tiny_spec):
     assert np.array_equal(tiled(run, 4, tile=12, overlap=8)(img), whole)
 
 
-def test_an_unwritable_output_is_found_before_the_first_epoch(tmp_path, tiny_spec, data, monkeypatch):
-    import errno
-    import tempfile
-
-    out = tmp_path / "ro"
-    out.mkdir()
-    real = tempfile.mkstemp
-
-    def read_only(*args, dir=None, **kw):
-        if str(dir) == str(out):
-            raise PermissionError(errno.EACCES, "Permission denied")
-        return real(*args, dir=dir, **kw)
-
-    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+def test_an_unwritable_output_is_found_before_the_first_epoch(tmp_path, tiny_spec, data, read_only_folder):
+    out = read_only_folder
     logged = []
     for path, needle in ((out / "m.pt", "Permission denied"), (tmp_path / "nodir" / "m.pt", "does not exist")):
         with pytest.raises(BadInput, match=needle):

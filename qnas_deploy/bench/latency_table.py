@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from ..cost.latency import FORMAT, key
-from ..runtimes.timing import Job, in_child, round_robin
+from ..runtimes import RUNTIMES
+from ..runtimes.timing import Job, round_robin
 
 BACKENDS = ("onnxruntime", "litert-xnnpack")   # RUNTIMES names: what the table times
 
@@ -89,17 +90,6 @@ def _candidates(space: str, bits, channels: int | None = None, blocks: int | Non
     return specs
 
 
-# build_table's names for the timing module's round robin, in a child process.
-def _time_files(jobs: list[tuple[str, str, tuple[int, ...]]], threads: int, runs: int, warmup: int,
-                progress: str | bool = False) -> list[float]:
-    """Median milliseconds of each (file, runtime, input shape), round robin, in this process."""
-    jobs = [Job(path, runtime, tuple(shape)) for path, runtime, shape in jobs]
-    return [t.median_ms for t in round_robin(jobs, threads, runs, warmup, progress, isolate=False).timings]
-
-
-_in_child = in_child
-
-
 def build_table(space: str, size: tuple[int, int], bits=(2, 4, 8), threads: int = 1, runs: int = 10,
                 warmup: int = 2, backends=BACKENDS, work: str | Path | None = None, progress: bool = True,
                 channels: int | None = None, blocks: int | None = None) -> dict:
@@ -133,11 +123,12 @@ def build_table(space: str, size: tuple[int, int], bits=(2, 4, 8), threads: int 
                 stem.with_suffix(f".{fmt}").write_bytes(compile_graph(graph, opts)[1])
             files.append((k, stem.with_suffix(".onnx"), stem.with_suffix(".tflite"), (c_in, c_out, h, w)))
     for backend in tqdm(backends, desc=f"table {space}: time", disable=not progress, leave=False):
-        jobs = [(str(onnx_p), backend, (1, c, h, w)) if backend == "onnxruntime" else
-                (str(tfl_p), backend, (1, h, w, c)) for _, onnx_p, tfl_p, (c, _, h, w) in files]
-        for (k, *_), ms in zip(files, _in_child(_time_files, jobs, threads, runs, warmup,
-                                                progress and f"table {space}: {backend} rounds")):
-            entries[k][f"{backend}_ms"] = ms
+        rt = RUNTIMES[backend]
+        jobs = [Job(str(onnx_p if rt.suffix == ".onnx" else tfl_p), backend, rt.input_shape(h, w, c))
+                for _, onnx_p, tfl_p, (c, _, h, w) in files]
+        rounds = round_robin(jobs, threads, runs, warmup, progress and f"table {space}: {backend} rounds")
+        for (k, *_), t in zip(files, rounds.timings):
+            entries[k][f"{backend}_ms"] = t.median_ms
     return {"format": FORMAT, "version": 1, "space": space, "channels": spec.channels, "blocks": spec.blocks,
             "lr_size": f"{size[0]}x{size[1]}", "threads": threads,
             "runs": runs, "bits": list(bits), "backends": list(backends),

@@ -174,23 +174,12 @@ def test_long_errors_are_cut_at_a_word_or_not_at_all():
     assert _first_line(ValueError("\x1b[1mbold\x1b[0m words")) == "bold words"
 
 
-def test_an_unwritable_output_is_found_before_the_first_epoch(images, tmp_path, monkeypatch):
-    import errno
-    import tempfile
-
-    out = tmp_path / "ro"
-    out.mkdir()
-    real = tempfile.mkstemp
-
-    def read_only(*args, dir=None, **kw):
-        if str(dir) == str(out):
-            raise PermissionError(errno.EACCES, "Permission denied")
-        return real(*args, dir=dir, **kw)
+def test_an_unwritable_output_is_found_before_the_first_epoch(images, read_only_folder, monkeypatch):
+    out = read_only_folder
 
     def epoch_ran(*args, **kw):
         raise AssertionError("an epoch ran before the outputs were checked")
 
-    monkeypatch.setattr(tempfile, "mkstemp", read_only)
     monkeypatch.setattr("qnas_deploy.search.run._run_epoch", epoch_ran)
     with pytest.raises(BadInput, match="Permission denied"):
         search(SearchConfig(**{**TINY, "epochs": 1, "iters": 1}), _pairs(images), out / "f.json", progress=False,

@@ -132,7 +132,7 @@ def parity(checkpoint: str, tmp: Path) -> dict:
     ed = export(checkpoint, tmp / f"{Path(checkpoint).stem}_dyn.onnx", adq="dynamic", log=lambda m: None)
     runners = {"torch": grey_aware(torch_runner(e.model)),
                "reference": grey_aware(reference.runner(e.graph)),
-               "reference_ort": grey_aware(reference.runner(e.lowered, "onnxruntime-x86")),
+               "reference_ort": grey_aware(reference.runner(e.lowered, "onnxruntime")),
                "onnxruntime": grey_aware(open_onnx(e.path, threads=2).run),
                "onnxruntime_adq_dynamic": grey_aware(open_onnx(ed.path, threads=2).run)}
     outs = {}

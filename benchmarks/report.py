@@ -101,7 +101,7 @@ def _cached(path: Path, redo: bool, make):
 
 
 def _machine() -> str:
-    from qnas_deploy.bench.latency import machine
+    from qnas_deploy.bench.latency import host_machine as machine
 
     m = machine()
     return ", ".join(f"{k} {v}" for k, v in m.items())

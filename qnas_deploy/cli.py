@@ -149,7 +149,7 @@ def eval_cmd(model: str | None, bicubic: bool, data: str, datasets_root: str | N
     """
     from .errors import BadInput
     from .evaluate import bicubic_upscaler, evaluate_sets, results_table
-    from .infer import grey_aware
+    from .runtimes import grey_aware
     from .runtimes import open_model
     from .runtimes.opened import check_trained
 
@@ -273,7 +273,7 @@ def upscale(model: str, image: str, out: str | None, tile: int, overlap: int, co
               help="TFLite: the LR input size the file is allocated for (the runner resizes it).")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim.")
 @click.option("--target", metavar="NAME", default=None,
-              help="Export target (default: onnxruntime-x86 for onnx, litert-xnnpack for tflite, whose file also "
+              help="Export target (default: onnxruntime for onnx, litert-xnnpack for tflite, whose file also "
                    "serves litert-builtin and litert-builtin-ref); see the README's target table.")
 def export(source: str, fmt: str, out: str | None, weights: str | None, calib: str | None,
            datasets_root: str | None, adq: str, int4: str, io: str, input_size: str, no_simplify: bool,
@@ -413,6 +413,11 @@ _kernels_option = click.option("--tflite-kernels", default="xnnpack,builtin", sh
                                help="LiteRT kernel sets to run .tflite files with (xnnpack, builtin, builtin-ref: "
                                     "the reference kernels).")
 
+_machine_option = click.option(
+    "--target", "machine", metavar="aarch64[:CPU]", default=None,
+    help="Run the files on another CPU, emulated: aarch64 with a CPU model (cortex-a53, cortex-a72, cortex-a76, "
+         "neoverse-n1 (default), max); set up once with 'qnas-deploy target setup aarch64'. Default: this machine.")
+
 
 @cli.group()
 def bench() -> None:
@@ -431,8 +436,9 @@ def bench() -> None:
 @click.option("--json", "json_path", metavar="PATH", help="Write every number as JSON ('-' for stdout).")
 @click.option("--md", "md_path", metavar="PATH", help="Write the Markdown table.")
 @click.option("--diff-png", metavar="PATH", help="Difference map of the worst image (default: none).")
+@_machine_option
 def bench_parity(checkpoint, files, data, datasets_root, tolerance_db, threads, tflite_kernels, json_path, md_path,
-                 diff_png) -> None:
+                 diff_png, machine) -> None:
     """Run every image through CHECKPOINT (PyTorch), the numpy integer reference and FILES.
 
     Exits 1 when a file misses --tolerance-db on some image.
@@ -446,7 +452,7 @@ def bench_parity(checkpoint, files, data, datasets_root, tolerance_db, threads, 
     scale = load_checkpoint(checkpoint).spec.scale
     sets = {s: benchmark_pairs(resolve_dataset(s, datasets_root), scale) for s in data.split(",") if s}
     result = parity(checkpoint, list(files), sets, threads, tolerance_db, _kernels(tflite_kernels),
-                    diff_png=diff_png)
+                    diff_png=diff_png, machine=machine)
     _write_outputs(result.to_dict(), json_path, md_path, markdown(result))
     if not result.passed:
         failed = [k for k, v in result.files.items() if v.passed is False]
@@ -462,13 +468,53 @@ def bench_parity(checkpoint, files, data, datasets_root, tolerance_db, threads, 
 @_kernels_option
 @click.option("--json", "json_path", metavar="PATH", help="Write every number as JSON ('-' for stdout).")
 @click.option("--md", "md_path", metavar="PATH", help="Write the Markdown table.")
-def bench_latency(files, size, threads_list, runs, warmup, tflite_kernels, json_path, md_path) -> None:
-    """Median, p10/p90 latency and peak memory of FILES per backend and thread count."""
+@_machine_option
+def bench_latency(files, size, threads_list, runs, warmup, tflite_kernels, json_path, md_path, machine) -> None:
+    """Median, p10/p90 latency and peak memory of FILES per backend and thread count
+    (with --target: an emulator's timings, labelled so, not a device's)."""
     from .bench.latency import latency, markdown
 
     check_writable(json_path, md_path)
-    result = latency(list(files), size, _int_list(threads_list, "--threads"), runs, warmup, _kernels(tflite_kernels))
+    result = latency(list(files), size, _int_list(threads_list, "--threads"), runs, warmup, _kernels(tflite_kernels),
+                     machine=machine)
     _write_outputs(result.to_dict(), json_path, md_path, markdown(result))
+
+
+@cli.group()
+def target() -> None:
+    """Other machines to run exported files on (emulated aarch64)."""
+
+
+@target.command("setup")
+@click.argument("machine", type=click.Choice(["aarch64"]))
+def target_setup(machine: str) -> None:
+    """Make the aarch64 environment once: an arm64 Debian root (mmdebstrap), the aarch64
+    wheels of numpy, onnxruntime, ai-edge-litert and tflite at this machine's versions, run
+    by qemu-aarch64-static. Cached in $QNAS_DEPLOY_CACHE (default ~/.cache/qnas-deploy).
+    Needs: apt-get install qemu-user-static mmdebstrap."""
+    from .emulation import aarch64
+
+    aarch64.setup(log=lambda m: click.echo(m, err=True))
+
+
+@target.command("list")
+def target_list() -> None:
+    """The emulated CPU models, and whether the environment is set up."""
+    from .emulation import aarch64
+    from .errors import QnasError
+
+    try:
+        env = aarch64.load()
+        click.echo(f"aarch64 environment: {env.folder} (qemu {env.info['qemu']}, "
+                   + ", ".join(f"{k} {v}" for k, v in env.info["versions"].items()) + ")")
+    except QnasError as e:
+        env = None
+        click.echo(f"aarch64 environment: not set up ({e})")
+    for cpu in aarch64.CPUS.values():
+        probed = env.info["cpus"].get(cpu.name, {}) if env else {}
+        midr = f" MIDR {probed['midr']}" if probed else ""
+        default = " (default)" if cpu.name == aarch64.DEFAULT_CPU else ""
+        click.echo(f"  aarch64:{cpu.name}{default}: {cpu.features}{midr}")
 
 
 @bench.command("bitops")

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .errors import BadInput
-from .runtimes.opened import Runner
+from .runtimes.opened import Runner, grey_aware
 
 
 def torch_runner(model: nn.Module, device: str | torch.device = "cpu", batch_tiles: bool | None = None) -> Runner:
@@ -49,16 +49,6 @@ def torch_runner(model: nn.Module, device: str | torch.device = "cpu", batch_til
     if batch_tiles:
         run.batch = run_batch
     return run
-
-
-def grey_aware(run: Runner) -> Runner:
-    """Accept ``HxW`` grey images too: the network sees them as RGB, the result is grey again."""
-    def wrapped(lr: np.ndarray) -> np.ndarray:
-        if lr.ndim == 2:
-            out = run(np.repeat(lr[..., None], 3, axis=2)).astype(np.float64).mean(axis=2)
-            return np.clip(np.round(out), 0, 255).astype(np.uint8)
-        return run(lr)
-    return wrapped
 
 
 # LR pixels one batched forward pass may hold: four default tiles (256 + 2 x 16 overlap),

@@ -23,7 +23,8 @@ from .calibrate import calibrate
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .data import PatchSampler, Pair
 from .errors import BadInput
-from .infer import grey_aware, min_input_size, torch_runner
+from .infer import min_input_size, torch_runner
+from .runtimes import grey_aware
 from .metrics import psnr
 from .spaces import build_model
 from .spec import ArchSpec

@@ -119,3 +119,26 @@ def zoo_checkpoint(tmp_path_factory, zoo_model):
         return path
 
     return make
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, sr_folder):
+    """A tiny trained Basic checkpoint and its .onnx and .tflite: (root, data folder, checkpoint, [files])."""
+    from qnas_deploy.cli import main
+    from qnas_deploy.data import training_pairs
+    from qnas_deploy.spec import uniform
+    from qnas_deploy.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("bench")
+    data = sr_folder(root / "data", n=2, size=48)
+    spec = uniform("basic", {"head": "simple_3x3", "body": "simple_3x3", "skip": "simple_1x1",
+                             "upsample": "simple_3x3", "tail": "simple_3x3"}, 4, channels=6, blocks=1)
+    ck = root / "m.pt"
+    train(spec, training_pairs(data, 4), ck, TrainConfig(epochs=1, iters=2, batch=2, patch=8, calib_batches=1),
+          progress=False, log=lambda m: None)
+    files = []
+    for fmt in ("onnx", "tflite"):
+        out = root / f"m.{fmt}"
+        assert main(["export", str(ck), "--format", fmt, "-o", str(out), "--input-size", "12x12"]) == 0
+        files.append(str(out))
+    return root, str(data), str(ck), files

@@ -5,6 +5,10 @@ Every (file, backend, threads) measurement runs in a fresh child process
 and runtime alone, and one runtime's thread pool does not disturb the next. Needs only
 the runtime (onnxruntime or ai-edge-litert / tflite-runtime) and this package: it runs on
 a board as it does here.
+
+``machine="aarch64:CPU"`` times the files in the aarch64 builds of the runtimes under qemu
+(``emulation.aarch64``): an emulator's timings, recorded and printed as such, useful to
+compare kernels and files with each other there, never as a phone's latency.
 """
 from __future__ import annotations
 
@@ -56,9 +60,28 @@ def measure(path: str, backend: str, size: tuple[int, int], threads: int, runs: 
                       t.p90_ms, t.min_ms, r.peak_rss_kb / 1024, (r.peak_rss_kb - r.base_rss_kb) / 1024)
 
 
+def _measure_emulated(env, cpu, path: str, backend: str, size: tuple[int, int], threads: int, runs: int,
+                      warmup: int) -> LatencyRow:
+    from ..emulation import aarch64
+
+    r = aarch64.round_robin(env, cpu, [Job(str(path), backend, tuple(size), image=True)], threads, runs, warmup)
+    t = r.timings[0]
+    return LatencyRow(str(path), backend, f"{size[0]}x{size[1]}", threads, runs, warmup, t.median_ms, t.p10_ms,
+                      t.p90_ms, t.min_ms, r.peak_rss_kb / 1024, (r.peak_rss_kb - r.base_rss_kb) / 1024)
+
+
 def latency(files: list[str], size: tuple[int, int], threads: list[int], runs: int = 50, warmup: int = 5,
-            tflite_kernels=("xnnpack", "builtin"), isolate: bool = True, progress: bool = True) -> LatencyResult:
+            tflite_kernels=("xnnpack", "builtin"), isolate: bool = True, progress: bool = True,
+            machine: str | None = None) -> LatencyResult:
+    """``machine``: ``aarch64[:CPU]`` to time the files there (emulated), None for this one."""
     from .._progress import bar
+
+    env = cpu = None
+    if machine:
+        from ..emulation import aarch64
+
+        cpu = aarch64.parse_target(machine)
+        env = aarch64.load()
 
     for f in files:
         if not Path(f).is_file():
@@ -74,12 +97,17 @@ def latency(files: list[str], size: tuple[int, int], threads: list[int], runs: i
     with bar(len(jobs), "latency", progress) as pbar:
         rows = []
         for f, b, t in jobs:
-            rows.append(measure(f, b, size, t, runs, warmup, isolate))
+            rows.append(_measure_emulated(env, cpu, f, b, size, t, runs, warmup) if env
+                        else measure(f, b, size, t, runs, warmup, isolate))
             pbar.update(1)
-    return LatencyResult(machine(), f"{size[0]}x{size[1]}", rows)
+    if env:
+        from ..emulation import aarch64
+
+        return LatencyResult(aarch64.machine(env, cpu), f"{size[0]}x{size[1]}", rows)
+    return LatencyResult(host_machine(), f"{size[0]}x{size[1]}", rows)
 
 
-def machine() -> dict:
+def host_machine() -> dict:
     import os
 
     info = {"system": platform.system(), "machine": platform.machine(), "cpus": os.cpu_count(),
@@ -101,7 +129,8 @@ def machine() -> dict:
 
 def markdown(result: LatencyResult) -> str:
     m = result.machine
-    lines = [f"Latency at LR {result.size} (HxW) on {m['machine']} ({m['cpus']} CPUs), "
+    where = f"{m['machine']} {m['cpu']}, EMULATED ({m['emulated']})" if m.get("emulated") else m["machine"]
+    lines = [f"Latency at LR {result.size} (HxW) on {where} ({m['cpus']} CPUs), "
              f"onnxruntime {m.get('onnxruntime', '-')}, LiteRT {m.get('ai_edge_litert', '-')}.", "",
              "| file | backend | threads | median (ms) | p10 (ms) | p90 (ms) | peak RSS (MB) | runs |",
              "|---|---|---|---|---|---|---|---|"]

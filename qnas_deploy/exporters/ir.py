@@ -22,7 +22,7 @@ Lowering (``lower.py``) emits the canonical operations; a target's passes
 ``depth_to_space`` PixelShuffle order (CRD), or DCR; output grid = input grid
 ``tile``           channels repeated ``times`` (RFDN's input); output grid = input grid
 ``max_pool``       ``kernel``, ``stride``, no padding; output grid = input grid
-``resize``         bilinear, half-pixel centres, to the size of input 1; same grid
+``crop``           to the height and width of input 1, from the top left; same grid
 ``sigmoid``        to the fixed 1/256 output grid
 ``adq_scale``      float ``a * std(x) + c`` per image (dynamic ADQ only)
 ``pad``            symmetric (edge-repeating) mirror padding; output grid = input grid
@@ -172,8 +172,8 @@ class MaxPool(Attrs):
     stride: int
 
 
-@_op("resize")
-class Resize(Attrs):
+@_op("crop")
+class Crop(Attrs):
     pass
 
 

@@ -3,8 +3,12 @@
 Every quantized tensor is a uint8 tensor in the file; an operation reads it through its
 own DequantizeLinear and writes through QuantizeLinear (and a uint8 ``Clip`` for
 sub-8-bit grids, FACTS.md section 2), the pattern onnxruntime's CPU provider fuses into
-QLinearConv / QLinearAdd / QLinearMul / QLinearConcat / QLinearSigmoid (FACTS.md
-section 1). Data movement (depth-to-space, channel tiling, max-pool) runs on the uint8
+QLinearConv / QLinearMul / QLinearConcat / QLinearSigmoid (FACTS.md section 1). A
+quantized add is written as ``Sum``, which no fusion takes: onnxruntime's QLinearAdd rounds
+per CPU (fused multiply-adds in float32 on x86, 21-bit fixed-point multipliers with ties
+away from zero on aarch64, MLAS ``qladd*.cpp``), while DequantizeLinear, ``Sum`` and
+QuantizeLinear are single IEEE float32 operations, the same on every CPU and the model's
+own arithmetic. Data movement (depth-to-space, channel tiling, max-pool) runs on the uint8
 tensors directly. Activations are uint8 with zero point 128 for signed tensors: on x86,
 int8 activations lose fusion where a tensor has two consumers (every residual does).
 """
@@ -138,8 +142,8 @@ class _Writer:
         self.q(self.dq(n.inputs[0]), self.g.tensor(n.output))
 
     def binary(self, n: Node) -> None:
-        op = n.op.capitalize()
         yt = self.g.tensor(n.output)
+        op = "Sum" if n.op == "add" and yt.quantized else n.op.capitalize()
         y = self.node(op, [self.dq(n.inputs[0]), self.dq(n.inputs[1])], f"{n.output}.{op.lower()}")
         mult = n.attrs.mult
         if mult != 1.0 and yt.quantized:  # folded into the output scale: one fused QLinear op
@@ -183,17 +187,13 @@ class _Writer:
     def tile(self, n: Node) -> None:
         self._direct(n, "Concat", [n.inputs[0]] * n.attrs.times, "tile", axis=1)
 
-    def resize(self, n: Node) -> None:
-        x = self.dq(n.inputs[0])
-        shape_x = self.node("Shape", [n.inputs[0]], f"{n.output}.shape_x")
+    def crop(self, n: Node) -> None:
         shape_r = self.node("Shape", [n.inputs[1]], f"{n.output}.shape_ref")
-        i0, i2, i4 = (self.const(f"{n.output}.i{k}", np.array([k], np.int64)) for k in (0, 2, 4))
-        nc = self.node("Slice", [shape_x, i0, i2], f"{n.output}.nc")
+        i2, i4 = (self.const(f"{n.output}.i{k}", np.array([k], np.int64)) for k in (2, 4))
         hw = self.node("Slice", [shape_r, i2, i4], f"{n.output}.hw")
-        sizes = self.node("Concat", [nc, hw], f"{n.output}.sizes", axis=0)
-        y = self.node("Resize", [x, "", "", sizes], f"{n.output}.resize", mode="linear",
-                      coordinate_transformation_mode="half_pixel")
-        self.q(y, self.g.tensor(n.output))
+        zeros = self.const(f"{n.output}.zeros", np.zeros(2, np.int64))
+        self._direct(n, "Slice", [n.inputs[0], zeros, hw, self.const(f"{n.output}.axes", np.array([2, 3], np.int64))],
+                     "crop")
 
     def sigmoid(self, n: Node) -> None:
         self.q(self.node("Sigmoid", [self.dq(n.inputs[0])], f"{n.output}.sigmoid"), self.g.tensor(n.output))
@@ -223,7 +223,7 @@ class _Writer:
 
 _OPS = {"conv": _Writer.conv, "float_conv": _Writer.float_conv, "requant": _Writer.requant, "add": _Writer.binary,
         "mul": _Writer.binary, "concat": _Writer.concat, "depth_to_space": _Writer.depth_to_space,
-        "max_pool": _Writer.max_pool, "tile": _Writer.tile, "resize": _Writer.resize, "sigmoid": _Writer.sigmoid,
+        "max_pool": _Writer.max_pool, "tile": _Writer.tile, "crop": _Writer.crop, "sigmoid": _Writer.sigmoid,
         "adq_scale": _Writer.adq_scale, "pad": _Writer.pad}
 ir.check_dispatch(_OPS, "the ONNX serializer", refuses=("reinterpret",))
 

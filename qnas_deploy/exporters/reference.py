@@ -14,7 +14,7 @@ from .ir import Graph
 
 ARITHMETIC = {
     "pytorch": exact.KERNELS,
-    "onnxruntime-x86": onnxruntime.KERNELS,
+    "onnxruntime": onnxruntime.KERNELS,
     "litert-xnnpack": litert.XNNPACK,
     "litert-builtin": litert.BUILTIN,
     "litert-builtin-ref": litert.BUILTIN_REF,

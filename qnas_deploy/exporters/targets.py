@@ -8,7 +8,7 @@ actually holds. ``docs/design.md`` ("How to add a target") says how to add one.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .ir import Graph
 from .passes import Pass, Property, run_passes
@@ -21,8 +21,15 @@ class Target:
     name: str
     format: str                    # the serializer: "onnx" or "tflite"
     passes: tuple[Pass, ...]
-    arithmetic: str                # reference.ARITHMETIC key the runtime computes in
+    arithmetic: str                # reference.ARITHMETIC key the runtime computes in (on x86)
     description: str
+    # Where the runtime's kernels compute otherwise on another CPU architecture: the
+    # arithmetic there (``platform.machine()`` names: "aarch64").
+    machines: dict[str, str] = field(default_factory=dict)
+
+    def arithmetic_on(self, machine: str | None) -> str:
+        """The arithmetic this target's runtime computes in on ``machine`` (None: this one)."""
+        return self.machines.get(machine or "x86_64", self.arithmetic)
 
     def lower(self, graph: Graph, options) -> Graph:
         """``graph`` (canonical, from ``builder.lower_model``) as this target's serializer takes it."""
@@ -35,16 +42,20 @@ LITERT = (pack_int4.PASS, mult_as_view.PASS, concat_on_grid.PASS, requant_as_con
           dense.PASS, crd_to_dcr.PASS, widen.PASS)
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
-    Target("onnxruntime-x86", "onnx", ONNX, "onnxruntime-x86",
-           "onnxruntime's CPU provider on x86 (MLAS; u8s8 GEMM without VNNI)"),
+    Target("onnxruntime", "onnx", ONNX, "onnxruntime",
+           "onnxruntime's CPU provider (MLAS), x86 and aarch64: no kernel that rounds per CPU"),
     Target("litert-xnnpack", "tflite", LITERT, "litert-xnnpack", "LiteRT with its XNNPACK delegate"),
     Target("litert-builtin", "tflite", LITERT, "litert-builtin",
-           "LiteRT's builtin optimized int8 kernels (x86 build: gemmlowp fixed point, ruy)"),
+           "LiteRT's builtin optimized int8 kernels (gemmlowp fixed point, ruy; rounding per CPU)",
+           {"aarch64": "litert-builtin-aarch64"}),
     Target("litert-builtin-ref", "tflite", LITERT, "litert-builtin-ref",
            "LiteRT's reference kernels (BUILTIN_REF: scalar gemmlowp, the same on every CPU)"),
 )}
 
-DEFAULT = {"onnx": "onnxruntime-x86", "tflite": "litert-xnnpack"}
+DEFAULT = {"onnx": "onnxruntime", "tflite": "litert-xnnpack"}
+# Names files recorded before: ``onnxruntime-x86`` (its files hold QLinearAdd, which rounds
+# per CPU; re-export them).
+ALIASES = {"onnxruntime-x86": "onnxruntime"}
 
 # What each serializer takes: a target of that format must ensure these.
 SERIALIZER_REQUIRES: dict[str, tuple[Property, ...]] = {
@@ -57,6 +68,7 @@ SERIALIZER_REQUIRES: dict[str, tuple[Property, ...]] = {
 def get(name: str) -> Target:
     from ..errors import BadInput
 
+    name = ALIASES.get(name, name)
     if name not in TARGETS:
         raise BadInput(f"unknown target {name!r} (choose from {', '.join(TARGETS)})")
     return TARGETS[name]

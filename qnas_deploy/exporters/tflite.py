@@ -6,7 +6,7 @@ the target's passes (``targets.LITERT``) have made the graph what int8 TFLite ta
 a fixed input size (``--input-size``) that the runner resizes. A uint8 IR grid becomes int8
 by the offset ``127 - qmax``, so a sub-8-bit HWGQ grid (``qmin == zp == 0``) is exactly the
 clamp of a fused RELU; ``reinterpret`` is a RESHAPE onto a tensor declared on another grid
-(its shape from SHAPE, so that it follows a resized input), and so is ``resize``'s size;
+(its shape from SHAPE, so that it follows a resized input), and so is ``crop``'s size;
 explicit zero padding is a PAD (int8 PAD fills with the zero point). Float layers run as
 float32 ops between DEQUANTIZE and QUANTIZE; ``adq_scale`` (dynamic ADQ) has no int8 op.
 """
@@ -228,13 +228,14 @@ class _Writer(FbBuilder):
                 _options("Pool2DOptions", Padding=tflite.Padding.VALID, StrideW=st, StrideH=st, FilterWidth=k,
                          FilterHeight=k, FusedActivationFunction=ACT.NONE))
 
-    def resize(self, n: Node) -> None:
+    def crop(self, n: Node) -> None:
         ref = self.hw[n.inputs[1]]
         if (ref.h, ref.w) != (self.height, self.width):
-            ir.refuse(OWNER, n, "a resize to a size other than the input's")
+            ir.refuse(OWNER, n, "a crop to a size other than the input's")
         y = self.act(n.output, ref)
-        self.op(OP.RESIZE_BILINEAR, [self.index[n.inputs[0]], self.input_hw()], [y],
-                _options("ResizeBilinearOptions", AlignCorners=False, HalfPixelCenters=True))
+        begin, step = (self.const(f"{n.name}.{k}", np.full(4, v, np.int32), TT.INT32) for k, v in (("begin", 0), ("step", 1)))
+        self.op(OP.STRIDED_SLICE, [self.index[n.inputs[0]], begin, self.slice_end(), step], [y],
+                _options("StridedSliceOptions", EndMask=0b1001))
 
     def sigmoid(self, n: Node) -> None:
         yt = self.g.tensor(n.output)
@@ -285,7 +286,7 @@ class _Writer(FbBuilder):
 
 _OPS = {"conv": _Writer.conv, "float_conv": _Writer.float_conv, "requant": _Writer.requant, "add": _Writer.binary,
         "mul": _Writer.binary, "reinterpret": _Writer.reinterpret, "concat": _Writer.concat,
-        "depth_to_space": _Writer.depth_to_space, "max_pool": _Writer.max_pool, "resize": _Writer.resize,
+        "depth_to_space": _Writer.depth_to_space, "max_pool": _Writer.max_pool, "crop": _Writer.crop,
         "sigmoid": _Writer.sigmoid, "pad": _Writer.pad}
 ir.check_dispatch(_OPS, OWNER, refuses=("tile", "adq_scale"))
 

@@ -52,6 +52,7 @@ class FbBuilder:
     def __init__(self):
         self.m = TfliteModel()
         self.size_tensor: int | None = None
+        self.slice_size: int | None = None
 
     def input_hw(self) -> int:
         """The int32 ``[H, W]`` of the (resizable) model input, computed once (SHAPE + STRIDED_SLICE)."""
@@ -65,6 +66,16 @@ class FbBuilder:
             self.op(tflite.BuiltinOperator.STRIDED_SLICE, [shp, begin, end, step], [self.size_tensor],
                     options("StridedSliceOptions"))
         return self.size_tensor
+
+    def slice_end(self) -> int:
+        """The int32 STRIDED_SLICE end ``[1, H, W, -1]`` of the (resizable) model input (N and C masked)."""
+        if self.slice_size is None:
+            one, rest = (self.const(f"input.size.{k}", np.array([v], np.int32), tflite.TensorType.INT32)
+                         for k, v in (("n", 1), ("c", -1)))
+            self.slice_size = self.tensor("input.size", [4], tflite.TensorType.INT32)
+            self.op(tflite.BuiltinOperator.CONCATENATION, [one, self.input_hw(), rest], [self.slice_size],
+                    options("ConcatenationOptions", Axis=0))
+        return self.slice_size
 
     def tensor(self, name, shape, dtype, data=None, scale=None, zero_point=None, qdim=0, signature=None) -> int:
         if scale is not None:

@@ -17,9 +17,9 @@ from typing import Callable
 
 from ..errors import BadInput
 from . import litert, onnxruntime
-from .opened import OpenedModel, Runner
+from .opened import OpenedModel, Runner, grey_aware
 
-__all__ = ["Runtime", "RUNTIMES", "OpenedModel", "Runner", "runtimes_for", "open_model", "read_metadata",
+__all__ = ["Runtime", "RUNTIMES", "OpenedModel", "Runner", "grey_aware", "runtimes_for", "open_model", "read_metadata",
            "file_options"]
 
 
@@ -61,7 +61,7 @@ def _litert(kernels: str, label: str) -> Runtime:
 
 
 RUNTIMES: dict[str, Runtime] = {r.name: r for r in (
-    Runtime("onnxruntime", ".onnx", "onnxruntime-x86", "onnxruntime", None, "NCHW", onnxruntime.open_onnx,
+    Runtime("onnxruntime", ".onnx", "onnxruntime", "onnxruntime", None, "NCHW", onnxruntime.open_onnx,
             onnxruntime.image_runner, onnxruntime.timed_call, onnxruntime.file_metadata),
     _litert("xnnpack", "LiteRT + XNNPACK"),
     _litert("builtin", "LiteRT builtin"),
@@ -72,12 +72,14 @@ _SUFFIXES = {r.suffix for r in RUNTIMES.values()}
 _CHECKPOINTS = (".pt", ".pth", ".ckpt")
 
 
-def runtimes_for(path: str | Path, tflite_kernels=("xnnpack", "builtin")) -> list[Runtime]:
-    """The runtimes that run ``path`` (by its suffix); LiteRT with the kernel sets asked for."""
+def runtimes_for(path: str | Path, tflite_kernels=("xnnpack", "builtin"), onnx_runtimes=("onnxruntime",)) -> list[Runtime]:
+    """The runtimes that run ``path`` (by its suffix): LiteRT with the kernel sets asked for,
+    the ONNX runtimes asked for."""
     suffix = Path(path).suffix.lower()
     if suffix not in _SUFFIXES:
         raise BadInput(f"{path}: expected an exported .onnx or .tflite file")
-    return [r for r in RUNTIMES.values() if r.suffix == suffix and (r.kernels is None or r.kernels in tflite_kernels)]
+    return [r for r in RUNTIMES.values() if r.suffix == suffix
+            and (r.kernels in tflite_kernels if r.kernels else r.suffix != ".onnx" or r.name in onnx_runtimes)]
 
 
 def open_model(path: str | Path, device: str = "cpu", threads: int | None = None, xnnpack: bool = True,

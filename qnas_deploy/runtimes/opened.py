@@ -11,6 +11,16 @@ import numpy as np
 Runner = Callable[[np.ndarray], np.ndarray]   # uint8 HxWx3 LR image -> uint8 upscaled image
 
 
+def grey_aware(run: Runner) -> Runner:
+    """Accept ``HxW`` grey images too: the network sees them as RGB, the result is grey again."""
+    def wrapped(lr: np.ndarray) -> np.ndarray:
+        if lr.ndim == 2:
+            out = run(np.repeat(lr[..., None], 3, axis=2)).astype(np.float64).mean(axis=2)
+            return np.clip(np.round(out), 0, 255).astype(np.uint8)
+        return run(lr)
+    return wrapped
+
+
 @dataclass
 class OpenedModel:
     path: str

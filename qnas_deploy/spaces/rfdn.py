@@ -17,15 +17,26 @@ The operations of every searchable layer: ``simple_1x1/3x3/5x5`` and
 ``growth1_1x1/3x3/5x5``. Non-searchable convs (the 1x1 fusions, the 3x3 after the body
 and ESA) run at ``fixed_bits`` (8). ESA follows RFDN's activation placement: convs that
 RFDN feeds without a ReLU take an 8-bit signed tensor instead of a ReLU-quantized one.
-ESA's strided conv and 7x7/3 max-pool need an LR input of at least 15x15 pixels.
+
+ESA's upsampling is integer arithmetic, not RFDN's float bilinear resize: a float resize
+rounds differently per runtime and CPU (onnxruntime on aarch64 differs by 1 ULP on a fifth
+of its values, enough to flip the next quantizer's rounding, which the sigmoid mask then
+spreads). Here the strided conv (pad 1) and the 7x7/3 max pool (mirror-padded by 3) put
+small-map pixel ``m`` at input pixel ``6m``; the map comes back to full size by a fixed
+bilinear x6 upsampling written as a grouped 3x3 conv of 8-bit integer weights (in units
+of 1/36: exact) onto 36 sub-pixel phases, depth-to-space and a crop to the input's size.
+Every runtime computes that conv as the reference does. ESA needs an LR input of at
+least 5x5 pixels (the pool's mirror padding).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as TF
 from torch import nn
 
 from ..adq import ADQ, block_output
+from ..anchor import symmetric_pad
 from ..exporters import ir
 from ..ops import ConvDef, QConv2d, QOp, chain
 from ..quant import FLOAT_BITS, Uint8AffineTensor
@@ -34,7 +45,9 @@ from . import (Slot, Space, SpaceNet, lower_shuffle_up, lower_tail, register_spa
 
 RFDN_OPS = ("simple_1x1", "simple_3x3", "simple_5x5", "growth1_1x1", "growth1_3x3", "growth1_5x5")
 ROLES = ("skip", "body", "upsample", "tail")
-MIN_LR_SIZE = 15
+MIN_LR_SIZE = 5
+ESA_STRIDE = 6    # conv2's stride 2 times the max pool's 3
+ESA_POOL = (7, 3)  # kernel, stride
 
 
 def layout(channels: int, blocks: int, scale: int) -> list[Slot]:
@@ -58,35 +71,52 @@ def check(channels: int, blocks: int, scale: int) -> str | None:
     return None
 
 
-def _axis(out: int, size: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    f32 = torch.float32
-    ratio = torch.tensor(out, dtype=f32) / torch.tensor(size, dtype=f32)
-    src = (torch.arange(out, dtype=f32) + 0.5) / ratio - 0.5
-    src = torch.clamp(src, 0.0, float(size - 1))
-    i1 = torch.clamp(src.long(), max=size - 1)
-    i2 = torch.clamp(i1 + 1, max=size - 1)
-    d1, d2 = (src - i1.to(f32)).abs(), (src - i2.to(f32)).abs()
-    same = i1 == i2
-    d1, d2 = torch.where(same, 0.5, d1), torch.where(same, 0.5, d2)
-    return i1.to(device), i2.to(device), d1.to(device), d2.to(device)
+def esa_upsample_kernel(channels: int, factor: int = ESA_STRIDE) -> np.ndarray:
+    """``[channels * factor^2, 1, 3, 3]`` in units of ``1/factor^2``: output pixel
+    ``factor * m + i`` (sub-pixel phase ``i``) is ``(factor - i) / factor`` of small-map
+    pixel ``m`` plus ``i / factor`` of ``m + 1`` along each axis, read through a 3x3 conv
+    on the map padded by one (tap 0, pixel ``m - 1``, is unused). Phases in PixelShuffle's
+    order (channel major, then row phase, then column phase)."""
+    i = np.arange(factor)
+    taps = np.stack([np.zeros(factor), factor - i, i], axis=1)           # [phase, tap]
+    phases = np.einsum("ik,jl->ijkl", taps, taps).reshape(factor * factor, 1, 3, 3)
+    return np.tile(phases, (channels, 1, 1, 1)).astype(np.float32)
 
 
-def bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize with half-pixel centres, computed as onnxruntime's float Resize
-    (the runtime of the exported ESA): source ``(o + 0.5) / (out / in) - 0.5`` clamped to
-    the image, corner weights ``dy * dx`` summed in the order X11, X21, X12, X22, each step
-    in float32 (``reference.bilinear`` is the same in numpy). Another operation order
-    (``F.interpolate``'s) moves values across the next quantizer's rounding boundaries, and
-    ESA's mask turns one step into visibly different pixels."""
-    y1, y2, dy1, dy2 = _axis(size[0], x.shape[-2], x.device)
-    x1, x2, dx1, dx2 = _axis(size[1], x.shape[-1], x.device)
-    out = None
-    for ys, dy in ((y1, dy2), (y2, dy1)):
-        rows = x[:, :, ys]
-        for xs, dx in ((x1, dx2), (x2, dx1)):
-            term = (dy[:, None] * dx[None, :]) * rows[..., xs]
-            out = term if out is None else out + term
-    return out
+class GridUpsample(nn.Module):
+    """ESA's way back to full resolution: fixed bilinear x``factor`` as an integer conv,
+    PixelShuffle, then a crop to the feature map's size; the result stays on the small
+    map's grid (``q``), as RFDN's resize kept its values."""
+
+    def __init__(self, channels: int, q: Uint8AffineTensor, bits: int, factor: int = ESA_STRIDE):
+        super().__init__()
+        self.factor, self.q = factor, q
+        bits = 8 if bits < FLOAT_BITS else FLOAT_BITS
+        conv = QConv2d(ConvDef(channels, channels * factor * factor, (3, 3), groups=channels, padding=(0, 0)),
+                       bits, bits, bias=False, act="none")
+        k = torch.tensor(esa_upsample_kernel(channels, factor)) / (factor * factor)
+        # Fixed, not learned: buffers (as the bicubic anchor's).
+        del conv.weight
+        conv.register_buffer("weight", k)
+        wq = conv.weight_quant
+        if wq.enabled:
+            del wq.step
+            # One step of 1/factor^2: every weight is an integer number of steps, exactly.
+            wq.register_buffer("step", torch.full((k.shape[0], 1, 1, 1), 1.0 / (factor * factor)))
+            wq.initialized.fill_(True)
+        self.conv = conv
+        self.shuffle = nn.PixelShuffle(factor)
+
+    def forward(self, small: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        u = self.conv(symmetric_pad(small, 1), self.q.scale if self.q.enabled else None, out=self.q)
+        return self.shuffle(self.q.frozen(u))[..., :size[0], :size[1]]
+
+    def lower(self, g, small: str, like: str, p: str) -> str:
+        c = g.tensors[small].channels
+        u = g.conv(self.conv, g.pad(small, f"{p}.pad", (1, 1)), g.like(f"{p}.phases", small, c * self.factor ** 2),
+                   f"{p}.conv")
+        full = g.depth_to_space(u, f"{p}.shuffle", self.factor, channels=c)
+        return g.node(ir.Crop(), [full, like], g.like(p, full))
 
 
 def _tq(bits: int, signed: bool = True, fixed_scale: float | None = None) -> Uint8AffineTensor:
@@ -105,7 +135,7 @@ class ESA(nn.Module):
 
         self.conv1 = conv(channels, f, 1, "none")
         self.conv_f = conv(f, f, 1, "none")
-        self.conv2 = conv(f, f, 3, "none", stride=2, padding=(0, 0))
+        self.conv2 = conv(f, f, 3, "none", stride=2, padding=(1, 1))
         self.conv_max = conv(f, f, 3, "none")
         self.conv3 = conv(f, f, 3, "hwgq")
         self.conv3_ = conv(f, f, 3, "hwgq")
@@ -118,14 +148,17 @@ class ESA(nn.Module):
         self.q_c4 = _tq(tbits)
         # TFLite's int8 LOGISTIC wants output scale 1/256 and zero point -128: uint8 zp 0.
         self.q_mask = _tq(tbits, signed=False, fixed_scale=1 / 256)
+        self.up = GridUpsample(f, self.q_c3, bits)
 
     def forward(self, x: torch.Tensor, x_scale: torch.Tensor) -> torch.Tensor:
         """``x_scale``: the scale of ``x`` (the fused features), for the int32 bias of conv1."""
         c1_ = self.q_c1(self.conv1(x, x_scale, out=self.q_c1))
         c1 = self.q_c2(self.conv2(c1_, self.q_c1.scale, out=self.q_c2))
-        v_max = TF.max_pool2d(c1, kernel_size=7, stride=3)
+        # Mirror padding is -inf padding here: the mirrored pixels are in the window already.
+        k, st = ESA_POOL
+        v_max = TF.max_pool2d(symmetric_pad(c1, k // 2), kernel_size=k, stride=st)
         c3 = self.q_c3(chain([self.conv_max, self.conv3, self.conv3_], v_max, out=self.q_c3, in_scale=self.q_c2.scale))
-        c3 = self.q_c3.frozen(bilinear(c3, tuple(x.shape[-2:])))
+        c3 = self.up(c3, tuple(x.shape[-2:]))
         cf = self.q_cf(self.conv_f(c1_, self.q_c1.scale, out=self.q_cf))
         s = self.q_sum(c3 + cf)
         m = self.q_mask(torch.sigmoid(self.q_c4(self.conv4(s, self.q_sum.scale, out=self.q_c4))))
@@ -191,7 +224,7 @@ class RFDNNet(SpaceNet):
         self.shuffle = nn.PixelShuffle(spec.scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: RGB in [0, 1], ``[N, 3, H, W]`` with H, W >= 15; returns ``[N, 3, sH, sW]``."""
+        """``x``: RGB in [0, 1], ``[N, 3, H, W]`` with H, W >= 5; returns ``[N, 3, sH, sW]``."""
         if min(x.shape[-2:]) < MIN_LR_SIZE:
             raise ValueError(f"the rfdn space needs inputs of at least {MIN_LR_SIZE}x{MIN_LR_SIZE} "
                              f"pixels (ESA), got {tuple(x.shape[-2:])}")
@@ -251,9 +284,10 @@ def _lower_esa(esa: ESA, g, x: str, p: str, c: int) -> str:
     f = c // 4
     c1_ = g.chain([esa.conv1], x, g.held(f"{p}.c1_", f, esa.q_c1), f"{p}.conv1")
     c1 = g.chain([esa.conv2], c1_, g.held(f"{p}.c1", f, esa.q_c2), f"{p}.conv2")
-    vmax = g.node(ir.MaxPool(kernel=7, stride=3), [c1], g.like(f"{p}.max", c1))
+    k, st = ESA_POOL
+    vmax = g.node(ir.MaxPool(kernel=k, stride=st), [g.pad(c1, f"{p}.max.pad", (k // 2, k // 2))], g.like(f"{p}.max", c1))
     c3 = g.chain([esa.conv_max, esa.conv3, esa.conv3_], vmax, g.held(f"{p}.c3", f, esa.q_c3), f"{p}.conv3")
-    c3u = g.node(ir.Resize(), [c3, x], g.like(f"{p}.up", c3))
+    c3u = esa.up.lower(g, c3, x, f"{p}.up")
     cf = g.chain([esa.conv_f], c1_, g.held(f"{p}.cf", f, esa.q_cf), f"{p}.conv_f")
     s = g.add(c3u, cf, g.held(f"{p}.sum", f, esa.q_sum))
     c4 = g.chain([esa.conv4], s, g.held(f"{p}.c4", c, esa.q_c4), f"{p}.conv4")

@@ -26,7 +26,7 @@ def test_options_are_checked_once_with_one_line(kw, needle):
 
 
 def test_options_default_to_the_format_target_and_are_frozen():
-    assert ExportOptions().target == "onnxruntime-x86"
+    assert ExportOptions().target == "onnxruntime"
     assert ExportOptions(format="tflite").target == "litert-xnnpack"
     with pytest.raises(Exception):
         ExportOptions().io = "float"

@@ -10,7 +10,7 @@ from qnas_deploy.exporters import ir, onnx, reference, tflite
 
 def test_every_operation_has_frozen_keyword_attributes():
     assert set(ir.OPS) == {"conv", "float_conv", "requant", "add", "mul", "concat", "depth_to_space", "tile",
-                           "max_pool", "resize", "sigmoid", "adq_scale", "pad", "reinterpret"}
+                           "max_pool", "crop", "sigmoid", "adq_scale", "pad", "reinterpret"}
     for name, cls in ir.OPS.items():
         assert cls.op == name and dataclasses.is_dataclass(cls)
     a = ir.Add(mult=2.0)

@@ -3,8 +3,7 @@
 Tolerance, in quantization steps of the uint8 output: fake-quant PyTorch vs the reference
 in "pytorch" (exact) arithmetic on the canonical graph: 0 for every quantized zoo entry.
 Both compute the integer accumulator exactly, requantise it onto the grid of the tensor
-it writes in one rounding (``quant.functional.requantize``, as onnxruntime does) and
-resize ESA's map with onnxruntime's float Resize. The float entry: 1 step at most (float32
+it writes in one rounding (``quant.functional.requantize``, as onnxruntime does). The float entry: 1 step at most (float32
 convolutions sum in another order).
 """
 import numpy as np
@@ -68,27 +67,36 @@ def test_reference_integer_conv_is_exact(big):
     assert got.dtype == np.int64 and np.array_equal(got, want)
 
 
-@pytest.mark.parametrize("shape", [(5, 4, 30, 26), (7, 9, 45, 53), (21, 21, 128, 128)])
-def test_reference_resize_is_onnxruntime_float_resize(shape):
-    """The reference's bilinear and the model's ESA resize are bit for bit onnxruntime's
-    float Resize (F.interpolate's order of operations differs in the last bits)."""
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
+@pytest.mark.parametrize("size", [(5, 7), (12, 13), (23, 37), (32, 32)])
+def test_esa_upsample_is_bilinear_on_the_stride_6_grid(size):
+    """ESA's integer upsampling: output pixel ``6m + i`` is ``(6 - i)/6`` of small-map pixel
+    ``m`` and ``i/6`` of ``m + 1`` (the last one repeated) along each axis, cropped to the
+    feature map; written here from that definition, against the conv + shuffle + crop."""
+    from qnas_deploy.quant import Uint8AffineTensor
 
-    h, w, oh, ow = shape
-    node = helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="linear",
-                            coordinate_transformation_mode="half_pixel")
-    graph = helper.make_graph([node], "resize", [
-        helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "c", "h", "w"]),
-        helper.make_tensor_value_info("sizes", TensorProto.INT64, [4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    s = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    x = (np.random.default_rng(0).integers(0, 256, (1, 16, h, w)).astype(np.float32)
-         * np.float32(0.0213)).astype(np.float32)
-    y = s.run(None, {"x": x, "sizes": np.array([1, 16, oh, ow], np.int64)})[0]
-    assert np.array_equal(y, exact.bilinear(x, (oh, ow)))
-    assert np.array_equal(y, rfdn.bilinear(torch.from_numpy(x), (oh, ow)).numpy())
+    h, w = size
+    hs, ws = -(-h // 6), -(-w // 6)
+    small = np.random.default_rng(0).random((1, 2, hs, ws)).astype(np.float32)
+    q = Uint8AffineTensor(signed=True, bits=32)  # off: the float arithmetic alone
+    up = rfdn.GridUpsample(2, q, bits=32)
+    got = up(torch.from_numpy(small), (h, w)).numpy()
+    padded = np.pad(small, ((0, 0), (0, 0), (0, 1), (0, 1)), mode="edge")
+    want = np.zeros((1, 2, h, w))
+    for y in range(h):
+        for x in range(w):
+            (m, i), (n, j) = divmod(y, 6), divmod(x, 6)
+            want[0, :, y, x] = ((6 - i) * (6 - j) * padded[0, :, m, n] + i * (6 - j) * padded[0, :, m + 1, n]
+                                + (6 - i) * j * padded[0, :, m, n + 1] + i * j * padded[0, :, m + 1, n + 1]) / 36
+    assert got.shape == want.shape and np.allclose(got, want, atol=1e-6)
+    assert (rfdn.esa_upsample_kernel(2).sum(axis=(1, 2, 3)) == 36).all()
 
+
+@pytest.mark.parametrize("h", range(5, 40))
+def test_esa_small_map_covers_the_input_on_the_stride_6_grid(h):
+    """conv2 (stride 2, pad 1) then the 7x7/3 pool padded by 3: ceil(h / 6) small-map
+    pixels, the last at input pixel 6 * (n - 1) <= h - 1, so the x6 upsampling covers h."""
+    esa = rfdn.ESA(12, 8, 8).eval()
+    x = torch.zeros(1, 12, h, h)
+    c1 = esa.conv2(esa.conv1(x, None), None)
+    pooled = torch.nn.functional.max_pool2d(rfdn.symmetric_pad(c1, 3), 7, 3)
+    assert c1.shape[-1] == -(-h // 2) and pooled.shape[-1] == -(-h // 6)

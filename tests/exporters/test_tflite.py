@@ -61,7 +61,7 @@ def test_zoo_matches_reference(graphs, name, kernels):
 
 
 def test_input_is_resized(graphs):
-    g, data = to_tflite(graphs["rfdn_mixed"], input_size=(24, 24))  # ESA's resize follows the input size too
+    g, data = to_tflite(graphs["rfdn_mixed"], input_size=(24, 24))  # ESA's crop follows the input size too
     run = TfliteModelRunner(interpreter(data, threads=1), "uint8")
     for h, w in [(20, 31), (17, 16), (24, 24)]:
         x = _hwc(h, w)

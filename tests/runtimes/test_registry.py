@@ -13,7 +13,7 @@ def test_every_runtime_names_its_file_type_and_target():
     # The targets are the names of the exporters' target table; parity checks each runtime
     # against the reference in its target's arithmetic.
     assert {n: (r.name, r.suffix, r.target) for n, r in RUNTIMES.items()} == {
-        "onnxruntime": ("onnxruntime", ".onnx", "onnxruntime-x86"),
+        "onnxruntime": ("onnxruntime", ".onnx", "onnxruntime"),
         "litert-xnnpack": ("litert-xnnpack", ".tflite", "litert-xnnpack"),
         "litert-builtin": ("litert-builtin", ".tflite", "litert-builtin"),
         "litert-builtin-ref": ("litert-builtin-ref", ".tflite", "litert-builtin-ref"),

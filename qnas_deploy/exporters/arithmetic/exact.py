@@ -157,41 +157,9 @@ def max_pool(graph, node, values):
     return out
 
 
-def bilinear(v: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """onnxruntime's float Resize (linear, half_pixel, CPU provider), which the model's ESA
-    computes too (``spaces.rfdn.bilinear``): source coordinates
-    ``(o + 0.5) / (out / in) - 0.5`` clamped to the image, four corner weights formed as
-    products ``dx * dy`` and summed in the order X11, X21, X12, X22, each step in float32.
-    Other operation orders (PyTorch's kernel) differ in the last bits only, which is enough
-    to move a value across a rounding boundary of the next quantizer."""
-    n, c, h, w = v.shape
-    oh, ow = size
-
-    def axis(o, i):
-        src = ((np.arange(o, dtype=F32) + F32(0.5)) / F32(F32(o) / F32(i)) - F32(0.5)).astype(F32)
-        src = np.clip(src, F32(0), F32(i - 1)).astype(F32)
-        i1 = np.minimum(src.astype(np.int64), i - 1)
-        i2 = np.minimum(i1 + 1, i - 1)
-        d1 = np.abs(src - i1.astype(F32)).astype(F32)
-        d2 = np.abs(src - i2.astype(F32)).astype(F32)
-        same = i1 == i2
-        d1[same], d2[same] = F32(0.5), F32(0.5)
-        return i1, i2, d1, d2
-
-    y1, y2, dy1, dy2 = axis(oh, h)
-    x1, x2, dx1, dx2 = axis(ow, w)
-    v = v.astype(F32)
-    out = np.zeros((n, c, oh, ow), F32)
-    for ys, dy in ((y1, dy2), (y2, dy1)):
-        for xs, dx in ((x1, dx2), (x2, dx1)):
-            coef = (dy[:, None] * dx[None, :]).astype(F32)
-            out = (out + (coef * v[:, :, ys][:, :, :, xs]).astype(F32)).astype(F32)
-    return out
-
-
-def resize(graph, node, values):
-    v = bilinear(real(graph.tensor(node.inputs[0]), values[node.inputs[0]]), values[node.inputs[1]].shape[-2:])
-    return quantize(graph.tensor(node.output), v)
+def crop(graph, node, values):
+    h, w = values[node.inputs[1]].shape[-2:]
+    return values[node.inputs[0]][:, :, :h, :w]
 
 
 def sigmoid(graph, node, values):
@@ -224,7 +192,7 @@ KERNELS = {
     "depth_to_space": depth_to_space,
     "tile": tile,
     "max_pool": max_pool,
-    "resize": resize,
+    "crop": crop,
     "sigmoid": sigmoid,
     "adq_scale": adq_scale,
     "pad": pad,

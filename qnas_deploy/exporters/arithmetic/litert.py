@@ -8,8 +8,7 @@ build, ``TFLITE_SINGLE_ROUNDING=0``). The multipliers are computed here in doubl
 the float32 scales the file holds, exactly as the kernels' Prepare does, so the
 reference reproduces the interpreter bit for bit. Integers stay in the uint8 domain of
 the IR: ``q - zero_point`` is the same in the file's int8 container, which only shifts
-both by ``127 - qmax``. Bilinear resize is the one kernel that rounds raw int8 values,
-so it converts explicitly.
+both by ``127 - qmax``.
 """
 from __future__ import annotations
 
@@ -152,7 +151,7 @@ def add(graph, node, values, simd_lanes: int | None = ADD_SIMD_LANES):
 def add_xnnpack(graph, node, values):
     """XNNPACK's int8 ADD: both scale ratios as integers with 20 significant bits below the
     larger ratio's exponent, one shared right shift, ties rounded upward (onnxruntime's
-    MLAS copy of the kernel keeps 21 bits, see ``onnxruntime.qlinear_add_ort``)."""
+    aarch64 copy of the kernel keeps 21 bits and rounds ties away from zero)."""
     ta, tb, tc = (graph.tensor(n) for n in (*node.inputs, node.output))
     if not (ta.quantized and tb.quantized and tc.quantized) or node.attrs.mult != 1.0:
         return exact.KERNELS["add"](graph, node, values)
@@ -204,33 +203,8 @@ def sigmoid(graph, node, values):
     return table[values[node.inputs[0]] - xt.qmin]
 
 
-def resize(graph, node, values):
-    """``ResizeBilinearInteger``: 10-bit fixed-point weights on the raw int8 values."""
-    xt = graph.tensor(node.inputs[0])
-    v = values[node.inputs[0]].astype(np.int64) + (127 - xt.qmax)  # raw int8
-    n, c, h, w = v.shape
-    oh, ow = values[node.inputs[1]].shape[-2:]
-
-    def axis(o, i):
-        scale = ((1 << 10) * i + o // 2) // o
-        pos = np.arange(o) * scale + scale // 2 - (1 << 9)
-        lo = np.maximum(_div_pow2_trunc(pos, 10), 0)
-        hi = np.minimum(_div_pow2_trunc(pos + (1 << 10) - 1, 10), i - 1)
-        frac = pos - (1 << 10) * lo
-        return lo, hi, (1 << 10) - frac, frac
-
-    y0, y1, wy0, wy1 = axis(oh, h)
-    x0, x1, wx0, wx1 = axis(ow, w)
-    wy0, wy1 = wy0[:, None], wy1[:, None]
-    acc = (v[:, :, y0][:, :, :, x0] * wy0 * wx0 + v[:, :, y1][:, :, :, x0] * wy1 * wx0
-           + v[:, :, y0][:, :, :, x1] * wy0 * wx1 + v[:, :, y1][:, :, :, x1] * wy1 * wx1)
-    rnd = np.where(acc > 0, 1 << 19, -(1 << 19))
-    q = _div_pow2_trunc(acc + rnd, 20)
-    return (q - (127 - xt.qmax)).astype(np.int32)
-
-
-XNNPACK = {**onnxruntime.KERNELS, "add": add_xnnpack, "resize": resize, "mul": mul_xnnpack}
-BUILTIN = {**exact.KERNELS, "conv": conv, "add": add, "mul": mul, "resize": resize, "sigmoid": sigmoid}
+XNNPACK = {**onnxruntime.KERNELS, "add": add_xnnpack, "mul": mul_xnnpack}
+BUILTIN = {**exact.KERNELS, "conv": conv, "add": add, "mul": mul, "sigmoid": sigmoid}
 # The reference kernels (OpResolverType.BUILTIN_REF): plain C++, no SIMD paths, so the same
 # on every CPU; they differ from the optimized ones only in how conv and add requantise.
 BUILTIN_REF = {**BUILTIN, "conv": partial(conv, optimized=False), "add": partial(add, simd_lanes=None)}

@@ -1,0 +1,187 @@
+"""Where it runs exactly: every quantized zoo entry, briefly trained, exported and run in
+every runtime on this x86 machine and on emulated aarch64 CPUs.
+
+Per cell (entry and file variant x runtime x machine): the share of output pixels
+identical to the numpy reference in that runtime's arithmetic on that machine (the least
+over the images, and the largest difference), and the largest |PSNR difference| to the
+PyTorch model over the images. Resumable: checkpoints and finished cells are kept in
+``--work`` and reused.
+
+    python benchmarks/exact_matrix.py                          # ~/.cache/qnas-deploy/exact-matrix
+    python benchmarks/exact_matrix.py --readme README.md       # and rewrite the README's table
+    python benchmarks/exact_matrix.py --entries espcn_w8a8 --machines x86_64,aarch64:max --sets Set5
+
+Writes ``benchmarks/results/exact_matrix.json`` and ``.md``. The aarch64 machines need
+``qnas-deploy target setup aarch64``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+MACHINES = ("x86_64", "aarch64:cortex-a72", "aarch64:neoverse-n1", "aarch64:max")
+# (variant name, export options); int4 packed only where the entry has 4-bit layers.
+VARIANTS = {"uint8": {}, "int4-packed": {"int4": "packed"}}
+START, END = "<!-- exact-matrix:start -->", "<!-- exact-matrix:end -->"
+
+
+def entries() -> list[str]:
+    from qnas_deploy.zoo import load_zoo, names
+
+    return [n for n in names() if not load_zoo(n).float_only]
+
+
+def variants(name: str) -> list[str]:
+    from qnas_deploy.zoo import load_zoo
+
+    spec = load_zoo(name)
+    has4 = any(l.w_bits == 4 for l in spec.layers)
+    return ["uint8"] + (["int4-packed"] if has4 else [])
+
+
+def checkpoint(name: str, work: Path, iters: int, data: str, log) -> Path:
+    """``name`` trained for ``iters`` Adam steps on ``data`` (resumed where a run stopped)."""
+    from qnas_deploy.data import resolve_dataset, training_pairs
+    from qnas_deploy.train import TrainConfig, train
+    from qnas_deploy.zoo import load_zoo
+
+    ck = work / "ckpt" / f"{name}.pt"
+    done = work / "ckpt" / f"{name}.done"
+    if done.is_file():
+        return ck
+    ck.parent.mkdir(parents=True, exist_ok=True)
+    spec = load_zoo(name)
+    pairs = training_pairs(resolve_dataset(data), spec.scale)
+    cfg = TrainConfig(epochs=max(1, iters // 100), iters=min(iters, 100), batch=8, patch=32, lr=1e-3,
+                      optimizer="adam", seed=0)
+    t = time.time()
+    train(spec, pairs, ck, cfg, resume=ck.is_file(), progress=False, log=lambda m: None)
+    done.write_text(json.dumps({"iters": cfg.epochs * cfg.iters, "data": data, "recipe": "adam 1e-3, batch 8, "
+                                "patch 32", "seconds": round(time.time() - t, 1)}))
+    log(f"trained {name}: {time.time() - t:.0f} s")
+    return ck
+
+
+def files_of(name: str, ck: Path, work: Path) -> dict[str, list[str]]:
+    from qnas_deploy.exporters.export import export
+
+    out = {}
+    for v in variants(name):
+        paths = []
+        for fmt in ("onnx", "tflite"):
+            p = work / "files" / f"{name}.{v}.{fmt}"
+            if not p.is_file():
+                p.parent.mkdir(parents=True, exist_ok=True)
+                export(str(ck), str(p), fmt=fmt, log=lambda _: None, **VARIANTS[v])
+            paths.append(str(p))
+        out[v] = paths
+    return out
+
+
+def cells(name: str, variant: str, ck: Path, files: list[str], machine: str, sets: dict, work: Path,
+          onnx_runtimes) -> list[dict]:
+    from qnas_deploy.bench.parity import parity
+
+    key = work / "cells" / f"{name}.{variant}.{machine.replace(':', '_')}.json"
+    if key.is_file():
+        return json.loads(key.read_text())
+    m = None if machine == "x86_64" else machine
+    kernels = ("xnnpack", "builtin")
+    t = time.time()
+    r = parity(str(ck), files, sets, tflite_kernels=kernels, progress=False, machine=m,
+               onnx_runtimes=onnx_runtimes if m is None else ("onnxruntime",))
+    rows = []
+    for label, row in r.files.items():
+        if row.runtime in (None, "numpy"):
+            continue
+        rows.append({"entry": name, "variant": variant, "machine": machine, "runtime": row.runtime,
+                     "arithmetic": row.arithmetic, "identical": row.min_identical_pixels,
+                     "max_abs_diff": row.max_abs_diff, "max_abs_dpsnr_db": row.max_abs_delta_psnr_db,
+                     "where": row.machine, "seconds": round(time.time() - t, 1)})
+    key.parent.mkdir(parents=True, exist_ok=True)
+    key.write_text(json.dumps(rows))
+    return rows
+
+
+def markdown(rows: list[dict], machines: list[str], meta: dict) -> str:
+    runtimes = sorted({r["runtime"] for r in rows}, key=lambda n: ["onnxruntime", "openvino", "litert-xnnpack",
+                                                                  "litert-builtin"].index(n)
+                      if n in ("onnxruntime", "openvino", "litert-xnnpack", "litert-builtin") else 9)
+    cols = [(rt, m) for rt in runtimes for m in machines if any(r["runtime"] == rt and r["machine"] == m
+                                                                 for r in rows)]
+    head = "| entry | file | " + " | ".join(f"{rt} {m.replace('aarch64:', 'aarch64 ')}" for rt, m in cols) + " |"
+    lines = [head, "|---|---|" + "---|" * len(cols)]
+    for key in dict.fromkeys((r["entry"], r["variant"]) for r in rows):
+        cells_ = []
+        for rt, m in cols:
+            c = next((r for r in rows if (r["entry"], r["variant"], r["runtime"], r["machine"]) == (*key, rt, m)), None)
+            if c is None:
+                cells_.append("-")
+                continue
+            ident = "**100%**" if c["identical"] == 1.0 else f"{100 * c['identical']:.2f}% (max {c['max_abs_diff']})"
+            cells_.append(f"{ident}, {c['max_abs_dpsnr_db']:.3f} dB")
+        lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells_) + " |")
+    return ("Each cell: the least share of output pixels identical to the numpy reference in that runtime's "
+            "arithmetic on that machine (over the images), the largest difference where not all are, and the "
+            f"largest |PSNR - PyTorch's| over the images ({meta['sets']}). Models: each quantized zoo entry "
+            f"trained {meta['iters']} Adam steps on {meta['data']}. aarch64: the same runtime releases' aarch64 "
+            f"builds under qemu {meta.get('qemu', '?')} user mode ({meta.get('cpus', '')}). "
+            f"`python benchmarks/exact_matrix.py --readme README.md` remakes it.\n\n" + "\n".join(lines) + "\n")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--entries", default=None, help="comma-separated zoo entries (default: every quantized one)")
+    ap.add_argument("--machines", default=",".join(MACHINES))
+    ap.add_argument("--sets", default="Set5,Set14")
+    ap.add_argument("--data", default="BSD100", help="training images")
+    ap.add_argument("--iters", type=int, default=300, help="training steps per entry")
+    ap.add_argument("--work", default=None, help="checkpoints, files and finished cells (resumable)")
+    ap.add_argument("--onnx-runtimes", default="onnxruntime,openvino", help="on x86: ONNX runtimes to run")
+    ap.add_argument("--readme", default=None, help="rewrite the table between the exact-matrix markers")
+    a = ap.parse_args(argv)
+
+    from qnas_deploy.data import benchmark_pairs, resolve_dataset
+    from qnas_deploy.emulation import aarch64
+    from qnas_deploy.runtimes import RUNTIMES
+
+    work = Path(a.work) if a.work else aarch64.cache_root() / "exact-matrix"
+    machines = a.machines.split(",")
+    names = a.entries.split(",") if a.entries else entries()
+    sets = {s: benchmark_pairs(resolve_dataset(s), 4) for s in a.sets.split(",")}
+    onnx_runtimes = tuple(r for r in a.onnx_runtimes.split(",") if r in RUNTIMES)
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    rows = []
+    for name in names:
+        ck = checkpoint(name, work, a.iters, a.data, log)
+        for variant, files in files_of(name, ck, work).items():
+            for m in machines:
+                t = time.time()
+                rows += cells(name, variant, ck, files, m, sets, work, onnx_runtimes)
+                log(f"{name} {variant} {m}: {time.time() - t:.0f} s")
+    meta = {"sets": " + ".join(sets), "iters": a.iters, "data": a.data}
+    try:
+        env = aarch64.load()
+        meta.update(qemu=env.info["qemu"], versions=env.info["versions"],
+                    cpus=", ".join(f"{c}: {aarch64.CPUS[c].features}" for c in (m.split(":")[1] for m in machines
+                                                                               if m.startswith("aarch64:"))))
+    except Exception:  # noqa: BLE001 - x86 only
+        pass
+    md = markdown(rows, machines, meta)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "exact_matrix.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    (RESULTS / "exact_matrix.md").write_text("# Where it runs exactly\n\n" + md)
+    if a.readme:
+        text = Path(a.readme).read_text()
+        i, j = text.index(START), text.index(END)
+        Path(a.readme).write_text(text[:i + len(START)] + "\n" + md + text[j:])
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

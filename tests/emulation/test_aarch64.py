@@ -1,0 +1,108 @@
+"""The emulated aarch64 machine: its set-up pieces, and exported files run there.
+
+Tolerance: 0 differing pixels for onnxruntime and LiteRT + XNNPACK on aarch64 against the
+reference in their (CPU-independent) arithmetic, and for LiteRT's builtin kernels against
+the aarch64 builtin arithmetic. The environment is made by ``qnas-deploy target setup
+aarch64`` (the README's install does it); without it these tests skip, except in CI
+(``CI`` set), where a missing environment is a failure.
+"""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from qnas_deploy.cli import main
+from qnas_deploy.emulation import aarch64
+from qnas_deploy.errors import BadInput, QnasError
+
+
+def test_target_names_parse():
+    assert aarch64.parse_target("aarch64").name == aarch64.DEFAULT_CPU
+    assert aarch64.parse_target("aarch64:cortex-a72").qemu == "cortex-a72"
+    assert aarch64.parse_target("aarch64:max").qemu == "max,sme=off"  # qemu 7.2's SME is wrong
+    for bad in ("x86", "aarch64:cortex-x9", "arm64:max"):
+        with pytest.raises(BadInput):
+            aarch64.parse_target(bad)
+
+
+def test_cpuinfo_says_what_the_emulated_cpu_reported():
+    probe = {"midr": 0x414FD0C1, "hwcap": 0x119FFB, "hwcap2": 0}
+    text = aarch64.cpuinfo(probe, 2)
+    assert text.count("processor\t:") == 2
+    assert "CPU implementer\t: 0x41" in text and "CPU part\t: 0xd0c" in text and "CPU variant\t: 0x4" in text
+    assert "CPU revision\t: 1" in text
+    feats = aarch64.features(probe)
+    assert "asimddp" in feats and "i8mm" not in feats  # neoverse-n1: dot product, no i8mm
+    assert "i8mm" in aarch64.features({"midr": 0, "hwcap": 0, "hwcap2": 1 << 13})
+
+
+def test_one_environment_per_set_of_versions(tmp_path):
+    a = aarch64.env_folder({"onnxruntime": "1.32.0", "ai-edge-litert": "2.3.0"}, tmp_path)
+    b = aarch64.env_folder({"onnxruntime": "1.33.0", "ai-edge-litert": "2.3.0"}, tmp_path)
+    assert a.parent == b.parent == tmp_path and a != b
+
+
+def test_missing_tools_are_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(aarch64.shutil, "which", lambda name: None)
+    with pytest.raises(QnasError, match="qemu-user-static"):
+        aarch64.setup(tmp_path, log=lambda m: None)
+    assert not any(tmp_path.iterdir())
+
+
+def test_missing_environment_says_how_to_make_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("QNAS_DEPLOY_CACHE", str(tmp_path))
+    with pytest.raises(QnasError, match="qnas-deploy target setup aarch64"):
+        aarch64.load()
+
+
+@pytest.fixture(scope="session")
+def env():
+    try:
+        return aarch64.load()
+    except QnasError as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must set up the aarch64 environment: {e}")
+        pytest.skip(str(e))
+
+
+@pytest.mark.parametrize("cpu", aarch64.MATRIX_CPUS)
+def test_small_model_is_exact_on_aarch64(env, exported, cpu):
+    """The tiny trained Basic model's .onnx and .tflite on each emulated CPU class (no dot
+    product, dot product, i8mm): every pixel as the reference computes it."""
+    root, data, ck, files = exported
+    out = root / f"parity-{cpu}.json"
+    rc = main(["bench", "parity", ck, *files, "--data", data, "--tflite-kernels", "xnnpack,builtin",
+               "--target", f"aarch64:{cpu}", "--json", str(out), "--tolerance-db", "100"])
+    assert rc == 0
+    result = json.loads(out.read_text())
+    assert result["machine"].startswith(f"aarch64 {cpu}")
+    rows = {r["runtime"]: r for k, r in result["files"].items() if k not in ("pytorch", "reference")}
+    assert set(rows) == {"onnxruntime", "litert-xnnpack", "litert-builtin"}
+    for name, row in rows.items():
+        assert row["machine"].startswith("aarch64"), name
+        assert row["min_identical_pixels"] == 1.0 and row["max_abs_diff"] == 0, (name, row["arithmetic"])
+    assert rows["litert-builtin"]["arithmetic"] == "litert-builtin-aarch64"
+
+
+def test_emulated_latency_is_labelled(env, exported, tmp_path):
+    root, data, ck, files = exported
+    md, js = tmp_path / "lat.md", tmp_path / "lat.json"
+    assert main(["bench", "latency", files[0], "--size", "12x12", "--threads", "1", "--runs", "2", "--warmup", "1",
+                 "--target", "aarch64:cortex-a72", "--md", str(md), "--json", str(js)]) == 0
+    assert "EMULATED" in md.read_text()
+    m = json.loads(js.read_text())["machine"]
+    assert m["machine"] == "aarch64" and m["cpu"] == "cortex-a72" and "emulated" in m["emulated"]
+
+
+def test_guest_runs_the_hosts_runner_code(env, exported):
+    """Grey and colour images, as the host's image runners see them (grey_aware there too)."""
+    from qnas_deploy.runtimes import RUNTIMES, grey_aware
+
+    root, data, ck, files = exported
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (12, 13, 3), dtype=np.uint8), rng.integers(0, 256, (9, 12), dtype=np.uint8)]
+    outs = aarch64.run_images(env, aarch64.CPUS["cortex-a72"], [(files[0], "onnxruntime")], images)
+    host = grey_aware(RUNTIMES["onnxruntime"].image_runner(files[0]))
+    for im, o in zip(images, outs[0]):
+        assert o.shape == host(im).shape and np.array_equal(o, host(im))

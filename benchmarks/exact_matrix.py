@@ -26,6 +26,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 MACHINES = ("x86_64", "aarch64:cortex-a72", "aarch64:neoverse-n1", "aarch64:max")
 # (variant name, export options); int4 packed only where the entry has 4-bit layers.
 VARIANTS = {"uint8": {}, "int4-packed": {"int4": "packed"}}
+# Packed INT4 TFLite is made for LiteRT's builtin kernels (XNNPACK takes no INT4 conv filter).
+TFLITE_TARGET = {"int4-packed": "litert-builtin"}
 START, END = "<!-- exact-matrix:start -->", "<!-- exact-matrix:end -->"
 
 
@@ -76,7 +78,8 @@ def files_of(name: str, ck: Path, work: Path) -> dict[str, list[str]]:
             p = work / "files" / f"{name}.{v}.{fmt}"
             if not p.is_file():
                 p.parent.mkdir(parents=True, exist_ok=True)
-                export(str(ck), str(p), fmt=fmt, log=lambda _: None, **VARIANTS[v])
+                target = TFLITE_TARGET.get(v) if fmt == "tflite" else None
+                export(str(ck), str(p), fmt=fmt, log=lambda _: None, target=target, **VARIANTS[v])
             paths.append(str(p))
         out[v] = paths
     return out

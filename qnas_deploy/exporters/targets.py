@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 from .ir import Graph
 from .passes import Pass, Property, run_passes
-from .passes import concat_on_grid, crd_to_dcr, dense, mult_as_view, pack_int4, requant_as_conv, tile_as_conv
+from .passes import concat_on_grid, conv_add_copy, crd_to_dcr, dense, mult_as_view, pack_int4, requant_as_conv
+from .passes import tile_as_conv
 from .passes import u8s8_weights, widen
 
 
@@ -36,7 +37,8 @@ class Target:
         return run_passes(graph, self.passes, options)
 
 
-ONNX = (pack_int4.PASS, requant_as_conv.PASS, u8s8_weights.PASS)
+# One file serves onnxruntime and OpenVINO: both ONNX targets share this list.
+ONNX = (pack_int4.PASS, requant_as_conv.PASS, u8s8_weights.PASS, conv_add_copy.PASS)
 # One file serves LiteRT with and without XNNPACK: both LiteRT targets share this list.
 LITERT = (pack_int4.PASS, mult_as_view.PASS, concat_on_grid.PASS, requant_as_conv.PASS, tile_as_conv.PASS,
           dense.PASS, crd_to_dcr.PASS, widen.PASS)
@@ -44,6 +46,9 @@ LITERT = (pack_int4.PASS, mult_as_view.PASS, concat_on_grid.PASS, requant_as_con
 TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("onnxruntime", "onnx", ONNX, "onnxruntime",
            "onnxruntime's CPU provider (MLAS), x86 and aarch64: no kernel that rounds per CPU"),
+    Target("openvino", "onnx", ONNX, "onnxruntime",
+           "OpenVINO's CPU plugin (f32 precision pinned); checked against the exact arithmetic it departs from "
+           "at rare rounding ties"),
     Target("litert-xnnpack", "tflite", LITERT, "litert-xnnpack", "LiteRT with its XNNPACK delegate"),
     Target("litert-builtin", "tflite", LITERT, "litert-builtin",
            "LiteRT's builtin optimized int8 kernels (gemmlowp fixed point, ruy; rounding per CPU)",

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import BadInput
-from . import litert, onnxruntime
+from . import litert, onnxruntime, openvino
 from .opened import OpenedModel, Runner, grey_aware
 
 __all__ = ["Runtime", "RUNTIMES", "OpenedModel", "Runner", "grey_aware", "runtimes_for", "open_model", "read_metadata",
@@ -63,6 +63,9 @@ def _litert(kernels: str, label: str) -> Runtime:
 RUNTIMES: dict[str, Runtime] = {r.name: r for r in (
     Runtime("onnxruntime", ".onnx", "onnxruntime", "onnxruntime", None, "NCHW", onnxruntime.open_onnx,
             onnxruntime.image_runner, onnxruntime.timed_call, onnxruntime.file_metadata),
+    # The same .onnx file; asked for by name (``onnx_runtimes``), not run by default.
+    Runtime("openvino", ".onnx", "openvino", "OpenVINO CPU", None, "NCHW", openvino.open_openvino,
+            openvino.image_runner, openvino.timed_call, openvino.file_metadata),
     _litert("xnnpack", "LiteRT + XNNPACK"),
     _litert("builtin", "LiteRT builtin"),
     _litert("builtin-ref", "LiteRT reference kernels"),

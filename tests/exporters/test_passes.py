@@ -8,8 +8,8 @@ import pytest
 from qnas_deploy.exporters import ir, reference
 from qnas_deploy.exporters.options import ExportOptions
 from qnas_deploy.exporters.passes import Pass, Property, run_passes
-from qnas_deploy.exporters.passes import (concat_on_grid, crd_to_dcr, dense, mult_as_view, pack_int4,
-                                          requant_as_conv, tile_as_conv, u8s8_weights, widen)
+from qnas_deploy.exporters.passes import (concat_on_grid, conv_add_copy, crd_to_dcr, dense, mult_as_view,
+                                          pack_int4, requant_as_conv, tile_as_conv, u8s8_weights, widen)
 
 S = float(np.float32(1 / 255))
 GEOMETRY = dict(stride=1, pad=(0, 0), dilation=1, kernel=(1, 1))
@@ -160,6 +160,20 @@ def test_pack_int4_follows_the_option():
                 ir.Node("conv", ["a"], "y", _conv(rng, 6, 6, peak=100))], "y")
     assert pack_int4.run(g, ExportOptions()) is g
     assert [n.attrs.storage for n in pack_int4.run(g, ExportOptions(int4="packed")).nodes] == ["int4", "int8"]
+
+
+def test_conv_add_copy_puts_a_copy_between_every_conv_and_its_add():
+    rng = np.random.default_rng(5)
+    g = _graph([_t("image", 3), _t("a", 3, 0.01, 128), _t("b", 3, 0.02, 128), _t("y", 3, 0.03, 128)],
+               [ir.Node("conv", ["image"], "a", _conv(rng, 3, 3)),
+                ir.Node("add", ["a", "image"], "b", ir.Add()),
+                ir.Node("add", ["b", "a"], "y", ir.Add())], "y")
+    assert conv_add_copy.NO_CONV_INTO_ADD.violations(g) == ["b", "y"]
+    out = _check(conv_add_copy.PASS, g)
+    assert [n.op for n in out.nodes] == ["conv", "depth_to_space", "add", "add"]  # one copy, read twice
+    assert out.nodes[2].inputs == ["a.copy", "image"] and out.nodes[3].inputs == ["b", "a.copy"]
+    assert out.tensor("a.copy").same_grid(out.tensor("a"))
+    _same_values(g, out)
 
 
 def test_run_passes_checks_requires_and_ensures():

@@ -20,7 +20,7 @@ from qnas_deploy.exporters import ir, reference
 from qnas_deploy.exporters.arithmetic.litert import multiply_by_quantized_multiplier, quantize_multiplier
 from qnas_deploy.exporters.builder import lower_model as lower
 from qnas_deploy.exporters.export import ExportOptions, compile_graph
-from qnas_deploy.exporters.ir import Graph, Node, Tensor
+from qnas_deploy.exporters.ir import Graph, Node, Tensor, UnsupportedOp
 from qnas_deploy.exporters.passes.crd_to_dcr import d2s_permutation
 from qnas_deploy.runtimes.litert import TfliteModelRunner, interpreter, open_tflite, read_tflite_metadata
 from qnas_deploy.zoo import names
@@ -100,11 +100,19 @@ def test_io_types(graphs, io):
 
 
 def test_packed_int4_runs_exact_in_builtin(graphs):
-    (g, packed), (_, container) = to_tflite(graphs["basic_w4a4"], int4="packed"), to_tflite(graphs["basic_w4a4"])
+    (g, packed), (_, container) = (to_tflite(graphs["basic_w4a4"], int4="packed", target="litert-builtin"),
+                                   to_tflite(graphs["basic_w4a4"]))
     assert len(packed) < 0.75 * len(container)
     x = _hwc()
     run = TfliteModelRunner(interpreter(packed, threads=1, xnnpack=False), "uint8")
     assert np.array_equal(run(x), reference.runner(g, "litert-builtin")(x))
+
+
+def test_packed_int4_is_refused_for_xnnpack(graphs):
+    """XNNPACK takes no INT4 conv filter: the convs would leave it for the builtin kernels."""
+    with pytest.raises(UnsupportedOp, match="XNNPACK delegate takes no INT4 conv filter.*--int4 container"):
+        to_tflite(graphs["basic_w4a4"], int4="packed")
+    to_tflite(graphs["basic_w8a8"], int4="packed")  # nothing 4-bit: nothing to refuse
 
 
 def test_gemmlowp_primitives():

@@ -1,5 +1,12 @@
 """With ``--int4 packed``, the filters of convs of 4 or fewer bits stored as INT4 (two
-per byte) instead of in an int8 container; a no-op otherwise."""
+per byte) instead of in an int8 container; a no-op otherwise.
+
+Refused for ``litert-xnnpack``: LiteRT's XNNPACK delegate takes no INT4 conv filter
+(``xnnpack_delegate.cc``: ``CheckTensorFloat32OrQCInt8Type`` on CONV_2D and
+DEPTHWISE_CONV_2D filters), so those convs would fall back to the builtin kernel, which
+unpacks the filter on every run and requantises with ruy, whose rounding differs between
+x86 (two roundings) and aarch64 (one): not the target's arithmetic, and slower than the
+int8 container XNNPACK runs."""
 from __future__ import annotations
 
 from .. import ir
@@ -10,9 +17,22 @@ def _packable(n) -> bool:
     return n.op == "conv" and n.attrs.w_bits <= 4 and n.attrs.storage == "int8"
 
 
+XNNPACK_REFUSAL = (
+    "--int4 packed for --target litert-xnnpack: LiteRT's XNNPACK delegate takes no INT4 conv filter, so {n} "
+    "conv(s) ({names}) would run in LiteRT's builtin kernels, which round differently on x86 and aarch64, and "
+    "slower than the int8 container; export with --int4 container (XNNPACK runs it identically on x86 and "
+    "aarch64) or with --int4 packed --target litert-builtin")
+
+
 def run(graph: ir.Graph, options) -> ir.Graph:
     if options.int4 != "packed":
         return graph
+    if options.target == "litert-xnnpack":
+        packed = [n.name for n in graph.nodes if _packable(n) and graph.tensor(n.inputs[0]).quantized
+                  and graph.tensor(n.output).quantized]
+        if packed:
+            raise ir.UnsupportedOp(XNNPACK_REFUSAL.format(n=len(packed), names=", ".join(packed[:3])
+                                                          + (", ..." if len(packed) > 3 else "")))
     return graph.with_nodes([ir.Node(n.op, n.inputs, n.output, n.attrs.replace(storage="int4"), n.name)
                              if _packable(n) else n for n in graph.nodes])
 

@@ -106,3 +106,43 @@ def test_guest_runs_the_hosts_runner_code(env, exported):
     host = grey_aware(RUNTIMES["onnxruntime"].image_runner(files[0]))
     for im, o in zip(images, outs[0]):
         assert o.shape == host(im).shape and np.array_equal(o, host(im))
+
+
+def _zoo_quantized():
+    from qnas_deploy.zoo import load_zoo, names
+
+    return [n for n in names() if not load_zoo(n).float_only]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cpu", aarch64.MATRIX_CPUS)
+@pytest.mark.parametrize("name", _zoo_quantized())
+def test_zoo_is_exact_on_aarch64(env, zoo_checkpoint, tmp_path, name, cpu):
+    """Every quantized zoo entry (seeded weights) as .onnx and .tflite, and packed INT4 for
+    LiteRT's builtin kernels where it has 4-bit layers, on each emulated CPU class."""
+    from PIL import Image
+
+    from qnas_deploy.zoo import load_zoo
+
+    ck = zoo_checkpoint(name)
+    files = []
+    for fmt in ("onnx", "tflite"):
+        files.append(str(tmp_path / f"{name}.{fmt}"))
+        assert main(["export", str(ck), "--format", fmt, "-o", files[-1], "--input-size", "24x24"]) == 0
+    if any(l.w_bits == 4 for l in load_zoo(name).layers):
+        files.append(str(tmp_path / f"{name}.int4.tflite"))
+        assert main(["export", str(ck), "--format", "tflite", "--int4", "packed", "--target", "litert-builtin",
+                     "-o", files[-1], "--input-size", "24x24"]) == 0
+    data = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    for sub, size in (("HR", (96, 128)), ("LR_bicubic/X4", (24, 32))):
+        (data / sub).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(data / sub / f"im{i}.png")
+    out = tmp_path / "parity.json"
+    main(["bench", "parity", str(ck), *files, "--data", str(data), "--target", f"aarch64:{cpu}", "--json", str(out),
+          "--tolerance-db", "100"])
+    result = json.loads(out.read_text())
+    for label, row in result["files"].items():
+        if row.get("runtime") not in (None, "numpy"):
+            assert row["min_identical_pixels"] == 1.0, (label, row["arithmetic"], row["max_abs_diff"])

@@ -45,6 +45,20 @@ def test_onnxruntime_matches_reference(exported, name):
 
 
 @pytest.mark.parametrize("name", QUANTIZED)
+def test_openvino_matches_reference(exported, name):
+    """The same file in OpenVINO's CPU plugin, against the reference in the openvino
+    target's arithmetic (0 steps)."""
+    from qnas_deploy.exporters import targets
+    from qnas_deploy.runtimes import RUNTIMES
+
+    e = exported[name]
+    x = _image(30, 26, seed=5)
+    run = RUNTIMES["openvino"].image_runner(e.path, threads=1)
+    y = run(x[0].transpose(1, 2, 0)).transpose(2, 0, 1)[None]
+    assert np.array_equal(y, reference.run(e.lowered, x, targets.get("openvino").arithmetic))
+
+
+@pytest.mark.parametrize("name", QUANTIZED)
 def test_no_float_conv_after_onnxruntime_optimisation(exported, name, tmp_path):
     opt = tmp_path / "opt.onnx"
     session(exported[name].path, threads=1, optimized_path=str(opt))

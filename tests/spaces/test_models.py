@@ -100,8 +100,9 @@ def test_grouped_op_checks_divisibility():
 
 def test_rfdn_rejects_inputs_smaller_than_esa_needs():
     model = build_model(zoo.load_zoo("rfdn_mixed")).eval()
-    with pytest.raises(ValueError, match="at least 15x15"):
-        model(torch.rand(1, 3, 14, 32))
+    with pytest.raises(ValueError, match="at least 5x5"):
+        model(torch.rand(1, 3, 4, 32))
+    assert model(torch.rand(1, 3, 5, 7)).shape == (1, 3, 20, 28)  # ESA's mirror-padded pool: 5 suffices
 
 
 def test_conv_input_zero_is_exact_so_zero_padding_is_exact():

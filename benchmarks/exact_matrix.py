@@ -58,12 +58,12 @@ def checkpoint(name: str, work: Path, iters: int, data: str, log) -> Path:
     ck.parent.mkdir(parents=True, exist_ok=True)
     spec = load_zoo(name)
     pairs = training_pairs(resolve_dataset(data), spec.scale)
-    cfg = TrainConfig(epochs=max(1, iters // 100), iters=min(iters, 100), batch=8, patch=32, lr=1e-3,
+    cfg = TrainConfig(epochs=max(1, iters // 50), iters=min(iters, 50), batch=4, patch=24, lr=1e-3,
                       optimizer="adam", seed=0)
     t = time.time()
     train(spec, pairs, ck, cfg, resume=ck.is_file(), progress=False, log=lambda m: None)
-    done.write_text(json.dumps({"iters": cfg.epochs * cfg.iters, "data": data, "recipe": "adam 1e-3, batch 8, "
-                                "patch 32", "seconds": round(time.time() - t, 1)}))
+    done.write_text(json.dumps({"iters": cfg.epochs * cfg.iters, "data": data, "recipe": "adam 1e-3, batch 4, "
+                                "patch 24", "seconds": round(time.time() - t, 1)}))
     log(f"trained {name}: {time.time() - t:.0f} s")
     return ck
 
@@ -130,7 +130,8 @@ def markdown(rows: list[dict], machines: list[str], meta: dict) -> str:
         lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells_) + " |")
     return ("Each cell: the least share of output pixels identical to the numpy reference in that runtime's "
             "arithmetic on that machine (over the images), the largest difference where not all are, and the "
-            f"largest |PSNR - PyTorch's| over the images ({meta['sets']}). Models: each quantized zoo entry "
+            f"largest |PSNR - PyTorch's| over the images ({meta['sets']} on x86, {meta['arm_sets']} on aarch64). "
+            "Models: each quantized zoo entry "
             f"trained {meta['iters']} Adam steps on {meta['data']}. aarch64: the same runtime releases' aarch64 "
             f"builds under qemu {meta.get('qemu', '?')} user mode ({meta.get('cpus', '')}). "
             f"`python benchmarks/exact_matrix.py --readme README.md` remakes it.\n\n" + "\n".join(lines) + "\n")
@@ -142,7 +143,10 @@ def main(argv=None) -> int:
     ap.add_argument("--machines", default=",".join(MACHINES))
     ap.add_argument("--sets", default="Set5,Set14")
     ap.add_argument("--data", default="BSD100", help="training images")
-    ap.add_argument("--iters", type=int, default=300, help="training steps per entry")
+    ap.add_argument("--iters", type=int, default=150, help="training steps per entry")
+    ap.add_argument("--arm-sets", default="Set5", help="images run on the emulated machines (an emulator is "
+                    "10-50x slower than this CPU)")
+    ap.add_argument("--train-only", action="store_true", help="train (and export) every entry, run nothing")
     ap.add_argument("--work", default=None, help="checkpoints, files and finished cells (resumable)")
     ap.add_argument("--onnx-runtimes", default="onnxruntime,openvino", help="on x86: ONNX runtimes to run")
     ap.add_argument("--readme", default=None, help="rewrite the table between the exact-matrix markers")
@@ -156,17 +160,20 @@ def main(argv=None) -> int:
     machines = a.machines.split(",")
     names = a.entries.split(",") if a.entries else entries()
     sets = {s: benchmark_pairs(resolve_dataset(s), 4) for s in a.sets.split(",")}
+    arm_sets = {s: benchmark_pairs(resolve_dataset(s), 4) for s in a.arm_sets.split(",")}
     onnx_runtimes = tuple(r for r in a.onnx_runtimes.split(",") if r in RUNTIMES)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     rows = []
     for name in names:
         ck = checkpoint(name, work, a.iters, a.data, log)
         for variant, files in files_of(name, ck, work).items():
-            for m in machines:
+            for m in [] if a.train_only else machines:
                 t = time.time()
-                rows += cells(name, variant, ck, files, m, sets, work, onnx_runtimes)
+                rows += cells(name, variant, ck, files, m, sets if m == "x86_64" else arm_sets, work, onnx_runtimes)
                 log(f"{name} {variant} {m}: {time.time() - t:.0f} s")
-    meta = {"sets": " + ".join(sets), "iters": a.iters, "data": a.data}
+    if a.train_only:
+        return 0
+    meta = {"sets": " + ".join(sets), "arm_sets": " + ".join(arm_sets), "iters": a.iters, "data": a.data}
     try:
         env = aarch64.load()
         meta.update(qemu=env.info["qemu"], versions=env.info["versions"],

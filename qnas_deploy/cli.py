@@ -413,6 +413,20 @@ _kernels_option = click.option("--tflite-kernels", default="xnnpack,builtin", sh
                                help="LiteRT kernel sets to run .tflite files with (xnnpack, builtin, builtin-ref: "
                                     "the reference kernels).")
 
+_onnx_option = click.option("--onnx-runtimes", default="onnxruntime", show_default=True,
+                            help="Runtimes to run .onnx files with (onnxruntime, openvino).")
+
+
+def _onnx_runtimes(value: str) -> tuple[str, ...]:
+    from .errors import BadInput
+
+    names = tuple(v.strip() for v in value.split(",") if v.strip())
+    bad = [n for n in names if n not in ("onnxruntime", "openvino")]
+    if bad or not names:
+        raise BadInput(f"--onnx-runtimes: unknown runtime {', '.join(bad) or '(none)'} (choose from onnxruntime, openvino)")
+    return names
+
+
 _machine_option = click.option(
     "--target", "machine", metavar="aarch64[:CPU]", default=None,
     help="Run the files on another CPU, emulated: aarch64 with a CPU model (cortex-a53, cortex-a72, cortex-a76, "
@@ -436,9 +450,10 @@ def bench() -> None:
 @click.option("--json", "json_path", metavar="PATH", help="Write every number as JSON ('-' for stdout).")
 @click.option("--md", "md_path", metavar="PATH", help="Write the Markdown table.")
 @click.option("--diff-png", metavar="PATH", help="Difference map of the worst image (default: none).")
+@_onnx_option
 @_machine_option
 def bench_parity(checkpoint, files, data, datasets_root, tolerance_db, threads, tflite_kernels, json_path, md_path,
-                 diff_png, machine) -> None:
+                 diff_png, onnx_runtimes, machine) -> None:
     """Run every image through CHECKPOINT (PyTorch), the numpy integer reference and FILES.
 
     Exits 1 when a file misses --tolerance-db on some image.
@@ -452,7 +467,7 @@ def bench_parity(checkpoint, files, data, datasets_root, tolerance_db, threads, 
     scale = load_checkpoint(checkpoint).spec.scale
     sets = {s: benchmark_pairs(resolve_dataset(s, datasets_root), scale) for s in data.split(",") if s}
     result = parity(checkpoint, list(files), sets, threads, tolerance_db, _kernels(tflite_kernels),
-                    diff_png=diff_png, machine=machine)
+                    diff_png=diff_png, machine=machine, onnx_runtimes=_onnx_runtimes(onnx_runtimes))
     _write_outputs(result.to_dict(), json_path, md_path, markdown(result))
     if not result.passed:
         failed = [k for k, v in result.files.items() if v.passed is False]
@@ -468,15 +483,17 @@ def bench_parity(checkpoint, files, data, datasets_root, tolerance_db, threads, 
 @_kernels_option
 @click.option("--json", "json_path", metavar="PATH", help="Write every number as JSON ('-' for stdout).")
 @click.option("--md", "md_path", metavar="PATH", help="Write the Markdown table.")
+@_onnx_option
 @_machine_option
-def bench_latency(files, size, threads_list, runs, warmup, tflite_kernels, json_path, md_path, machine) -> None:
+def bench_latency(files, size, threads_list, runs, warmup, tflite_kernels, json_path, md_path, onnx_runtimes,
+                  machine) -> None:
     """Median, p10/p90 latency and peak memory of FILES per backend and thread count
     (with --target: an emulator's timings, labelled so, not a device's)."""
     from .bench.latency import latency, markdown
 
     check_writable(json_path, md_path)
     result = latency(list(files), size, _int_list(threads_list, "--threads"), runs, warmup, _kernels(tflite_kernels),
-                     machine=machine)
+                     machine=machine, onnx_runtimes=_onnx_runtimes(onnx_runtimes))
     _write_outputs(result.to_dict(), json_path, md_path, markdown(result))
 
 

@@ -72,7 +72,7 @@ def _measure_emulated(env, cpu, path: str, backend: str, size: tuple[int, int], 
 
 def latency(files: list[str], size: tuple[int, int], threads: list[int], runs: int = 50, warmup: int = 5,
             tflite_kernels=("xnnpack", "builtin"), isolate: bool = True, progress: bool = True,
-            machine: str | None = None) -> LatencyResult:
+            machine: str | None = None, onnx_runtimes=("onnxruntime",)) -> LatencyResult:
     """``machine``: ``aarch64[:CPU]`` to time the files there (emulated), None for this one."""
     from .._progress import bar
 
@@ -86,7 +86,7 @@ def latency(files: list[str], size: tuple[int, int], threads: list[int], runs: i
     for f in files:
         if not Path(f).is_file():
             raise BadInput(f"{f}: no such model file")
-    pairs = [(f, rt) for f in files for rt in runtimes_for(f, tflite_kernels)]
+    pairs = [(f, rt) for f in files for rt in runtimes_for(f, tflite_kernels, onnx_runtimes)]
     # Every file read and loaded here, at the size asked, before any is timed: a corrupt
     # one is one error line naming it now, not a failure in a child process mid-bar.
     for f in files:

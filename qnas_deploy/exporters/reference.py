@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .arithmetic import exact, litert, onnxruntime
+from .arithmetic import exact, litert, onnxruntime, openvino
 from .ir import Graph
 
 ARITHMETIC = {
@@ -17,7 +17,10 @@ ARITHMETIC = {
     "onnxruntime": onnxruntime.KERNELS,
     "litert-xnnpack": litert.XNNPACK,
     "litert-builtin": litert.BUILTIN,
+    "litert-builtin-aarch64": litert.BUILTIN_AARCH64,
+    "litert-xnnpack-aarch64": litert.XNNPACK_AARCH64,
     "litert-builtin-ref": litert.BUILTIN_REF,
+    "openvino": openvino.KERNELS,
 }
 
 

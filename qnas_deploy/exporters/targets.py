@@ -49,7 +49,10 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("openvino", "onnx", ONNX, "onnxruntime",
            "OpenVINO's CPU plugin (f32 precision pinned); checked against the exact arithmetic it departs from "
            "at rare rounding ties"),
-    Target("litert-xnnpack", "tflite", LITERT, "litert-xnnpack", "LiteRT with its XNNPACK delegate"),
+    # XNNPACK computes alike on x86 and aarch64; only convs it leaves to the builtin kernels
+    # (packed INT4 filters, in files made for litert-builtin) round per CPU.
+    Target("litert-xnnpack", "tflite", LITERT, "litert-xnnpack", "LiteRT with its XNNPACK delegate",
+           {"aarch64": "litert-xnnpack-aarch64"}),
     Target("litert-builtin", "tflite", LITERT, "litert-builtin",
            "LiteRT's builtin optimized int8 kernels (gemmlowp fixed point, ruy; rounding per CPU)",
            {"aarch64": "litert-builtin-aarch64"}),

@@ -203,10 +203,136 @@ def sigmoid(graph, node, values):
     return table[values[node.inputs[0]] - xt.qmin]
 
 
-XNNPACK = {**onnxruntime.KERNELS, "add": add_xnnpack, "mul": mul_xnnpack}
+def int4_in_builtin(builtin_conv):
+    """XNNPACK's conv, but for convs with packed INT4 filters: the delegate takes no INT4
+    conv filter (``xnnpack_delegate.cc``, ``CheckTensorFloat32OrQCInt8Type``), so LiteRT
+    runs them in its builtin kernel (``builtin_conv``, which rounds per CPU)."""
+    def conv_(graph, node, values):
+        if node.attrs.storage == "int4":
+            return builtin_conv(graph, node, values)
+        return onnxruntime.KERNELS["conv"](graph, node, values)
+    return conv_
+
+
+XNNPACK = {**onnxruntime.KERNELS, "add": add_xnnpack, "mul": mul_xnnpack, "conv": int4_in_builtin(conv)}
 BUILTIN = {**exact.KERNELS, "conv": conv, "add": add, "mul": mul, "sigmoid": sigmoid}
 # The reference kernels (OpResolverType.BUILTIN_REF): plain C++, no SIMD paths, so the same
 # on every CPU; they differ from the optimized ones only in how conv and add requantise.
 BUILTIN_REF = {**BUILTIN, "conv": partial(conv, optimized=False), "add": partial(add, simd_lanes=None)}
 for _name, _table in (("XNNPACK", XNNPACK), ("builtin", BUILTIN), ("builtin reference", BUILTIN_REF)):
     check_dispatch(_table, f"LiteRT {_name} arithmetic")
+
+
+# LiteRT's optimized builtin kernels on aarch64 ------------------------------------------
+#
+# The aarch64 build runs the same C++ as the x86 one (whose NEON code x86 compiles through
+# NEON_2_SSE) but for two kernels, which have aarch64-only code:
+#
+# * CONV_2D goes to ruy (``optimized_integer_ops::ConvPerChannel`` ->
+#   ``cpu_backend_gemm::Gemm``: ruy on ARM, ``TFLITE_WITH_RUY``), whose arm64 kernels
+#   requantise with one rounding since ruy's "Simplify quantized multiplier" (ruy commit
+#   be760b6, 2021): ``sshl``, ``sqdmulh`` (truncating), ``srshl`` (ties upward). ruy's x86
+#   AVX2 kernels kept gemmlowp's two roundings (``multiply_round_half_up`` above). A conv
+#   with a single output pixel skips ruy for LiteRT's own GEMV (``custom_gemv``), which
+#   rounds twice on both machines.
+# * DEPTHWISE_CONV_2D with a 3x3 filter takes the hand-written kernel
+#   ``DepthwiseConv3x3FilterPerChannel`` (``integer_ops/depthwise_conv_3x3_filter.h``),
+#   compiled under ``#if defined(__aarch64__)`` in ``integer_ops/depthwise_conv.h``
+#   (``DepthwiseConvWithRounding``); x86 runs ``DepthwiseConvGeneral`` for it.
+#
+# Everything else is the x86 arithmetic: the other depthwise convs (``DepthwiseConvGeneral``
+# -> ``optimized_ops::Quantize``: ``vqrdmulhq_s32`` + ``vrshlq_s32`` in 8-channel blocks,
+# scalar gemmlowp for the rest), ADD (``optimized_integer_ops::AddElementwiseInt8``) and MUL
+# (``MulElementwise``): ARM's ``SQRDMULH`` is ``(2ab + 2^31) >> 32``, which is gemmlowp's
+# ``SaturatingRoundingDoublingHighMul`` (``srdhm``: ties upward, negative ones too) bit for
+# bit, and NEON_2_SSE's ``vqrdmulhq_s32`` computes the same; gemmlowp's NEON
+# ``RoundingDivideByPOT`` (``fixedpoint_neon.h``: the ``fixup`` before ``vrshlq_s32``) is
+# its scalar one. The LOGISTIC table is the same float code (``LUTPopulateInt8``). Every
+# aarch64 CPU computes alike: ruy's kernels for CPUs without the dot product
+# (``Kernel8bitNeon``, ``Kernel8bitNeonA55ish``) and with it (``Kernel8bitNeonDotprod``,
+# its X1 fork) share the requantisation, ruy has no i8mm kernel, and the dot-product 3x3
+# depthwise kernel is compiled for Android (``__ANDROID__ && __clang__``) only.
+
+def _wrap_int32(v: np.ndarray) -> np.ndarray:
+    return ((v + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+
+
+def ruy_arm64_requantize(acc: np.ndarray, significand, shift) -> np.ndarray:
+    """ruy's arm64 int8 requantisation (``ruy/kernel_arm64.cc``, every ``Kernel8bitNeon*``):
+
+    ``mvni v8, #0; smin v11, v8, exp; sub v12, exp, v11`` split the exponent into a left
+    shift ``max(exp + 1, 0)`` and a right shift ``max(-exp, 1)``, never 0; then ``sshl``
+    (int32, wrapping), ``sqdmulh`` (the high half of ``2ab``, truncated: no rounding) and
+    ``srshl`` (rounding right shift, ties upward). Where nothing wraps this is one rounding,
+    ``(acc * m + 2^(30 - exp)) >> (31 - exp)`` (ruy's ``MultiplyByQuantizedMultiplier`` in
+    ``apply_multiplier.cc``): ``floor(floor(y / 2^31) / 2^k + 1/2) == floor((y + 2^(30+k)) / 2^(31+k))``.
+    """
+    shift = np.asarray(shift, np.int64)
+    right = np.maximum(-shift, 1)
+    left = shift + right
+    x = _wrap_int32(acc.astype(np.int64) << left)
+    high = (x * np.asarray(significand, np.int64)) >> 31      # sqdmulh: m >= 0, so it never saturates
+    return (high + (np.int64(1) << (right - 1))) >> right     # srshl by -right
+
+
+def fast_3x3_depthwise(node, input_hw: tuple[int, int]) -> bool:
+    """Whether aarch64 LiteRT runs this depthwise conv in its 3x3 kernel
+    (``depthwise_conv::Fast3x3FilterKernelSupported``, ``depthwiseconv_3x3_filter_common.h``):
+    a 3x3 filter, depth multiplier 1, stride 1 or 2, no dilation, a depth that is a multiple
+    of 8 and a padding of 0 or 1. The TFLite writer pads a stride-1 ``same`` 3x3 conv in the
+    conv (LiteRT sees padding 1) and any other padding with a PAD op (padding 0); with
+    padding 1 an input of width 1 and height > 1 (or the converse) is not supported."""
+    a = node.attrs
+    if tuple(a.kernel) != (3, 3) or a.dilation != 1 or a.stride not in (1, 2) or a.c_out % 8:
+        return False
+    h, w = input_hw
+    padded_in_conv = a.stride == 1 and tuple(a.pad) == (1, 1)
+    return not (padded_in_conv and (h == 1) != (w == 1))
+
+
+def requantize_3x3_depthwise(acc: np.ndarray, significand, shift) -> np.ndarray:
+    """``DepthwiseConvWindowPerChannel`` (``integer_ops/depthwise_conv_3x3_filter.h``):
+    ``sqrdmulh`` by the multiplier, then ``sqrshl`` by the shift, on every channel. The shift
+    comes after the multiply even where it is positive (the generic kernels shift the
+    accumulator left before it), and ``Fast3x3FilterKernelSupported`` does not look at the
+    per-channel shifts. ``sqrshl`` saturates to int32, which the int8 clamp after it hides."""
+    shift = np.asarray(shift, np.int64)
+    high = srdhm(acc, significand)                            # sqrdmulh == srdhm
+    right = np.maximum(-shift, 0)
+    return np.where(shift > 0, high << np.maximum(shift, 0), (high + ((np.int64(1) << right) >> 1)) >> right)
+
+
+def custom_gemv(node, acc_shape) -> bool:
+    """Whether the conv's GEMM is a matrix times a vector that ``cpu_backend_gemm::Gemm``
+    hands to ``detail::CustomGemv`` (``cpu_backend_gemm_custom_gemv.h``) instead of ruy: one
+    output pixel (``dst_params.cols == 1``), at least 4 output channels (``kKernelRows``) and
+    at least 8 values per filter (``lhs_params.cols >= 8``). Its NEON loop requantises as
+    ``optimized_ops::Quantize`` does (``vshlq_s32``, ``vqrdmulhq_s32``, ``vrshlq_s32``): the
+    x86 formula, on x86 and aarch64 alike."""
+    n, _, h, w = acc_shape
+    return n * h * w == 1 and node.attrs.c_out >= 4 and node.attrs.weight[0].size >= 8
+
+
+def conv_aarch64(graph, node, values):
+    """CONV_2D / DEPTHWISE_CONV_2D of LiteRT's optimized builtin kernels on aarch64."""
+    xt, yt = graph.tensor(node.inputs[0]), graph.tensor(node.output)
+    if not (xt.quantized and yt.quantized):
+        return exact.KERNELS["conv"](graph, node, values)
+    a = node.attrs
+    depthwise = a.depthwise(xt.channels)
+    x = values[node.inputs[0]]
+    if (a.groups > 1 and not depthwise) or (depthwise and not fast_3x3_depthwise(node, x.shape[-2:])):
+        return conv(graph, node, values)  # the reference kernel, DepthwiseConvGeneral: as on x86
+    acc = exact.accumulate(graph, node, values)
+    sig, sh = _per_channel(float(F32(xt.scale)) * a.scaled_w_scale().astype(np.float64) / float(F32(yt.scale)))
+    if depthwise:
+        return _clip(requantize_3x3_depthwise(acc, sig, sh), yt)
+    if custom_gemv(node, acc.shape):
+        return _clip(multiply_round_half_up(acc, sig, sh), yt)
+    return _clip(ruy_arm64_requantize(acc, sig, sh), yt)
+
+
+BUILTIN_AARCH64 = {**BUILTIN, "conv": conv_aarch64}
+XNNPACK_AARCH64 = {**XNNPACK, "conv": int4_in_builtin(conv_aarch64)}
+check_dispatch(BUILTIN_AARCH64, "LiteRT builtin arithmetic (aarch64)")
+check_dispatch(XNNPACK_AARCH64, "LiteRT XNNPACK arithmetic (aarch64)")

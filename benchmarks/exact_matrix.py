@@ -86,17 +86,20 @@ def files_of(name: str, ck: Path, work: Path) -> dict[str, list[str]]:
 
 
 def cells(name: str, variant: str, ck: Path, files: list[str], machine: str, sets: dict, work: Path,
-          onnx_runtimes) -> list[dict]:
+          onnx_runtimes=("onnxruntime",), kernels=("xnnpack", "builtin")) -> list[dict]:
+    """One parity run: ``files`` in ``onnx_runtimes`` and LiteRT's ``kernels`` on ``machine``
+    (cached under ``work/cells``, one file per entry, variant, machine and runtime set)."""
     from qnas_deploy.bench.parity import parity
 
-    key = work / "cells" / f"{name}.{variant}.{machine.replace(':', '_')}.json"
+    tag = "+".join(onnx_runtimes + kernels)
+    key = work / "cells" / f"{name}.{variant}.{machine.replace(':', '_')}.{tag}.json"
     if key.is_file():
         return json.loads(key.read_text())
     m = None if machine == "x86_64" else machine
-    kernels = ("xnnpack", "builtin")
+    if not kernels:
+        files = [f for f in files if f.endswith(".onnx")]
     t = time.time()
-    r = parity(str(ck), files, sets, tflite_kernels=kernels, progress=False, machine=m,
-               onnx_runtimes=onnx_runtimes if m is None else ("onnxruntime",))
+    r = parity(str(ck), files, sets, tflite_kernels=kernels, progress=False, machine=m, onnx_runtimes=onnx_runtimes)
     rows = []
     for label, row in r.files.items():
         if row.runtime in (None, "numpy"):
@@ -148,7 +151,8 @@ def main(argv=None) -> int:
                     "10-50x slower than this CPU)")
     ap.add_argument("--train-only", action="store_true", help="train (and export) every entry, run nothing")
     ap.add_argument("--work", default=None, help="checkpoints, files and finished cells (resumable)")
-    ap.add_argument("--onnx-runtimes", default="onnxruntime,openvino", help="on x86: ONNX runtimes to run")
+    ap.add_argument("--onnx-runtimes", default="onnxruntime,openvino", help="on x86: ONNX runtimes to run "
+                    "(onnxruntime always)")
     ap.add_argument("--readme", default=None, help="rewrite the table between the exact-matrix markers")
     a = ap.parse_args(argv)
 
@@ -169,7 +173,9 @@ def main(argv=None) -> int:
         for variant, files in files_of(name, ck, work).items():
             for m in [] if a.train_only else machines:
                 t = time.time()
-                rows += cells(name, variant, ck, files, m, sets if m == "x86_64" else arm_sets, work, onnx_runtimes)
+                rows += cells(name, variant, ck, files, m, sets if m == "x86_64" else arm_sets, work)
+                if m == "x86_64" and "openvino" in onnx_runtimes:  # OpenVINO has no aarch64 build here
+                    rows += cells(name, variant, ck, files, m, sets, work, ("openvino",), ())
                 log(f"{name} {variant} {m}: {time.time() - t:.0f} s")
     if a.train_only:
         return 0

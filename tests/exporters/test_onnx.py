@@ -45,17 +45,19 @@ def test_onnxruntime_matches_reference(exported, name):
 
 
 @pytest.mark.parametrize("name", QUANTIZED)
-def test_openvino_matches_reference(exported, name):
-    """The same file in OpenVINO's CPU plugin, against the reference in the openvino
-    target's arithmetic (0 steps)."""
+def test_openvino_matches_reference(tmp_path, name):
+    """The openvino target's file in OpenVINO's CPU plugin against the reference in that
+    target's arithmetic, and in onnxruntime against onnxruntime's (0 steps both)."""
     from qnas_deploy.exporters import targets
     from qnas_deploy.runtimes import RUNTIMES
 
-    e = exported[name]
+    e = export(name, tmp_path / f"{name}.onnx", target="openvino", log=lambda m: None)
     x = _image(30, 26, seed=5)
-    run = RUNTIMES["openvino"].image_runner(e.path, threads=1)
-    y = run(x[0].transpose(1, 2, 0)).transpose(2, 0, 1)[None]
+    hwc = x[0].transpose(1, 2, 0)
+    y = RUNTIMES["openvino"].image_runner(e.path, threads=1)(hwc).transpose(2, 0, 1)[None]
     assert np.array_equal(y, reference.run(e.lowered, x, targets.get("openvino").arithmetic))
+    y = RUNTIMES["onnxruntime"].image_runner(e.path, threads=1)(hwc).transpose(2, 0, 1)[None]
+    assert np.array_equal(y, reference.run(e.lowered, x, "onnxruntime"))
 
 
 @pytest.mark.parametrize("name", QUANTIZED)

@@ -37,11 +37,12 @@ def entries() -> list[str]:
     return [n for n in names() if not load_zoo(n).float_only]
 
 
-def variants(name: str) -> list[str]:
+def variants(name: str, packed: set[str] | None = None) -> list[str]:
+    """uint8, and packed INT4 where the entry has 4-bit layers (and is in ``packed``, if given)."""
     from qnas_deploy.zoo import load_zoo
 
     spec = load_zoo(name)
-    has4 = any(l.w_bits == 4 for l in spec.layers)
+    has4 = any(l.w_bits == 4 for l in spec.layers) and (packed is None or name in packed)
     return ["uint8"] + (["int4-packed"] if has4 else [])
 
 
@@ -68,11 +69,11 @@ def checkpoint(name: str, work: Path, iters: int, data: str, log) -> Path:
     return ck
 
 
-def files_of(name: str, ck: Path, work: Path) -> dict[str, list[str]]:
+def files_of(name: str, ck: Path, work: Path, packed: set[str] | None = None) -> dict[str, list[str]]:
     from qnas_deploy.exporters.export import export
 
     out = {}
-    for v in variants(name):
+    for v in variants(name, packed):
         paths = []
         for fmt in ("onnx", "tflite"):
             p = work / "files" / f"{name}.{v}.{fmt}"
@@ -163,6 +164,8 @@ def main(argv=None) -> int:
     ap.add_argument("--work", default=None, help="checkpoints, files and finished cells (resumable)")
     ap.add_argument("--onnx-runtimes", default="onnxruntime,openvino", help="on x86: ONNX runtimes to run "
                     "(onnxruntime always)")
+    ap.add_argument("--packed", default=None, help="entries to run with packed INT4 too (default: every entry "
+                    "with 4-bit layers)")
     ap.add_argument("--readme", default=None, help="rewrite the table between the exact-matrix markers")
     a = ap.parse_args(argv)
 
@@ -180,7 +183,7 @@ def main(argv=None) -> int:
     rows = []
     for name in names:
         ck = checkpoint(name, work, a.iters, a.data, log)
-        for variant, files in files_of(name, ck, work).items():
+        for variant, files in files_of(name, ck, work, set(a.packed.split(",")) if a.packed else None).items():
             for m in [] if a.train_only else machines:
                 t = time.time()
                 rows += cells(name, variant, ck, files, m, sets if m == "x86_64" else arm_sets, work)

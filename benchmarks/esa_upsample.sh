@@ -5,14 +5,15 @@
 # The recipe is benchmarks/exact_matrix.py's (Adam 1e-3, batch 4, 24-pixel patches, 150
 # steps), so its rfdn_mixed checkpoint can stand in for "new" (copy it to $ESA_WORK/new.pt).
 #   bash benchmarks/esa_upsample.sh [ITERS_PER_EPOCH] [EPOCHS]
+#   SPEC=benchmarks/esa_rfdn_small.json bash benchmarks/esa_upsample.sh 50 2   # what was run
 set -euo pipefail
-iters=${1:-50}; epochs=${2:-3}
+iters=${1:-50}; epochs=${2:-3}; spec=$(realpath "${SPEC:-rfdn_mixed}" 2>/dev/null || echo "${SPEC:-rfdn_mixed}")
 work=${ESA_WORK:-/tmp/esa-upsample}
 here=$(cd "$(dirname "$0")/.." && pwd)
 export QNAS_DATASETS=${QNAS_DATASETS:-$here/../shared/datasets}
 mkdir -p "$work"
 [ -d "$work/old" ] || git -C "$here" worktree add -f "$work/old" cf5b90c >/dev/null
-args=(train rfdn_mixed --data BSD100 --epochs "$epochs" --iters "$iters" --batch 4 --patch 24
+args=(train "$spec" --data BSD100 --epochs "$epochs" --iters "$iters" --batch 4 --patch 24
       --optimizer adam --lr 1e-3 --seed 0 --no-progress)
 for v in old new; do
   src=$([ $v = old ] && echo "$work/old" || echo "$here")

@@ -75,7 +75,7 @@ def files_of(name: str, ck: Path, work: Path, packed: set[str] | None = None) ->
     out = {}
     for v in variants(name, packed):
         paths = []
-        for fmt in ("onnx", "tflite"):
+        for fmt in ("onnx", "tflite") if v == "uint8" else ("tflite",):  # packed INT4: TFLite builtin only
             p = work / "files" / f"{name}.{v}.{fmt}"
             if not p.is_file():
                 p.parent.mkdir(parents=True, exist_ok=True)

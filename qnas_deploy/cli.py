@@ -266,7 +266,8 @@ def upscale(model: str, image: str, out: str | None, tile: int, overlap: int, co
 @click.option("--adq", type=click.Choice(["static", "dynamic"]), default="static", show_default=True,
               help="static: calibrated constant folded into the convs (fully integer); dynamic: per-image subgraph.")
 @click.option("--int4", type=click.Choice(["container", "packed"]), default="container", show_default=True,
-              help="Sub-8-bit weights in int8 containers, or packed INT4 (ONNX opset 21; TFLite INT4 filters).")
+              help="Sub-8-bit weights in int8 containers, or packed INT4 (TFLite INT4 filters, --target "
+                   "litert-builtin only: no other runtime computes them exactly).")
 @click.option("--io", type=click.Choice(["uint8", "int8", "float"]), default="uint8", show_default=True,
               help="Input/output images: uint8 (NCHW in ONNX, NHWC in TFLite), int8 (TFLite), or float in [0, 1].")
 @click.option("--input-size", default="128x128", show_default=True, metavar="HxW",

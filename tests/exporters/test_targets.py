@@ -27,7 +27,7 @@ def canonical(zoo_model):
 
 
 @pytest.mark.parametrize("name", names())
-@pytest.mark.parametrize("target,int4", [("onnxruntime", "container"), ("onnxruntime", "packed"),
+@pytest.mark.parametrize("target,int4", [("onnxruntime", "container"),
                                          ("litert-xnnpack", "container"), ("litert-builtin", "packed")])
 def test_targets_lower_every_zoo_graph(canonical, name, target, int4):
     t = targets.get(target)

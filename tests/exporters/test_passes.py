@@ -136,7 +136,7 @@ def test_widen_keeps_values_and_is_idempotent():
     _same_values(g, out)
     packed = pack_int4.run(_graph([_t("image", 3), _t("y", 6, 0.01, 128)],
                                   [ir.Node("conv", ["image"], "y", _conv(rng, 3, 6, peak=7, bits=4))], "y"),
-                           ExportOptions(int4="packed"))
+                           ExportOptions(format="tflite", target="litert-builtin", int4="packed"))
     assert widen.run(packed).nodes[0].attrs.weight.tobytes() == packed.nodes[0].attrs.weight.tobytes()
 
 
@@ -159,7 +159,8 @@ def test_pack_int4_follows_the_option():
                [ir.Node("conv", ["image"], "a", _conv(rng, 3, 6, peak=7, bits=4)),
                 ir.Node("conv", ["a"], "y", _conv(rng, 6, 6, peak=100))], "y")
     assert pack_int4.run(g, ExportOptions()) is g
-    assert [n.attrs.storage for n in pack_int4.run(g, ExportOptions(int4="packed")).nodes] == ["int4", "int8"]
+    packed = ExportOptions(format="tflite", target="litert-builtin", int4="packed")
+    assert [n.attrs.storage for n in pack_int4.run(g, packed).nodes] == ["int4", "int8"]
 
 
 def test_conv_add_copy_puts_a_copy_between_every_conv_and_its_add():

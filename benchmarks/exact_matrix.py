@@ -96,6 +96,9 @@ def openvino_file(name: str, variant: str, ck: Path, work: Path) -> str:
     return str(p)
 
 
+CACHED_ONLY = False
+
+
 def cells(name: str, variant: str, ck: Path, files: list[str], machine: str, sets: dict, work: Path,
           onnx_runtimes=("onnxruntime",), kernels=("xnnpack", "builtin")) -> list[dict]:
     """One parity run: ``files`` in ``onnx_runtimes`` and LiteRT's ``kernels`` on ``machine``
@@ -106,6 +109,8 @@ def cells(name: str, variant: str, ck: Path, files: list[str], machine: str, set
     key = work / "cells" / f"{name}.{variant}.{machine.replace(':', '_')}.{tag}.json"
     if key.is_file():
         return json.loads(key.read_text())
+    if CACHED_ONLY:
+        return []
     m = None if machine == "x86_64" else machine
     if not kernels:
         files = [f for f in files if f.endswith(".onnx")]
@@ -166,6 +171,7 @@ def main(argv=None) -> int:
                     "(onnxruntime always)")
     ap.add_argument("--packed", default=None, help="entries to run with packed INT4 too (default: every entry "
                     "with 4-bit layers)")
+    ap.add_argument("--cached-only", action="store_true", help="tabulate the finished cells, run nothing new")
     ap.add_argument("--readme", default=None, help="rewrite the table between the exact-matrix markers")
     a = ap.parse_args(argv)
 
@@ -173,6 +179,8 @@ def main(argv=None) -> int:
     from qnas_deploy.emulation import aarch64
     from qnas_deploy.runtimes import RUNTIMES
 
+    global CACHED_ONLY
+    CACHED_ONLY = a.cached_only
     work = Path(a.work) if a.work else aarch64.cache_root() / "exact-matrix"
     machines = a.machines.split(",")
     names = a.entries.split(",") if a.entries else entries()

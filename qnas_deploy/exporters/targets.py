@@ -49,9 +49,9 @@ LITERT = (pack_int4.PASS, mult_as_view.PASS, concat_on_grid.PASS, requant_as_con
 TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("onnxruntime", "onnx", ONNX, "onnxruntime",
            "onnxruntime's CPU provider (MLAS), x86 and aarch64: no kernel that rounds per CPU"),
-    Target("openvino", "onnx", OPENVINO, "onnxruntime",
-           "OpenVINO's CPU plugin (f32 precision pinned); checked against the exact arithmetic it departs from "
-           "at rare rounding ties"),
+    Target("openvino", "onnx", OPENVINO, "openvino",
+           "OpenVINO's CPU plugin on x86 (f32 precision pinned): FakeQuantize ranges with folded dequantisation, "
+           "LPT's rewritten adds (arithmetic/openvino.py)"),
     # XNNPACK computes alike on x86 and aarch64; only convs it leaves to the builtin kernels
     # (packed INT4 filters, in files made for litert-builtin) round per CPU.
     Target("litert-xnnpack", "tflite", LITERT, "litert-xnnpack", "LiteRT with its XNNPACK delegate",

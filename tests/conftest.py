@@ -142,3 +142,20 @@ def exported(tmp_path_factory, sr_folder):
         assert main(["export", str(ck), "--format", fmt, "-o", str(out), "--input-size", "12x12"]) == 0
         files.append(str(out))
     return root, str(data), str(ck), files
+
+
+@pytest.fixture(scope="session")
+def aarch64_env():
+    """The emulated aarch64 machine (``qnas-deploy target setup aarch64``): skipped where it
+    is not set up, a failure in CI (``CI`` set), which must set it up."""
+    import os
+
+    from qnas_deploy.emulation import aarch64
+    from qnas_deploy.errors import QnasError
+
+    try:
+        return aarch64.load()
+    except QnasError as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must set up the aarch64 environment: {e}")
+        pytest.skip(str(e))

@@ -25,7 +25,6 @@ from . import ir
 from .ir import Graph, Node, Tensor
 
 OPSET = 13
-OPSET_INT4 = 21
 IR_VERSION = 10  # onnx writes a newer IR than onnxruntime 1.31 reads (FACTS: 13 at most)
 F32 = np.float32
 
@@ -118,9 +117,8 @@ class _Writer:
         xt = self.g.tensor(n.inputs[0])
         w_scale = a.scaled_w_scale()
         if a.storage == "int4":
-            w = self.const(f"{n.name}.weight", a.weight.astype(np.int8), TensorProto.INT4)
-            wz = self.const(f"{n.name}.weight_zp", np.zeros(len(w_scale), np.int8), TensorProto.INT4)
-        elif a.storage == "uint8":
+            ir.refuse("the ONNX serializer", n, "packed INT4 weights (no onnxruntime integer kernel takes them; pack_int4 refuses)")
+        if a.storage == "uint8":
             w = self.const(f"{n.name}.weight", (a.weight.astype(np.int16) + 128).astype(np.uint8))
             wz = self.const(f"{n.name}.weight_zp", np.full(len(w_scale), 128, np.uint8))
         else:
@@ -272,9 +270,7 @@ def to_onnx(graph: Graph, io: str = "uint8", metadata: dict | None = None) -> on
     out = helper.make_tensor_value_info("output", in_type, ["batch", out_t.channels, "out_height", "out_width"])
 
     g = helper.make_graph(w.nodes, "qnas_deploy", [inp], [out], initializer=w.inits)
-    packed = any(n.op == "conv" and n.attrs.storage == "int4" for n in graph.nodes)
-    opset = OPSET_INT4 if packed else OPSET
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)],
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="qnas-deploy", producer_version=__version__)
     model.ir_version = IR_VERSION
     props = {"qnas.scale": str(graph.scale), "qnas.io": io, **(metadata or {})}

@@ -46,6 +46,8 @@ def run(graph: ir.Graph, options) -> ir.Graph:
         if packed:
             raise ir.UnsupportedOp(refusal.format(n=len(packed), names=", ".join(packed[:3])
                                                   + (", ..." if len(packed) > 3 else "")))
+    if options.format == "onnx":  # nothing integer to pack (a 4-bit conv into a float tensor stays int8)
+        return graph
     return graph.with_nodes([ir.Node(n.op, n.inputs, n.output, n.attrs.replace(storage="int4"), n.name)
                              if _packable(n) else n for n in graph.nodes])
 

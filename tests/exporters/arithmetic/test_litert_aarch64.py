@@ -258,15 +258,11 @@ def test_every_rule_shows_in_the_tie_graph(rule, replacement, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("cpu", ["cortex-a72", "neoverse-n1", "max"])
-def test_tie_graph_in_emulated_aarch64_litert(cpu, tmp_path):
+def test_tie_graph_in_emulated_aarch64_litert(cpu, tmp_path, aarch64_env):
     from qnas_deploy.emulation import aarch64
-    from qnas_deploy.errors import QnasError
     from qnas_deploy.exporters.tflite import to_tflite
 
-    try:
-        env = aarch64.load()
-    except QnasError as e:
-        pytest.skip(str(e))
+    env = aarch64_env
     g = tie_graph()
     path = tmp_path / "ties.tflite"
     path.write_bytes(to_tflite(g, input_size=(12, 13)))

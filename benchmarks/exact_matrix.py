@@ -195,7 +195,8 @@ def main(argv=None) -> int:
             for m in [] if a.train_only else machines:
                 t = time.time()
                 rows += cells(name, variant, ck, files, m, sets if m == "x86_64" else arm_sets, work)
-                if m == "x86_64" and "openvino" in onnx_runtimes:  # OpenVINO has no aarch64 build here
+                # OpenVINO has no aarch64 build here; packed INT4 is a TFLite-only variant
+                if m == "x86_64" and "openvino" in onnx_runtimes and variant == "uint8":
                     rows += cells(name, variant, ck, [openvino_file(name, variant, ck, work)], m, sets, work,
                                   ("openvino",), ())
                 log(f"{name} {variant} {m}: {time.time() - t:.0f} s")

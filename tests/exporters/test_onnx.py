@@ -44,12 +44,12 @@ def test_onnxruntime_matches_reference(exported, name):
     assert np.array_equal(y, r)
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(
-    strict=True, reason="RFDN in OpenVINO: not yet modelled by arithmetic/openvino.py (its ESA / block fusions)"))
-    if n == "rfdn_mixed" else n for n in QUANTIZED])
+@pytest.mark.parametrize("name", QUANTIZED)
 def test_openvino_matches_reference(tmp_path, name):
     """The openvino target's file in OpenVINO's CPU plugin against the reference in that
-    target's arithmetic, and in onnxruntime against onnxruntime's (0 steps both)."""
+    target's arithmetic (0 steps). onnxruntime runs the same file exactly too while its
+    weights stay inside +-64 (they do here: initialised; past that its x86 u8s8 kernel can
+    saturate, which the openvino file does not guard against)."""
     from qnas_deploy.exporters import targets
     from qnas_deploy.runtimes import RUNTIMES
 

@@ -1,58 +1,53 @@
-"""OpenVINO's CPU plugin on the QDQ ONNX file (x86, f32 inference precision), in numpy.
+"""OpenVINO's CPU plugin on the ``openvino`` target's QDQ ONNX file, in numpy (x86 with
+AVX512/AMX, f32 inference precision, static shapes: what ``runtimes/openvino.py`` compiles).
 
-The file is the onnxruntime one; OpenVINO compiles it otherwise. Its ONNX frontend turns
-every QuantizeLinear onto a tensor of scale ``s`` and zero point ``z`` into a
-FakeQuantize with input range ``[s * (0 - z), s * (255 - z)]``
-(``frontends/onnx/frontend/src/op/quantize_linear.cpp``); the low-precision
-transformations (LPT) then move each dequantisation (``(q - z) * s``) past the operation
-that reads it and fold its scale into the next FakeQuantize's range, and the CPU plugin
-runs every FakeQuantize as ``round(x * isc + ish)`` with float32
-``isc = 255 / (ih - il)`` and ``ish = -il * 255 / (ih - il)``
-(``intel_cpu/src/nodes/fake_quantize.cpp``, ``FakeQuantize::FakeQuantize``), fused into
-the operation before it where it can be. Rounding is half to even throughout. Which
-form a FakeQuantize takes depends on what it is fused into; the kernels below read that
-from the graph, as the plugin decides it:
+OpenVINO's ONNX frontend turns every QuantizeLinear onto a grid of scale ``s`` and zero
+point ``z`` into a FakeQuantize with input range ``[s * (0 - z), s * (255 - z)]``
+(``frontends/onnx/frontend/src/op/quantize_linear.cpp``). Its low-precision transformations
+(LPT) move each dequantisation ``(q - z) * s`` past the operation that reads it and fold
+scales into FakeQuantize ranges; the CPU plugin computes a FakeQuantize from
+``isc = 255 / (ih - il)`` and ``ish = -il * 255 / (ih - il)`` in float32
+(``intel_cpu/src/nodes/fake_quantize.cpp``) in one of three forms, set by what it is fused
+into; rounding is half to even throughout. The kernels read those decisions from the graph,
+as the plugin takes them (checked on every exported zoo entry, initialised and trained):
 
-* conv: the conv's dequantisation ``s_in * s_w[c]`` (``dq``) is folded into the range
-  (``low_precision_transformations/src/fake_quantize.cpp``, ``fuseElementwise``: ``il / dq``)
-  and the bias moved before it (``b' = float32(b * dq) / dq``), so the integer accumulator is
-  requantised as ``float32(acc + b') * isc + ish`` with two roundings, where ``isc`` is
-  per channel (oneDNN binary mul, then the shift; ``dnnl_postops_composer_legacy.cpp``
-  ``appendLinear``), one fused multiply-add where ``isc`` and a non-zero ``ish`` are one
-  number each (``eltwise_linear``), and ``acc * (1 / (1 / isc))`` where the shift is 0 and
-  the FakeQuantize is the conv's last post-op (oneDNN destination scale ``1 / isc``, applied as
-  its reciprocal). The input shift is made per tensor when its channels agree within 5e-5
-  and dropped when below ``1e-5`` of the range (``FakeQuantize::updateOptimizedFormula``).
-  Depthwise convs with a bias keep the dequantisation as the conv's weight scales: there
-  ``float32(float32(acc * dq) + float32(b * dq))`` meets the FakeQuantize on the real grid.
-  Identical identity convs (``requant_as_conv``) reading one tensor onto different grids
-  are merged into one conv, whose float output each standalone FakeQuantize node requantises
-  with ``fma(x, isc, ish)`` (``jit_uni_quantization_kernel``).
-* add (``Sum`` between DequantizeLinear and QuantizeLinear): LPT ``AddTransformation``
-  (``low_precision_transformations/src/add.cpp``) rewrites ``s1 (x1 - z1) + s2 (x2 - z2)``
-  as ``s2 ((x1 - z1') s1 / s2 + x2)`` with ``z1' = z1 + z2 s2 / s1``, the outer ``s2``
-  folded into the output FakeQuantize, input 1 the branch ``getNotEmpty`` picks
-  (``eltwise_base_transformation.cpp``). The CPU Eltwise node computes it with three
-  roundings and the FakeQuantize as one fused multiply-add (``jit_uni_quantization_injector``
-  ``compute_input_scale_shift``). An add or mul whose output only feeds an add's rescaled
-  branch is fused with it: that branch's ``(x - z1') s1 / s2`` is folded into the first
-  FakeQuantize's output range (LPT ``FuseSubtractToFakeQuantize``/``FuseMultiplyToFakeQuantize``),
-  computed as ``fma(q, osc, osh)``.
-* concat: each input's requantisation is a FakeQuantize moved before the Concat
-  (``MoveFakeQuantize``), with the input's dequantisation folded into its range, fused into
-  the conv that writes the input where it can (then as a conv's post-op, above), standalone
-  or in an Eltwise chain (``fma``) otherwise.
-* sigmoid: fused into the conv that writes its input: the conv's FakeQuantize dequantises
-  (``fma(q, osc, osh)``, ``ConvertQuantizeDequantize``), oneDNN's logistic
-  (``jit_uni_eltwise_injector`` ``logistic_compute_vector_fwd``: ``exp`` by a degree-5
-  polynomial) and the 1/256 grid's FakeQuantize, ``round(256 y)``.
-* mul: the real values multiplied in float32 (the sigmoid's output exactly ``q / 256``),
-  the output FakeQuantize on the real grid (``fma``).
+* A conv's own FakeQuantize, as oneDNN post-ops (``FakeQuantize::appendAttrPostOps``,
+  ``dnnl_postops_composer_legacy.cpp``). A conv with a non-zero bias keeps its dequantisation
+  (weight scales ``dq = s_in * s_w``, float bias ``b * dq``): ``float32(acc * dq) + b * dq`` meets
+  the FakeQuantize on the real grid, per tensor: ``fma(v, isc, ish)`` (``eltwise_linear``). An
+  all-zero bias is dropped and LPT folds ``dq`` into the range (``fake_quantize.cpp``
+  ``fuseElementwise``: ``il / dq``): ``float32(acc * isc) + ish``, two roundings, ``isc`` per
+  channel (binary mul). ``FakeQuantize::updateOptimizedFormula`` makes the shift per tensor
+  where its channels agree within 5e-5 and drops it below 1e-5 of the range; a shift of 0 on
+  the conv's last post-op becomes oneDNN's destination scale, applied as ``1 / (1 / isc)``.
+  Identical identity convs (``requant_as_conv``) on one tensor onto several grids are merged
+  into one conv whose float output each grid's FakeQuantize requantises on its own.
+* In a Snippets subgraph (``snippets/src/pass/fq_decomposition.cpp``): every other
+  FakeQuantize, ``round(min(max(x, il), ih) * isc - il * isc)``, three roundings.
+* The add (``Sum`` of two DequantizeLinear): LPT ``AddTransformation``
+  (``low_precision_transformations/src/add.cpp``) rewrites ``s1 (x1 - z1) + s2 (x2 - z2)`` as
+  ``s2 ((x1 - z1') s1 / s2 + x2)``, ``z1' = z1 + z2 s2 / s1``, with ``s2`` folded into the
+  output FakeQuantize and ``x1`` the input ``getNotEmpty`` picks
+  (``eltwise_base_transformation.cpp``). In the add's subgraph the multiply and the sum are one
+  fused multiply-add (``MulAddToFMA``); where the rescaled input is the copy of a conv output
+  nothing else reads, its ``(x1 - z1') s1 / s2`` runs in an Eltwise node of its own and the sum
+  rounds apart. An add or mul read only by the next add's rescaled input is fused with it: that
+  rescaling is folded into the first FakeQuantize's output range (LPT
+  ``FuseSubtractToFakeQuantize``, ``FuseMultiplyToFakeQuantize``), ``fma(q, osc, osh)``.
+* concat: each input's requantisation is the concat's FakeQuantize moved before the Concat
+  (``MoveFakeQuantize``) with the input's dequantisation folded into its range, a post-op of
+  the conv writing the input where that conv has no other reader, in a subgraph otherwise.
+* sigmoid: a post-op of the conv writing its input when it is that conv's only reader and does
+  not write the graph's output: the conv's FakeQuantize dequantises (``fma(q, osc, osh)``,
+  ``ConvertQuantizeDequantize``), then oneDNN's logistic (``jit_uni_eltwise_injector``
+  ``logistic_compute_vector_fwd``, ``exp`` by a degree-5 polynomial), then ``round(256 y)``.
+* mul: the real values multiplied in float32 (a sigmoid's output is ``q / 256`` exactly), the
+  output FakeQuantize on the real grid (a factor ``mult`` folded into its scale).
 
-Data movement (depth-to-space, tile, max-pool, pad, crop) runs on the integers, as the
-exact arithmetic has it. Packed INT4 weights OpenVINO decompresses to float32 and runs a
-float32 convolution, whose sums it accumulates in an order this model does not reproduce:
-those convs are computed as the exact arithmetic's.
+Data movement (depth-to-space, tile, max-pool, pad, crop) runs on the integers. Not modelled:
+convs OpenVINO runs in float32 (weights stored as uint8 with zero point 128, which its int8
+convs do not take, and packed INT4), whose sums depend on oneDNN's accumulation order; they
+are computed as the exact arithmetic's, right but for rare ties.
 """
 from __future__ import annotations
 
@@ -74,8 +69,9 @@ def fma(a, b, c) -> np.ndarray:
     bb = s - p
     err = (p - (s - bb)) + (c - bb)
     r = s.astype(F32)
-    half = np.abs(np.spacing(r).astype(F64)) / 2
-    tie = (np.abs(s - r.astype(F64)) == half) & (err != 0)
+    d = s - r.astype(F64)
+    gap = np.where(d > 0, np.nextafter(r, F32(np.inf)).astype(F64) - r, r - np.nextafter(r, F32(-np.inf)).astype(F64))
+    tie = (np.abs(d) * 2 == gap) & (err != 0)
     if np.any(tie):
         s = np.where(tie, np.nextafter(s, np.where(err > 0, np.inf, -np.inf)), s)
     return s.astype(F32)
@@ -202,6 +198,14 @@ def _merged_unfused(graph: Graph, node: Node) -> bool:
     return len(grids) > 1
 
 
+def keeps_dequantization(attrs) -> bool:
+    """Whether the conv keeps its dequantisation: a non-zero bias stays an Add after the
+    dequantising Multiply, and both are fused into the conv (oneDNN weight scales ``dq``, a
+    float bias ``b * dq``), the FakeQuantize on the real grid; an all-zero bias is dropped
+    and LPT folds ``dq`` into the FakeQuantize's range instead."""
+    return attrs.bias is not None and bool(np.any(attrs.bias != 0))
+
+
 def conv(graph, node, values):
     xt, yt = graph.tensor(node.inputs[0]), graph.tensor(node.output)
     a = node.attrs
@@ -212,9 +216,7 @@ def conv(graph, node, values):
     dq = (F32(xt.scale) * a.scaled_w_scale()).astype(F32)
     il, ih = quantize_range(yt)
     last = not _fq_fused_after(graph, node.output)
-    if a.bias is not None and np.any(a.bias != 0):
-        # the bias Add stays after the dequantisation: both fused into the conv (weight scales
-        # ``dq``, float bias), the FakeQuantize on the real grid
+    if keeps_dequantization(a):
         bias = (a.bias.astype(F32) * dq).astype(F32)
         v = ((v * _channels(dq)).astype(F32) + _channels(bias)).astype(F32)
         return _clip(post_op_requantize(v, il, ih, last), yt)
@@ -337,13 +339,21 @@ def onednn_logistic(x):
     return np.where(negative, y, (F32(1) - y).astype(F32))
 
 
+def sigmoid_fused(graph, node) -> bool:
+    """Whether the sigmoid runs as a post-op of the conv writing its input (that conv's only
+    reader), after the conv's FakeQuantize made dequantising (``ConvertQuantizeDequantize``);
+    a sigmoid writing the graph's output runs in a Snippets subgraph on ``(q - z) * s``."""
+    p = graph.producer(node.inputs[0])
+    return p is not None and p.op == "conv" and _only_consumer(graph, node.inputs[0]) is node \
+        and node.output != graph.output
+
+
 def sigmoid(graph, node, values):
     xt, yt = graph.tensor(node.inputs[0]), graph.tensor(node.output)
     if not (xt.quantized and yt.quantized):
         return exact.KERNELS["sigmoid"](graph, node, values)
     q = values[node.inputs[0]].astype(F32)
-    p = graph.producer(node.inputs[0])
-    if p is not None and p.op == "conv" and _only_consumer(graph, node.inputs[0]) is node:
+    if sigmoid_fused(graph, node):
         osc, osh = dequantize_range(xt, F32(xt.zero_point), F32(xt.scale))
         v = fma(q, osc, osh)
     else:

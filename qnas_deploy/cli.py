@@ -258,8 +258,10 @@ def upscale(model: str, image: str, out: str | None, tile: int, overlap: int, co
 
 @cli.command()
 @click.argument("source")
-@click.option("--format", "fmt", type=click.Choice(["onnx", "tflite"]), default="onnx", show_default=True)
-@click.option("-o", "--output", "out", metavar="PATH", help="Output file (default: SOURCE name + .onnx/.tflite).")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "ort", "tflite"]), default="onnx", show_default=True,
+              help="onnx: QDQ ONNX; ort: the same graph in onnxruntime Mobile's ORT format, with the operator "
+                   "configuration of a reduced build beside it; tflite: int8 TFLite with standard metadata.")
+@click.option("-o", "--output", "out", metavar="PATH", help="Output file (default: SOURCE name + .onnx/.ort/.tflite).")
 @click.option("--weights", metavar="CKPT", help="Trained checkpoint for SOURCE (a found.json or zoo name).")
 @click.option("--calib", metavar="DATA", help="Recalibrate ranges on these images (folders or dataset names).")
 @_datasets_root_option
@@ -280,7 +282,7 @@ def export(source: str, fmt: str, out: str | None, weights: str | None, calib: s
            datasets_root: str | None, adq: str, int4: str, io: str, input_size: str, no_simplify: bool,
            target: str | None) -> None:
     """Export SOURCE (found.json, zoo name or checkpoint .pt) to a fully integer QDQ ONNX file
-    or an int8 TFLite flatbuffer."""
+    (or its ORT format for onnxruntime Mobile) or an int8 TFLite flatbuffer."""
     from pathlib import Path
 
     from .exporters.export import export as run_export
@@ -291,14 +293,19 @@ def export(source: str, fmt: str, out: str | None, weights: str | None, calib: s
         h, w = (int(v) for v in input_size.lower().split("x"))
     except ValueError:
         raise BadInput(f"--input-size must be HxW (for example 180x320), got {input_size!r}") from None
+    from .exporters.export import companion_paths
+    from .exporters.options import ExportOptions
+
     out = out or f"{Path(source).stem}.{fmt}"
-    check_writable(out)
+    options = ExportOptions(format=fmt, target=target, adq=adq, io=io, int4=int4, input_size=(h, w))
+    beside = companion_paths(out, options)
+    check_writable(out, *beside)
     e = run_export(source, out, fmt, weights=weights, calib=calib, adq=adq, int4=int4, io=io,
                    datasets_root=datasets_root, simplify=not no_simplify, input_size=(h, w), target=target,
                    log=lambda m: click.echo(m, err=True))
     convs = len(e.graph.conv_nodes())
     click.echo(f"wrote {out}: {convs} convs, {len(e.graph.nodes)} graph nodes, weights {e.weights}, "
-               f"{e.seconds:.1f} s", err=True)
+               f"{e.seconds:.1f} s" + "".join(f"; and {p}" for p in beside), err=True)
 
 
 @cli.command()

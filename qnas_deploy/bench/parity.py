@@ -35,7 +35,7 @@ def file_export_options(path: str, options: dict, target: str):
     the file does not name its own (files from before targets were recorded)."""
     from ..exporters.options import ExportOptions
 
-    fmt = "tflite" if str(path).lower().endswith(".tflite") else "onnx"
+    fmt = {".tflite": "tflite", ".ort": "ort"}.get(Path(path).suffix.lower(), "onnx")
     size = tuple(int(v) for v in options.get("input_size", "128x128").split("x"))
     adq = options.get("adq") if options.get("adq") not in (None, "none") else "static"
     return ExportOptions(format=fmt, target=options.get("target", target), adq=adq,

@@ -10,6 +10,7 @@ serializer.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,15 +121,18 @@ def metadata(prepared: Prepared, options: ExportOptions) -> dict:
             "qnas.cost": spec.cost or summary(spec)}
 
 
-def serialize(graph: Graph, options: ExportOptions, meta: dict | None = None) -> bytes:
-    """The file's bytes for a target-lowered ``graph``, checked by the runtime's own loader."""
+def serialize_files(graph: Graph, options: ExportOptions, meta: dict | None = None,
+                    name: str = "model") -> dict[str, bytes]:
+    """The files of a target-lowered ``graph``, each checked by the runtime's own loader,
+    keyed by what follows the output's stem: ``""`` the model file itself; an ORT file's
+    operator configuration beside it (``name`` is the file's name it records)."""
     if options.format == "tflite":
         from ..runtimes.litert import interpreter
         from .tflite import to_tflite
 
         data = to_tflite(graph, io=options.io, input_size=options.input_size, metadata=meta)
         interpreter(data, threads=1)  # the runtime's own verifier: it must load and allocate
-        return data
+        return {"": data}
     import onnx
 
     from . import onnx as onnx_writer
@@ -137,7 +141,28 @@ def serialize(graph: Graph, options: ExportOptions, meta: dict | None = None) ->
     if options.simplify:
         proto = onnx_writer.simplify(proto)
     onnx.checker.check_model(proto)
-    return proto.SerializeToString()
+    if options.format == "ort":
+        from . import ort_format
+
+        data, config = ort_format.to_ort(proto.SerializeToString(), name)
+        ort_format.check(data)
+        return {"": data, ort_format.CONFIG_SUFFIX: config.encode()}
+    return {"": proto.SerializeToString()}
+
+
+def serialize(graph: Graph, options: ExportOptions, meta: dict | None = None) -> bytes:
+    """The model file's bytes for a target-lowered ``graph`` (see :func:`serialize_files`)."""
+    return serialize_files(graph, options, meta)[""]
+
+
+def companion_paths(out: str | Path, options: ExportOptions) -> list[Path]:
+    """The files written beside ``out`` (an ORT file's operator configuration)."""
+    if options.format != "ort":
+        return []
+    from .ort_format import CONFIG_SUFFIX
+
+    p = Path(out)
+    return [p.with_name(p.stem + CONFIG_SUFFIX)]
 
 
 def compile_graph(graph: Graph, options: ExportOptions, meta: dict | None = None) -> tuple[Graph, bytes]:
@@ -147,19 +172,26 @@ def compile_graph(graph: Graph, options: ExportOptions, meta: dict | None = None
 
 
 def write(graph: Graph, out: str | Path, options: ExportOptions, meta: dict | None = None) -> None:
-    """Serialize ``graph`` to ``out``; nothing is left at ``out`` on error."""
-    data = serialize(graph, options, meta)
-    with atomic_path(out) as tmp:
-        Path(tmp).write_bytes(data)
+    """Serialize ``graph`` to ``out`` (and its companion files beside it); nothing is left
+    at any of them on error."""
+    files = serialize_files(graph, options, meta, Path(out).name)
+    paths = [Path(out)] + companion_paths(out, options)
+    suffixes = [""] + [p.name[len(Path(out).stem):] for p in paths[1:]]
+    with contextlib.ExitStack() as stack:
+        # Every file is written under its temporary name first: the renames happen only
+        # when all of them are complete.
+        for p, key in zip(paths, suffixes):
+            stack.enter_context(atomic_path(p)).write_bytes(files[key])
 
 
 def export(source: str, out: str, fmt: str = "onnx", weights: str | None = None, calib: str | None = None,
            adq: str = "static", int4: str = "container", io: str = "uint8", datasets_root: str | None = None,
            simplify: bool = True, input_size: tuple[int, int] = (128, 128), target: str | None = None,
            log: Callable[[str], None] = print) -> Exported:
-    """Export ``source`` to ``out``: ``fmt`` onnx (QDQ, dynamic size) or tflite (int8, NHWC,
-    ``input_size`` LR pixels, resizable by the runner), for ``target`` (default: the
-    format's). Nothing is left at ``out`` on error."""
+    """Export ``source`` to ``out``: ``fmt`` onnx (QDQ, dynamic size), ort (that file in
+    onnxruntime Mobile's ORT format, with its operator configuration beside it) or tflite
+    (int8, NHWC, ``input_size`` LR pixels, resizable by the runner), for ``target``
+    (default: the format's). Nothing is left at ``out`` on error."""
     options = ExportOptions(format=fmt, target=target, adq=adq, int4=int4, io=io, input_size=tuple(input_size),
                             simplify=simplify)
     t0 = time.perf_counter()

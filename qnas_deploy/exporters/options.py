@@ -5,8 +5,13 @@ from dataclasses import asdict, dataclass
 
 from ..errors import BadInput
 
-FORMATS = ("onnx", "tflite")
-IO = {"onnx": ("uint8", "float"), "tflite": ("uint8", "int8", "float")}
+FORMATS = ("onnx", "ort", "tflite")
+IO = {"onnx": ("uint8", "float"), "ort": ("uint8", "float"), "tflite": ("uint8", "int8", "float")}
+# The serializer each format is written by: an ORT file is the ONNX file, converted.
+SERIALIZER = {"onnx": "onnx", "ort": "onnx", "tflite": "tflite"}
+# Targets a format's files are made for, where not every target of its serializer is: ORT
+# files run in onnxruntime only.
+ONLY_TARGETS = {"ort": ("onnxruntime",)}
 
 
 @dataclass(frozen=True)
@@ -32,8 +37,11 @@ class ExportOptions:
         t = TARGETS.get(self.target)
         if t is None:
             raise BadInput(f"--target {self.target}: not a target (choose from {', '.join(TARGETS)})")
-        if t.format != self.format:
+        if t.format != SERIALIZER[self.format]:
             raise BadInput(f"--target {self.target} writes {t.format} files, not {self.format}")
+        if self.target not in ONLY_TARGETS.get(self.format, (self.target,)):
+            raise BadInput(f"--target {self.target}: {self.format} files are made for "
+                           f"{', '.join(ONLY_TARGETS[self.format])} only")
         if self.adq not in ("static", "dynamic"):
             raise BadInput(f"--adq must be static or dynamic, got {self.adq!r}")
         if self.format == "tflite" and self.adq == "dynamic":
@@ -41,8 +49,8 @@ class ExportOptions:
                            "deviation); export with --adq static")
         if self.int4 not in ("container", "packed"):
             raise BadInput(f"--int4 must be container or packed, got {self.int4!r}")
-        if self.io == "int8" and self.format == "onnx":
-            raise BadInput("--io int8 is for --format tflite (ONNX takes uint8 or float images)")
+        if self.io == "int8" and self.format != "tflite":
+            raise BadInput(f"--io int8 is for --format tflite ({self.format} takes uint8 or float images)")
         if self.io not in IO[self.format]:
             raise BadInput(f"--io must be one of {', '.join(IO[self.format])} for {self.format}, got {self.io!r}")
         h, w = self.input_size

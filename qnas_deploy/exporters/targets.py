@@ -67,7 +67,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            "LiteRT's reference kernels (BUILTIN_REF: scalar gemmlowp, the same on every CPU)"),
 )}
 
-DEFAULT = {"onnx": "onnxruntime", "tflite": "litert-xnnpack"}
+DEFAULT = {"onnx": "onnxruntime", "ort": "onnxruntime", "tflite": "litert-xnnpack"}
 # Names files recorded before: ``onnxruntime-x86`` (its files hold QLinearAdd, which rounds
 # per CPU; re-export them).
 ALIASES = {"onnxruntime-x86": "onnxruntime"}

@@ -63,6 +63,10 @@ def _litert(kernels: str, label: str) -> Runtime:
 RUNTIMES: dict[str, Runtime] = {r.name: r for r in (
     Runtime("onnxruntime", ".onnx", "onnxruntime", "onnxruntime", None, "NCHW", onnxruntime.open_onnx,
             onnxruntime.image_runner, onnxruntime.timed_call, onnxruntime.file_metadata),
+    # The ONNX file in onnxruntime Mobile's ORT format (``export --format ort``).
+    Runtime("onnxruntime-ort", ".ort", "onnxruntime", "onnxruntime (ORT format)", None, "NCHW",
+            partial(onnxruntime.open_onnx, runtime="onnxruntime-ort"), onnxruntime.image_runner,
+            onnxruntime.timed_call, onnxruntime.file_metadata),
     # The same .onnx file; asked for by name (``onnx_runtimes``), not run by default.
     Runtime("openvino", ".onnx", "openvino", "OpenVINO CPU", None, "NCHW", openvino.open_openvino,
             openvino.image_runner, openvino.timed_call, openvino.file_metadata),
@@ -80,7 +84,7 @@ def runtimes_for(path: str | Path, tflite_kernels=("xnnpack", "builtin"), onnx_r
     the ONNX runtimes asked for."""
     suffix = Path(path).suffix.lower()
     if suffix not in _SUFFIXES:
-        raise BadInput(f"{path}: expected an exported .onnx or .tflite file")
+        raise BadInput(f"{path}: expected an exported .onnx, .ort or .tflite file")
     return [r for r in RUNTIMES.values() if r.suffix == suffix
             and (r.kernels in tflite_kernels if r.kernels else r.suffix != ".onnx" or r.name in onnx_runtimes)]
 
@@ -89,7 +93,7 @@ def open_model(path: str | Path, device: str = "cpu", threads: int | None = None
                **_) -> OpenedModel:
     """Any model file the product makes: a ``.pt`` checkpoint runs the fake-quantized PyTorch
     model on ``device``; ``.onnx`` and ``.tflite`` run in onnxruntime and LiteRT (XNNPACK
-    unless ``xnnpack=False``)."""
+    unless ``xnnpack=False``); ``.ort`` in onnxruntime."""
     p = Path(path)
     suffix = p.suffix.lower()
     if not p.is_file():
@@ -102,12 +106,12 @@ def open_model(path: str | Path, device: str = "cpu", threads: int | None = None
         return OpenedModel(str(p), ck.spec.scale, torch_runner(ck.model, device),
                            f"{ck.spec.name or p.stem} (PyTorch fake-quant)", min_input_size(ck.spec), ck.spec)
     if suffix not in _SUFFIXES:
-        raise BadInput(f"{p}: unknown model file type {suffix or '(none)'} (expected .pt, .onnx or .tflite)")
+        raise BadInput(f"{p}: unknown model file type {suffix or '(none)'} (expected .pt, .onnx, .ort or .tflite)")
     return runtimes_for(p, ("xnnpack",) if xnnpack else ("builtin",))[0].open(p, threads)
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
-    """The metadata entries (``qnas.*``) of an exported ``.onnx`` or ``.tflite`` file."""
+    """The metadata entries (``qnas.*``) of an exported ``.onnx``, ``.ort`` or ``.tflite`` file."""
     p = Path(path)
     if not p.is_file():
         raise BadInput(f"{p}: no such model file")

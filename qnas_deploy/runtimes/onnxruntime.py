@@ -1,4 +1,5 @@
-"""onnxruntime: sessions, image runners and raw timed calls of exported ``.onnx`` files.
+"""onnxruntime: sessions, image runners and raw timed calls of exported ``.onnx`` files
+(and ``.ort`` files, onnxruntime Mobile's format of the same graph, which sessions load alike).
 
 Nothing here imports PyTorch (``open_onnx`` does, for the spec's minimum input size):
 ``bench latency`` runs on a board that has only the runtime and this package.
@@ -72,12 +73,13 @@ def image_runner(path: str | Path, threads: int | None = None) -> OnnxModelRunne
     return OnnxModelRunner(session(path, threads))
 
 
-def open_onnx(path: str | Path, threads: int | None = None, **_):
+def open_onnx(path: str | Path, threads: int | None = None, runtime: str = "onnxruntime", **_):
+    """``path`` (a ``.onnx``, or a ``.ort`` with ``runtime="onnxruntime-ort"``) opened in onnxruntime."""
     from . import RUNTIMES
     from .opened import opened
 
     sess = session(path, threads)
-    return opened(path, metadata(sess), lambda: OnnxModelRunner(sess), RUNTIMES["onnxruntime"].label)
+    return opened(path, metadata(sess), lambda: OnnxModelRunner(sess), RUNTIMES[runtime].label)
 
 
 def timed_call(path: str | Path, shape: tuple[int, ...], threads: int | None, rng: np.random.Generator):

@@ -14,6 +14,7 @@ def test_every_runtime_names_its_file_type_and_target():
     # against the reference in its target's arithmetic.
     assert {n: (r.name, r.suffix, r.target) for n, r in RUNTIMES.items()} == {
         "onnxruntime": ("onnxruntime", ".onnx", "onnxruntime"),
+        "onnxruntime-ort": ("onnxruntime-ort", ".ort", "onnxruntime"),
         "openvino": ("openvino", ".onnx", "openvino"),
         "litert-xnnpack": ("litert-xnnpack", ".tflite", "litert-xnnpack"),
         "litert-builtin": ("litert-builtin", ".tflite", "litert-builtin"),
@@ -26,11 +27,12 @@ def test_every_runtime_names_its_file_type_and_target():
 def test_runtimes_for_dispatches_by_suffix():
     names = lambda path, **kw: [r.name for r in runtimes_for(path, **kw)]
     assert names("a/m.onnx") == ["onnxruntime"]
+    assert names("a/m.ort", onnx_runtimes=("openvino",)) == ["onnxruntime-ort"]
     assert names("m.TFLITE") == ["litert-xnnpack", "litert-builtin"]
     assert names("m.tflite", tflite_kernels=("builtin",)) == ["litert-builtin"]
     assert names("m.onnx", tflite_kernels=()) == ["onnxruntime"]
     assert names("m.onnx", onnx_runtimes=("onnxruntime", "openvino")) == ["onnxruntime", "openvino"]
-    with pytest.raises(BadInput, match=r"m\.xyz: expected an exported \.onnx or \.tflite file") as e:
+    with pytest.raises(BadInput, match=r"m\.xyz: expected an exported \.onnx, \.ort or \.tflite file") as e:
         runtimes_for("m.xyz")
     assert e.value.exit_code == 2
 

@@ -15,6 +15,7 @@ graph), whose float sums are not the integer accumulator: 99.5% identical pixels
 from __future__ import annotations
 
 from .. import ir
+from ..options import SERIALIZER
 from . import Pass
 
 
@@ -38,7 +39,8 @@ ONNX_REFUSAL = (
 def run(graph: ir.Graph, options) -> ir.Graph:
     if options.int4 != "packed":
         return graph
-    refusal = ONNX_REFUSAL if options.format == "onnx" else XNNPACK_REFUSAL if options.target == "litert-xnnpack" \
+    onnx = SERIALIZER[options.format] == "onnx"  # an ORT file is an ONNX file
+    refusal = ONNX_REFUSAL if onnx else XNNPACK_REFUSAL if options.target == "litert-xnnpack" \
         else None
     if refusal:
         packed = [n.name for n in graph.nodes if _packable(n) and graph.tensor(n.inputs[0]).quantized
@@ -46,7 +48,7 @@ def run(graph: ir.Graph, options) -> ir.Graph:
         if packed:
             raise ir.UnsupportedOp(refusal.format(n=len(packed), names=", ".join(packed[:3])
                                                   + (", ..." if len(packed) > 3 else "")))
-    if options.format == "onnx":  # nothing integer to pack (a 4-bit conv into a float tensor stays int8)
+    if onnx:  # nothing integer to pack (a 4-bit conv into a float tensor stays int8)
         return graph
     return graph.with_nodes([ir.Node(n.op, n.inputs, n.output, n.attrs.replace(storage="int4"), n.name)
                              if _packable(n) else n for n in graph.nodes])

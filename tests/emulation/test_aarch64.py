@@ -140,3 +140,20 @@ def test_zoo_is_exact_on_aarch64(env, zoo_checkpoint, tmp_path, name, cpu):
     for label, row in result["files"].items():
         if row.get("runtime") not in (None, "numpy"):
             assert row["min_identical_pixels"] == 1.0, (label, row["arithmetic"], row["max_abs_diff"])
+
+
+def test_ort_file_is_exact_on_aarch64(env, exported):
+    """The ORT format file (made for arm) in the aarch64 build of onnxruntime, on a CPU
+    with the dot product and on one without."""
+    root, data, ck, _ = exported
+    ort_file = root / "m.ort"
+    if not ort_file.is_file():
+        assert main(["export", ck, "--format", "ort", "-o", str(ort_file)]) == 0
+    for cpu in ("cortex-a72", "neoverse-n1"):
+        out = root / f"parity-ort-{cpu}.json"
+        assert main(["bench", "parity", ck, str(ort_file), "--data", data, "--target", f"aarch64:{cpu}",
+                     "--json", str(out), "--tolerance-db", "100"]) == 0
+        rows = [r for k, r in json.loads(out.read_text())["files"].items() if k not in ("pytorch", "reference")]
+        assert [r["runtime"] for r in rows] == ["onnxruntime-ort"]
+        assert rows[0]["machine"].startswith("aarch64")
+        assert rows[0]["min_identical_pixels"] == 1.0 and rows[0]["max_abs_diff"] == 0

@@ -123,7 +123,8 @@ def cells(name: str, variant: str, ck: Path, files: list[str], machine: str, set
         rows.append({"entry": name, "variant": variant, "machine": machine, "runtime": row.runtime,
                      "arithmetic": row.arithmetic, "identical": row.min_identical_pixels,
                      "max_abs_diff": row.max_abs_diff, "max_abs_dpsnr_db": row.max_abs_delta_psnr_db,
-                     "where": row.machine, "seconds": round(time.time() - t, 1)})
+                     "where": row.machine, "seconds": round(time.time() - t, 1),
+                     "trained": json.loads((work / "ckpt" / f"{name}.done").read_text())})
     key.parent.mkdir(parents=True, exist_ok=True)
     key.write_text(json.dumps(rows))
     return rows
@@ -202,7 +203,11 @@ def main(argv=None) -> int:
                 log(f"{name} {variant} {m}: {time.time() - t:.0f} s")
     if a.train_only:
         return 0
-    steps = sorted({json.loads((work / "ckpt" / f"{n}.done").read_text())["iters"] for n in names})
+    # Cells keep the training of the checkpoint they ran (a cell cached from an earlier run
+    # may come from an earlier checkpoint of the same recipe).
+    steps = sorted({r["trained"]["iters"] for r in rows if "trained" in r})
+    if any("trained" not in r for r in rows):
+        steps.append("(cells from before checkpoints were recorded) 100 or 150")
     meta = {"sets": " + ".join(sets), "arm_sets": " + ".join(arm_sets), "data": a.data,
             "iters": " or ".join(str(s) for s in steps)}
     try:

@@ -278,9 +278,13 @@ def upscale(model: str, image: str, out: str | None, tile: int, overlap: int, co
 @click.option("--target", metavar="NAME", default=None,
               help="Export target (default: onnxruntime for onnx, litert-xnnpack for tflite, whose file also "
                    "serves litert-builtin and litert-builtin-ref); see the README's target table.")
+@click.option("--author", default="qnas-deploy", show_default=True, help="TFLite metadata: the model's author.")
+@click.option("--license", "license_", metavar="TEXT", default=None,
+              help="TFLite metadata: the model's license (for example an SPDX name); default: none stated, but "
+                   "Apache-2.0 for a zoo architecture.")
 def export(source: str, fmt: str, out: str | None, weights: str | None, calib: str | None,
            datasets_root: str | None, adq: str, int4: str, io: str, input_size: str, no_simplify: bool,
-           target: str | None) -> None:
+           target: str | None, author: str, license_: str | None) -> None:
     """Export SOURCE (found.json, zoo name or checkpoint .pt) to a fully integer QDQ ONNX file
     (or its ORT format for onnxruntime Mobile) or an int8 TFLite flatbuffer."""
     from pathlib import Path
@@ -302,7 +306,7 @@ def export(source: str, fmt: str, out: str | None, weights: str | None, calib: s
     check_writable(out, *beside)
     e = run_export(source, out, fmt, weights=weights, calib=calib, adq=adq, int4=int4, io=io,
                    datasets_root=datasets_root, simplify=not no_simplify, input_size=(h, w), target=target,
-                   log=lambda m: click.echo(m, err=True))
+                   author=author, license=license_, log=lambda m: click.echo(m, err=True))
     convs = len(e.graph.conv_nodes())
     click.echo(f"wrote {out}: {convs} convs, {len(e.graph.nodes)} graph nodes, weights {e.weights}, "
                f"{e.seconds:.1f} s" + "".join(f"; and {p}" for p in beside), err=True)

@@ -18,7 +18,8 @@ def test_ci_runs_the_readme_block_as_written():
     assert "```bash\n" + "\n".join(commands) + "\n```" in readme
     assert commands[0] == "python3 -m venv .venv && . .venv/bin/activate"
     assert commands[1] == "python3 -m pip install torch==2.13.0 -e . && qnas-deploy demo -o qnas-demo"
-    assert commands[2] == ("apt-get update -qq && apt-get install -y -qq qemu-user-static mmdebstrap && "
+    assert commands[2] == ("apt-get update -qq && apt-get install -y -qq qemu-user-static mmdebstrap "
+                           "flatbuffers-compiler && "
                            "qnas-deploy target setup aarch64")
     assert commands[3] == "python3 -m pip install torch==2.13.0 -e '.[test]' && python3 -m pytest -q"
     ci = (ROOT / ".ci" / "run").read_text()

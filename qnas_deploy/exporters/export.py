@@ -23,8 +23,8 @@ from ..calibrate import calibrate
 from ..checkpoint import is_checkpoint_path, load_checkpoint
 from ..errors import BadInput
 from ..spaces import build_model
-from ..zoo import resolve
-from . import targets
+from ..zoo import names as zoo_names, resolve
+from . import targets, tflite_metadata
 from .builder import lower_model
 from .ir import Graph
 from .options import ExportOptions
@@ -114,11 +114,44 @@ def metadata(prepared: Prepared, options: ExportOptions) -> dict:
     opts = {"format": options.format, "target": options.target, "adq": options.adq if spec.adq else "none",
             "int4": options.int4,
             "io": options.io, "weights": prepared.weights, "calibration": prepared.calibration}
-    if options.format == "tflite":
-        opts["input_size"] = f"{options.input_size[0]}x{options.input_size[1]}"
-    return {"qnas.found_json": spec.to_dict(), "qnas.export_options": opts,
+    meta = {"qnas.found_json": spec.to_dict(), "qnas.export_options": opts,
             "qnas.layer_bits": {l.name: [l.w_bits, l.a_bits] for l in spec.layers},
             "qnas.cost": spec.cost or summary(spec)}
+    if options.format == "tflite":
+        opts["input_size"] = f"{options.input_size[0]}x{options.input_size[1]}"
+        opts.update(author=options.author, license=options.license)
+        meta[tflite_metadata.NAME] = tflite_metadata.model_metadata(image_model(prepared, options))
+    return meta
+
+
+_IO_TEXT = {"uint8": "uint8 pixels 0..255", "int8": "int8 values pixel - 128 (-128..127)",
+            "float": "float32 values pixel / 255 (0..1)"}
+
+
+def image_model(prepared: Prepared, options: ExportOptions) -> tflite_metadata.ImageModel:
+    """What a TFLite file's standard metadata says of ``prepared``, exported with ``options``."""
+    import hashlib
+    import json
+
+    from .. import __version__
+
+    spec, s = prepared.spec, prepared.spec.scale
+    h, w = options.input_size
+    found = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+    bits = sorted({l.w_bits for l in spec.layers} | {l.a_bits for l in spec.layers})
+    what = (spec.description or f"a {spec.space}-space network").rstrip(".")
+    description = (
+        f"x{s} super-resolution: {what}. Quantization-aware architecture search and training by qnas-deploy "
+        f"{__version__} ({'/'.join(map(str, bits))}-bit layers), exported as a fully integer graph for "
+        f"{options.target}; weights: {prepared.weights}. One RGB image in, NHWC [1, H, W, 3], {_IO_TEXT[options.io]}; "
+        f"the same image {s} times larger out, NHWC [1, {s}H, {s}W, 3], same type. Allocated for {h}x{w}; any size "
+        f"runs after resizing the input tensor (LiteRT: resizeInput, then allocateTensors).")
+    return tflite_metadata.ImageModel(
+        name=spec.name or "qnas-deploy model", description=description,
+        version=f"found.json sha256 {found}; weights {prepared.weights}", author=options.author,
+        license=options.license, io=options.io, input_size=(h, w), scale=s,
+        input_description=f"Low-resolution RGB image, {_IO_TEXT[options.io]}, NHWC; height and width resizable.",
+        output_description=f"RGB image {s}x the input's height and width, {_IO_TEXT[options.io]}, NHWC.")
 
 
 def serialize_files(graph: Graph, options: ExportOptions, meta: dict | None = None,
@@ -187,13 +220,16 @@ def write(graph: Graph, out: str | Path, options: ExportOptions, meta: dict | No
 def export(source: str, out: str, fmt: str = "onnx", weights: str | None = None, calib: str | None = None,
            adq: str = "static", int4: str = "container", io: str = "uint8", datasets_root: str | None = None,
            simplify: bool = True, input_size: tuple[int, int] = (128, 128), target: str | None = None,
+           author: str = "qnas-deploy", license: str | None = None,
            log: Callable[[str], None] = print) -> Exported:
     """Export ``source`` to ``out``: ``fmt`` onnx (QDQ, dynamic size), ort (that file in
     onnxruntime Mobile's ORT format, with its operator configuration beside it) or tflite
     (int8, NHWC, ``input_size`` LR pixels, resizable by the runner), for ``target``
     (default: the format's). Nothing is left at ``out`` on error."""
+    if license is None and isinstance(source, str) and source in zoo_names():
+        license = "Apache-2.0"  # the zoo's architectures are the project's, under its license
     options = ExportOptions(format=fmt, target=target, adq=adq, int4=int4, io=io, input_size=tuple(input_size),
-                            simplify=simplify)
+                            simplify=simplify, author=author, license=license)
     t0 = time.perf_counter()
     p = prepare(source, weights, calib, datasets_root, log)
     graph = canonical(p.model, options)

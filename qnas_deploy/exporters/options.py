@@ -26,6 +26,10 @@ class ExportOptions:
     io: str = "uint8"
     input_size: tuple[int, int] = (128, 128)
     simplify: bool = True
+    # TFLite metadata's author and license (a model's license is its owner's to state:
+    # none unless given, but for the zoo's own architectures).
+    author: str = "qnas-deploy"
+    license: str | None = None
 
     def __post_init__(self):
         from .targets import DEFAULT, TARGETS

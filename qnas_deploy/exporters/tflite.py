@@ -297,7 +297,9 @@ def to_tflite(graph: Graph, io: str = "uint8", input_size: tuple[int, int] = (12
     h, w = input_size
     meta = {"qnas.scale": str(graph.scale), "qnas.io": io, "qnas.input_size": f"{h}x{w}"}
     for k, v in (metadata or {}).items():
-        meta[k] = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+        meta[k] = v if isinstance(v, (str, bytes)) else json.dumps(v, sort_keys=True)
     for k, v in graph.metadata.items():
         meta.setdefault(k, v)
-    return serialize(_Writer(graph, io, h, w).build({k: v.encode() for k, v in meta.items()}))
+    # bytes (the standard TFLITE_METADATA flatbuffer) as they are; text as UTF-8
+    return serialize(_Writer(graph, io, h, w).build({k: v if isinstance(v, bytes) else v.encode()
+                                                     for k, v in meta.items()}))

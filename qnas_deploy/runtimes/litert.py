@@ -71,8 +71,8 @@ def interpreter(path_or_bytes, threads: int | None = None, xnnpack: bool = True,
     return it
 
 
-def read_tflite_metadata(data: bytes) -> dict[str, str]:
-    """The metadata entries of a TFLite flatbuffer (name -> UTF-8 text)."""
+def metadata_buffers(data: bytes) -> dict[str, bytes]:
+    """The metadata buffers of a TFLite flatbuffer, by name (``TFLITE_METADATA``, ``qnas.*``)."""
     import tflite
 
     m = tflite.Model.GetRootAsModel(data, 0)
@@ -80,7 +80,19 @@ def read_tflite_metadata(data: bytes) -> dict[str, str]:
     for i in range(m.MetadataLength()):
         md = m.Metadata(i)
         buf = m.Buffers(md.Buffer())
-        out[md.Name().decode()] = buf.DataAsNumpy().tobytes().decode("utf-8", "replace") if buf.DataLength() else ""
+        out[md.Name().decode()] = buf.DataAsNumpy().tobytes() if buf.DataLength() else b""
+    return out
+
+
+def read_tflite_metadata(data: bytes) -> dict[str, str]:
+    """The text metadata entries of a TFLite flatbuffer (name -> UTF-8 text); binary ones
+    (the standard ``TFLITE_METADATA`` flatbuffer) are left out."""
+    out = {}
+    for name, raw in metadata_buffers(data).items():
+        try:
+            out[name] = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
     return out
 
 

@@ -1,0 +1,1 @@
+"""Flatbuffer schemas the exporters write (see README.md here)."""

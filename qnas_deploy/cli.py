@@ -145,7 +145,7 @@ def eval_cmd(model: str | None, bicubic: bool, data: str, datasets_root: str | N
     """Mean and per-image PSNR/SSIM (Y channel, `scale` pixels shaved) on benchmark sets.
 
     MODEL is a trained checkpoint (.pt, the fake-quantized model as trained) or an exported
-    file (.onnx, .tflite); --bicubic scores the bicubic baseline instead.
+    file (.onnx, .ort, .tflite); --bicubic scores the bicubic baseline instead.
     """
     from .errors import BadInput
     from .evaluate import bicubic_upscaler, evaluate_sets, results_table
@@ -242,7 +242,7 @@ def _device(name: str) -> str:
 @click.option("--no-progress", is_flag=True, help="No progress bar over the tiles (none either when stderr is not a terminal).")
 def upscale(model: str, image: str, out: str | None, tile: int, overlap: int, compare: str | None,
             threads: int | None, no_xnnpack: bool, allow_initialised: bool, no_progress: bool) -> None:
-    """Upscale IMAGE with MODEL (checkpoint .pt, .onnx or .tflite)."""
+    """Upscale IMAGE with MODEL (checkpoint .pt, .onnx, .ort or .tflite)."""
     from pathlib import Path
 
     from .infer import upscale_file

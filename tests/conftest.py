@@ -93,13 +93,14 @@ def zoo_model():
 
 @pytest.fixture(scope="session")
 def espcn_files(tmp_path_factory):
-    """``{".onnx": path, ".tflite": path}``: the espcn_w8a8 zoo entry exported in both formats
-    (initialised weights; the TFLite file allocated for 16x20 LR images)."""
+    """``{".onnx": path, ".ort": path, ".tflite": path}``: the espcn_w8a8 zoo entry exported
+    in each format (initialised weights; the TFLite file allocated for 16x20 LR images)."""
     from qnas_deploy.exporters.export import export
 
     root = tmp_path_factory.mktemp("espcn")
-    out = {".onnx": str(root / "m.onnx"), ".tflite": str(root / "m.tflite")}
+    out = {".onnx": str(root / "m.onnx"), ".ort": str(root / "m.ort"), ".tflite": str(root / "m.tflite")}
     export("espcn_w8a8", out[".onnx"], fmt="onnx", log=lambda _: None)
+    export("espcn_w8a8", out[".ort"], fmt="ort", log=lambda _: None)
     export("espcn_w8a8", out[".tflite"], fmt="tflite", input_size=(16, 20), log=lambda _: None)
     return out
 

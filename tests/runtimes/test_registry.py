@@ -89,7 +89,7 @@ def test_open_model_runs_a_checkpoint_in_pytorch(tmp_path):
     assert opened.run(np.zeros((6, 7, 3), np.uint8)).shape == (24, 28, 3)
 
 
-@pytest.mark.parametrize("suffix", [".onnx", ".tflite"])
+@pytest.mark.parametrize("suffix", [".onnx", ".ort", ".tflite"])
 def test_read_metadata_and_file_options_of_an_export(espcn_files, suffix):
     meta = read_metadata(espcn_files[suffix])
     assert meta["qnas.scale"] == "4" and json.loads(meta["qnas.found_json"])["space"] == "espcn"
@@ -101,7 +101,7 @@ def test_read_metadata_and_file_options_of_an_export(espcn_files, suffix):
     ("bad.tflite", b"not a flatbuffer at all", "not a TFLite flatbuffer"),
     ("bad.onnx", b"not a protobuf at all", "onnxruntime cannot load it"),
     ("missing.onnx", None, "no such model file"),
-    ("bad.bin", b"", "expected an exported .onnx or .tflite file"),
+    ("bad.bin", b"", "expected an exported .onnx, .ort or .tflite file"),
 ])
 def test_read_metadata_of_a_bad_file_is_one_line(tmp_path, name, content, needle):
     path = tmp_path / name

@@ -193,9 +193,12 @@ def eval_cmd(model: str | None, bicubic: bool, data: str, datasets_root: str | N
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N, or auto.")
 @click.option("--resume", is_flag=True, help="Continue the run saved at --output.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--for-target", metavar="NAME", default=None,
+              help="Train on the weight grid the export target's int8 kernels run fastest (onnxruntime: 7-bit "
+                   "8-bit weights, which its x86 kernel cannot saturate); the checkpoint's found.json records it.")
 def train(spec: str, data: str, out: str, val: str | None, datasets_root: str | None, epochs: int,
           iters: int, batch: int, patch: int, lr: float, optimizer: str, seed: int, calib_batches: int,
-          device: str, resume: bool, no_progress: bool) -> None:
+          device: str, resume: bool, no_progress: bool, for_target: str | None) -> None:
     """Quantization-aware training of SPEC (found.json or zoo name) from scratch."""
     from .data import load_pairs
     from .train import TrainConfig, train as run_train
@@ -203,6 +206,10 @@ def train(spec: str, data: str, out: str, val: str | None, datasets_root: str | 
 
     check_writable(out)
     arch = resolve(spec)
+    if for_target:
+        from .exporters.targets import get as get_target
+
+        arch = arch.with_(weight_grid=get_target(for_target).weight_grid)
     cfg = TrainConfig(epochs=epochs, iters=iters, batch=batch, patch=patch, lr=lr, optimizer=optimizer,
                       seed=seed, calib_batches=calib_batches)
     dev = _device(device)
@@ -281,7 +288,7 @@ def upscale(model: str, image: str, out: str | None, tile: int, overlap: int, co
 @click.option("--author", default="qnas-deploy", show_default=True, help="TFLite metadata: the model's author.")
 @click.option("--license", "license_", metavar="TEXT", default=None,
               help="TFLite metadata: the model's license (for example an SPDX name); default: none stated, but "
-                   "Apache-2.0 for a zoo architecture.")
+                   "Apache-2.0 for a zoo architecture exported without trained weights.")
 def export(source: str, fmt: str, out: str | None, weights: str | None, calib: str | None,
            datasets_root: str | None, adq: str, int4: str, io: str, input_size: str, no_simplify: bool,
            target: str | None, author: str, license_: str | None) -> None:
@@ -337,7 +344,8 @@ def export(source: str, fmt: str, out: str | None, weights: str | None, calib: s
 @click.option("--latency-backend", type=click.Choice(["onnxruntime", "litert-xnnpack"]), default="onnxruntime",
               show_default=True, help="Which of the table's backends to penalise.")
 @click.option("--anchor", type=click.Choice(["none", "nearest", "bicubic"]), default="none", show_default=True,
-              help="Add the upsampled input to the output (basic space); the found.json keeps it.")
+              help="Add the upsampled input to the output (basic space; mobile: at LR, before the "
+                   "depth-to-space); the found.json keeps it.")
 def search(space, bits, penalty, entropy_coef, data, datasets_root, out, epochs, iters, patch, batch, channels,
            seed, device, mode, quick, resume, latency_table, latency_backend, anchor) -> None:
     """QuantNAS search (SAN, BitMixer, entropy, BitOps or measured-latency penalty) -> found.json."""

@@ -8,7 +8,7 @@ builds the quantized module from that list.
 
 Operation families (``C_in -> ... -> C_out``; ``C`` is the space's channel count):
 
-* ``simple_KxK``: one KxK conv; ``_grouped_3``: 3 groups; ``_grouped_full``: depthwise;
+* ``simple_KxK``: one KxK conv; ``_grouped_3`` / ``_grouped_4``: 3 / 4 groups; ``_grouped_full``: depthwise;
   ``_d2``: dilation 2.
 * ``conv_Kx1_1xK``: a Kx1 conv to ``C`` channels, then a 1xK conv (factorised; the
   QuantNAS code builds full convs, its paper calls them separable: we follow the code).
@@ -123,6 +123,9 @@ for _k in (3, 5):
     register(f"growth2_{_k}x{_k}", _growth(_k, 2))
     for _r in (2, 4, 8):
         register(f"decenc_{_k}x{_k}_{_r}", _decenc(_k, _r))
+# XLSR's grouped convs (4 groups; on 8-multiple channels each group fills int8 SIMD lanes).
+register("simple_3x3_grouped_4", _simple(3, 4))
+register("simple_1x1_grouped_4", _simple(1, 4))
 register("simple_3x3_d2", _simple(3, 1, 2))
 register("simple_3x3_grouped_3_d2", _simple(3, 3, 2))
 

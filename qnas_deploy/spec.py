@@ -35,6 +35,12 @@ ADQ_MODES = ("static", "dynamic")
 # The image added to the network output: none (the paper), or the nearest-neighbour or
 # bicubic upsampled input (an anchor in the style of mobile int8 SR nets; docs/design.md).
 ANCHORS = ("none", "nearest", "bicubic")
+# The integer range of 8-bit weights: "full" [-128, 127]; "7bit" [-64, 63], which no
+# uint8 x int8 kernel that adds pairs of products into int16 can saturate (onnxruntime's
+# x86 kernel without VNNI: 255 * (64 + 64) < 2^15); absent means "full". Narrower widths
+# are never at risk and keep their range. Chosen for an export target (``train
+# --for-target``, ``exporters.targets``).
+WEIGHT_GRIDS = ("full", "7bit")
 QUANTIZERS = {"weights": "lsq_per_channel", "activations": "hwgq", "tensors": "uint8_affine"}
 
 _BITS_SCHEMA = {"enum": list(BITS)}
@@ -57,6 +63,7 @@ SCHEMA: dict[str, Any] = {
         "adq_mode": {"enum": list(ADQ_MODES)},
         "fixed_bits": _BITS_SCHEMA,
         "anchor": {"enum": list(ANCHORS)},
+        "weight_grid": {"enum": list(WEIGHT_GRIDS)},
         "quantizers": {
             "type": "object",
             "additionalProperties": False,
@@ -200,6 +207,7 @@ class ArchSpec:
     adq_mode: str = "static"
     fixed_bits: int = 8
     anchor: str = "none"
+    weight_grid: str = "full"
     name: str | None = None
     description: str | None = None
     cost: dict[str, float] | None = field(default=None, compare=False)
@@ -224,6 +232,8 @@ class ArchSpec:
         d.update(space=self.space, scale=self.scale, channels=self.channels, blocks=self.blocks,
                  adq=self.adq, adq_mode=self.adq_mode, fixed_bits=self.fixed_bits, anchor=self.anchor,
                  quantizers=dict(QUANTIZERS), layers=[asdict(l) for l in self.layers])
+        if self.weight_grid != "full":  # absent: documents without it read as before
+            d["weight_grid"] = self.weight_grid
         if self.cost is not None:
             d["cost"] = dict(self.cost)
         if self.search is not None:
@@ -236,7 +246,7 @@ class ArchSpec:
 
 def from_dict(doc: Any) -> ArchSpec:
     validate_document(doc)
-    keys = ("space", "scale", "channels", "blocks", "adq", "adq_mode", "fixed_bits", "anchor", "name",
+    keys = ("space", "scale", "channels", "blocks", "adq", "adq_mode", "fixed_bits", "anchor", "weight_grid", "name",
             "description", "cost", "search", "version")
     kwargs = {k: doc[k] for k in keys if k in doc}
     return ArchSpec(layers=tuple(LayerSpec(**l) for l in doc["layers"]), **kwargs)

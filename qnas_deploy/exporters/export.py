@@ -23,7 +23,7 @@ from ..calibrate import calibrate
 from ..checkpoint import is_checkpoint_path, load_checkpoint
 from ..errors import BadInput
 from ..spaces import build_model
-from ..zoo import names as zoo_names, resolve
+from ..zoo import load_zoo, names as zoo_names, resolve
 from . import targets, tflite_metadata
 from .builder import lower_model
 from .ir import Graph
@@ -112,7 +112,7 @@ def metadata(prepared: Prepared, options: ExportOptions) -> dict:
 
     spec = prepared.spec
     opts = {"format": options.format, "target": options.target, "adq": options.adq if spec.adq else "none",
-            "int4": options.int4,
+            "int4": options.int4, "weight_grid": spec.weight_grid,
             "io": options.io, "weights": prepared.weights, "calibration": prepared.calibration}
     meta = {"qnas.found_json": spec.to_dict(), "qnas.export_options": opts,
             "qnas.layer_bits": {l.name: [l.w_bits, l.a_bits] for l in spec.layers},
@@ -146,10 +146,14 @@ def image_model(prepared: Prepared, options: ExportOptions) -> tflite_metadata.I
         f"{options.target}; weights: {prepared.weights}. One RGB image in, NHWC [1, H, W, 3], {_IO_TEXT[options.io]}; "
         f"the same image {s} times larger out, NHWC [1, {s}H, {s}W, 3], same type. Allocated for {h}x{w}; any size "
         f"runs after resizing the input tensor (LiteRT: resizeInput, then allocateTensors).")
+    # A zoo architecture with initialised weights is the project's alone, under its license;
+    # anything trained is its owner's to license.
+    zoo = spec.name in zoo_names() and load_zoo(spec.name).to_dict() == spec.to_dict()
+    license = options.license or ("Apache-2.0" if zoo and prepared.weights == "initialised" else None)
     return tflite_metadata.ImageModel(
         name=spec.name or "qnas-deploy model", description=description,
         version=f"found.json sha256 {found}; weights {prepared.weights}", author=options.author,
-        license=options.license, io=options.io, input_size=(h, w), scale=s,
+        license=license, io=options.io, input_size=(h, w), scale=s,
         input_description=f"Low-resolution RGB image, {_IO_TEXT[options.io]}, NHWC; height and width resizable.",
         output_description=f"RGB image {s}x the input's height and width, {_IO_TEXT[options.io]}, NHWC.")
 
@@ -226,14 +230,16 @@ def export(source: str, out: str, fmt: str = "onnx", weights: str | None = None,
     onnxruntime Mobile's ORT format, with its operator configuration beside it) or tflite
     (int8, NHWC, ``input_size`` LR pixels, resizable by the runner), for ``target``
     (default: the format's). Nothing is left at ``out`` on error."""
-    if license is None and isinstance(source, str) and source in zoo_names():
-        license = "Apache-2.0"  # the zoo's architectures are the project's, under its license
     options = ExportOptions(format=fmt, target=target, adq=adq, int4=int4, io=io, input_size=tuple(input_size),
                             simplify=simplify, author=author, license=license)
     t0 = time.perf_counter()
     p = prepare(source, weights, calib, datasets_root, log)
     graph = canonical(p.model, options)
     lowered = targets.get(options.target).lower(graph, options)
+    slow = [n.name for n in lowered.nodes if n.op == "conv" and n.attrs.storage == "uint8"]
+    if slow and targets.get(options.target).weight_grid != p.spec.weight_grid:
+        log(f"{len(slow)} conv(s) hold weights past +-64, stored as uint8 for onnxruntime's exact u8u8 kernel "
+            f"(about 1.6x slower than its u8s8 one on x86); train with --for-target {options.target} for the fast one")
     meta = metadata(p, options)
     write(lowered, out, options, meta)
     return Exported(str(out), graph, lowered, p.model, p.spec, time.perf_counter() - t0, p.weights,

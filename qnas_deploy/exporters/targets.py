@@ -27,6 +27,10 @@ class Target:
     # Where the runtime's kernels compute otherwise on another CPU architecture: the
     # arithmetic there (``platform.machine()`` names: "aarch64").
     machines: dict[str, str] = field(default_factory=dict)
+    # The 8-bit weight grid its fast int8 kernels need (``spec.WEIGHT_GRIDS``; ``train
+    # --for-target``): a model trained on another still exports exactly, through whatever
+    # slower form the passes choose (``u8s8_weights``).
+    weight_grid: str = "full"
 
     def arithmetic_on(self, machine: str | None) -> str:
         """The arithmetic this target's runtime computes in on ``machine`` (None: this one)."""
@@ -51,8 +55,11 @@ LITERT = (pack_int4.PASS, mult_as_view.PASS, concat_on_grid.PASS, requant_as_con
           dense.PASS, crd_to_dcr.PASS, widen.PASS)
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
+    # MLAS's x86 uint8 x int8 kernel without VNNI adds pairs of products into int16 with
+    # saturation; weights past +-64 take its u8u8 kernel instead, 1.6x slower (u8s8_weights).
     Target("onnxruntime", "onnx", ONNX, "onnxruntime",
-           "onnxruntime's CPU provider (MLAS), x86 and aarch64: no kernel that rounds per CPU"),
+           "onnxruntime's CPU provider (MLAS), x86 and aarch64: no kernel that rounds per CPU",
+           weight_grid="7bit"),
     Target("openvino", "onnx", OPENVINO, "openvino",
            "OpenVINO's CPU plugin on x86 (f32 precision pinned): FakeQuantize ranges with folded dequantisation, "
            "LPT's rewritten adds (arithmetic/openvino.py)"),

@@ -84,8 +84,28 @@ class LSQWeightPerChannel(nn.Module):
         """The integers the runtime stores (int64 tensor in ``[qmin, qmax]``)."""
         return torch.clamp(torch.round(w.detach() / self.scale.detach()), self.qmin, self.qmax).long()
 
+    def narrow_to_7bit(self) -> None:
+        """8-bit weights on ``[-64, 63]`` (``spec.WEIGHT_GRIDS``); other widths stay. A fixed
+        grid (a buffer step, as the bicubic anchor's) keeps its range on fewer levels."""
+        if self.bits != 8 or self.qmin == -64:
+            return
+        old = self.qmax
+        self.qmin, self.qmax = -64, 63
+        if not isinstance(self.step, nn.Parameter) and bool(self.initialized):
+            with torch.no_grad():
+                self.step.mul_(old / self.qmax)
+
     def extra_repr(self) -> str:
-        return f"bits={self.bits}"
+        return f"bits={self.bits}" + (", 7-bit grid" if self.bits == 8 and self.qmin == -64 else "")
+
+
+def apply_weight_grid(model: nn.Module, grid: str) -> nn.Module:
+    """Every weight quantizer of ``model`` on ``grid`` (``"full"`` or ``"7bit"``)."""
+    if grid == "7bit":
+        for m in model.modules():
+            if isinstance(m, LSQWeightPerChannel):
+                m.narrow_to_7bit()
+    return model
 
 
 class HWGQAct(nn.Module):

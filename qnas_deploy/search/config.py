@@ -55,10 +55,14 @@ class SearchConfig:
     def quick(cls, **kw) -> "SearchConfig":
         """Finishes in minutes on two CPU cores: short epochs of small patches, a narrower
         supernet, and learning rates raised so that 72 steps move the alphas visibly."""
-        base = dict(epochs=6, iters=12, batch=4, patch=16, channels=12, blocks=2, entropy=1e-2, lr=2e-2,
-                    alpha_lr=3e-2)
+        base = dict(epochs=6, iters=12, batch=4, patch=16, channels=QUICK_CHANNELS.get(kw.get("space"), 12),
+                    blocks=2, entropy=1e-2, lr=2e-2, alpha_lr=3e-2)
         base.update({k: v for k, v in kw.items() if v is not None})
         return cls(**base)
+
+
+# The quick supernet's width where 12 is not one the space takes (mobile: multiples of 8).
+QUICK_CHANNELS = {"mobile": 16}
 
 
 def _name(field: str) -> str:

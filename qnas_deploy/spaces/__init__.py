@@ -142,8 +142,10 @@ def tensor_bits(spec) -> int:
 
 def build_model(spec) -> nn.Module:
     """The fixed quantized network a validated :class:`~qnas_deploy.spec.ArchSpec` describes."""
-    return get_space(spec.space).build(spec)
+    from ..quant.modules import apply_weight_grid
+
+    return apply_weight_grid(get_space(spec.space).build(spec), spec.weight_grid)
 
 
 # Spaces register themselves on import; listed explicitly (no file scanning).
-from . import basic, rfdn, espcn  # noqa: E402,F401 - in the order users read them
+from . import basic, rfdn, espcn, mobile  # noqa: E402,F401 - in the order users read them

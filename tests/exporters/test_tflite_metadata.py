@@ -98,12 +98,12 @@ def test_value_range_follows_the_io_type(flatc, tmp_path, io, lo, hi):
 
 def test_author_and_license_from_the_command_line(flatc, tmp_path):
     found = tmp_path / "found.json"
-    found.write_text(json.dumps(load_zoo("espcn_w8a8").to_dict()))
+    found.write_text(json.dumps(dict(load_zoo("espcn_w8a8").to_dict(), name="mine")))
     plain, given = tmp_path / "plain.tflite", tmp_path / "given.tflite"
     assert main(["export", str(found), "--format", "tflite", "-o", str(plain)]) == 0
     assert main(["export", str(found), "--format", "tflite", "-o", str(given), "--author", "Ada",
                  "--license", "MIT"]) == 0
-    # A user's own architecture states no license unless told.
+    # A user's own architecture (or trained weights) states no license unless told.
     assert "license" not in read_back(flatc, plain, tmp_path)
     m = read_back(flatc, given, tmp_path)
     assert (m["author"], m["license"]) == ("Ada", "MIT")

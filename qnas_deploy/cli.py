@@ -433,17 +433,22 @@ _kernels_option = click.option("--tflite-kernels", default="xnnpack,builtin", sh
                                help="LiteRT kernel sets to run .tflite files with (xnnpack, builtin, builtin-ref: "
                                     "the reference kernels).")
 
+# The runtimes of .onnx files (``runtimes.RUNTIMES``), spelled out so that the command line
+# starts without importing them.
+ONNX_RUNTIMES = ("onnxruntime", "onnxruntime-nchw", "openvino")
 _onnx_option = click.option("--onnx-runtimes", default="onnxruntime", show_default=True,
-                            help="Runtimes to run .onnx files with (onnxruntime, openvino).")
+                            help="Runtimes to run .onnx files with (onnxruntime; onnxruntime-nchw: without its "
+                                 "NHWC layout transform; openvino).")
 
 
 def _onnx_runtimes(value: str) -> tuple[str, ...]:
     from .errors import BadInput
 
     names = tuple(v.strip() for v in value.split(",") if v.strip())
-    bad = [n for n in names if n not in ("onnxruntime", "openvino")]
+    bad = [n for n in names if n not in ONNX_RUNTIMES]
     if bad or not names:
-        raise BadInput(f"--onnx-runtimes: unknown runtime {', '.join(bad) or '(none)'} (choose from onnxruntime, openvino)")
+        raise BadInput(f"--onnx-runtimes: unknown runtime {', '.join(bad) or '(none)'} "
+                       f"(choose from {', '.join(ONNX_RUNTIMES)})")
     return names
 
 

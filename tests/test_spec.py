@@ -77,7 +77,7 @@ BAD = [
     ("wrong type of layers", lambda d: _set(d, ["layers"], {}), "layers: expected array, got object"),
     ("newer version", lambda d: _set(d, ["version"], 2),
      "version: format version 2 is newer than this qnas-deploy reads (1); upgrade qnas-deploy"),
-    ("unknown space", lambda d: _set(d, ["space"], "edsr"), 'space: "edsr" is not allowed (choose from "basic", "rfdn", "espcn")'),
+    ("unknown space", lambda d: _set(d, ["space"], "edsr"), 'space: "edsr" is not allowed (choose from "basic", "rfdn", "espcn", "mobile")'),
     ("unknown field", lambda d: _set(d, ["colour"], "red"), "(document): unknown field 'colour'"),
     ("wrong format", lambda d: _set(d, ["format"], "darts"), 'format: expected "qnas-deploy/found", got "darts"'),
     ("rfdn channels", lambda d: {**zoo.load_zoo("rfdn_mixed").to_dict(), "channels": 50},

@@ -67,6 +67,12 @@ RUNTIMES: dict[str, Runtime] = {r.name: r for r in (
     Runtime("onnxruntime-ort", ".ort", "onnxruntime", "onnxruntime (ORT format)", None, "NCHW",
             partial(onnxruntime.open_onnx, runtime="onnxruntime-ort"), onnxruntime.image_runner,
             onnxruntime.timed_call, onnxruntime.file_metadata),
+    # The same .onnx file without onnxruntime's NHWC layout transform (the same kernels'
+    # arithmetic, another memory layout); asked for by name, as bench latency compares them.
+    Runtime("onnxruntime-nchw", ".onnx", "onnxruntime", "onnxruntime (no NHWC transform)", None, "NCHW",
+            partial(onnxruntime.open_onnx, runtime="onnxruntime-nchw", nhwc=False),
+            partial(onnxruntime.image_runner, nhwc=False), partial(onnxruntime.timed_call, nhwc=False),
+            onnxruntime.file_metadata),
     # The same .onnx file; asked for by name (``onnx_runtimes``), not run by default.
     Runtime("openvino", ".onnx", "openvino", "OpenVINO CPU", None, "NCHW", openvino.open_openvino,
             openvino.image_runner, openvino.timed_call, openvino.file_metadata),

@@ -26,7 +26,9 @@ def module():
 
 
 def session(path: str | Path, threads: int | None = None, optimized_path: str | None = None,
-            level: str = "all"):
+            level: str = "all", nhwc: bool = True):
+    """``nhwc=False``: without the layout transformer that runs integer convs in NHWC (it
+    computes the same integers; ``bench latency`` times both)."""
     ort = module()
     so = ort.SessionOptions()
     so.graph_optimization_level = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
@@ -38,7 +40,8 @@ def session(path: str | Path, threads: int | None = None, optimized_path: str | 
     if optimized_path:
         so.optimized_model_filepath = str(optimized_path)
     try:
-        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=None if nhwc else ["NhwcTransformer"])
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
         raise BadInput(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0]})") from None
 
@@ -69,24 +72,25 @@ class OnnxModelRunner:
         return np.ascontiguousarray(y.transpose(1, 2, 0)).astype(np.uint8)
 
 
-def image_runner(path: str | Path, threads: int | None = None) -> OnnxModelRunner:
-    return OnnxModelRunner(session(path, threads))
+def image_runner(path: str | Path, threads: int | None = None, nhwc: bool = True) -> OnnxModelRunner:
+    return OnnxModelRunner(session(path, threads, nhwc=nhwc))
 
 
-def open_onnx(path: str | Path, threads: int | None = None, runtime: str = "onnxruntime", **_):
+def open_onnx(path: str | Path, threads: int | None = None, runtime: str = "onnxruntime", nhwc: bool = True, **_):
     """``path`` (a ``.onnx``, or a ``.ort`` with ``runtime="onnxruntime-ort"``) opened in onnxruntime."""
     from . import RUNTIMES
     from .opened import opened
 
-    sess = session(path, threads)
+    sess = session(path, threads, nhwc=nhwc)
     return opened(path, metadata(sess), lambda: OnnxModelRunner(sess), RUNTIMES[runtime].label)
 
 
-def timed_call(path: str | Path, shape: tuple[int, ...], threads: int | None, rng: np.random.Generator):
+def timed_call(path: str | Path, shape: tuple[int, ...], threads: int | None, rng: np.random.Generator,
+               nhwc: bool = True):
     """One raw ``run`` of ``path`` on a random input of ``shape``, as a closure to time."""
     from .timing import random_input
 
-    sess = session(path, threads)
+    sess = session(path, threads, nhwc=nhwc)
     inp = sess.get_inputs()[0]
     feed = {inp.name: random_input(rng, _DTYPES.get(inp.type, np.float32), shape)}
     return lambda: sess.run(None, feed)

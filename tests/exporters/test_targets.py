@@ -6,7 +6,7 @@ import torch
 
 from qnas_deploy.exporters import reference, targets
 from qnas_deploy.exporters.builder import lower_model
-from qnas_deploy.exporters.options import ExportOptions
+from qnas_deploy.exporters.options import FORMATS, ONLY_TARGETS, SERIALIZER, ExportOptions
 from qnas_deploy.runtimes import RUNTIMES
 from qnas_deploy.zoo import names
 
@@ -17,8 +17,12 @@ def test_table_is_consistent():
         assert t.format in targets.SERIALIZER_REQUIRES and t.arithmetic in reference.ARITHMETIC
     # one file serves LiteRT with and without XNNPACK: the two targets lower it alike
     assert targets.get("litert-xnnpack").passes == targets.get("litert-builtin").passes
+    # a runtime's files are written by its target's serializer (an .ort file is an ONNX file
+    # converted), and that format may be exported for that target
     for rt in RUNTIMES.values():
-        assert targets.get(rt.target).format == rt.suffix.lstrip(".")
+        fmt = rt.suffix.lstrip(".")
+        assert fmt in FORMATS and targets.get(rt.target).format == SERIALIZER[fmt]
+        assert rt.target in ONLY_TARGETS.get(fmt, (rt.target,))
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ def test_every_runtime_names_its_file_type_and_target():
     assert {n: (r.name, r.suffix, r.target) for n, r in RUNTIMES.items()} == {
         "onnxruntime": ("onnxruntime", ".onnx", "onnxruntime"),
         "onnxruntime-ort": ("onnxruntime-ort", ".ort", "onnxruntime"),
+        "onnxruntime-nchw": ("onnxruntime-nchw", ".onnx", "onnxruntime"),
         "openvino": ("openvino", ".onnx", "openvino"),
         "litert-xnnpack": ("litert-xnnpack", ".tflite", "litert-xnnpack"),
         "litert-builtin": ("litert-builtin", ".tflite", "litert-builtin"),
@@ -43,6 +44,24 @@ def test_unknown_suffix_is_one_line_and_exit_2_on_the_command_line(tmp_path, cap
     assert main(["bench", "latency", str(f), "--runs", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "m.xyz" in err[0] and ".tflite" in err[0]
+
+
+def test_cli_onnx_runtimes_are_the_onnx_file_runtimes():
+    from qnas_deploy.cli import ONNX_RUNTIMES
+
+    assert set(ONNX_RUNTIMES) == {n for n, r in RUNTIMES.items() if r.suffix == ".onnx"}
+
+
+@pytest.mark.parametrize("name", ["basic_mixed", "mobile_w8a8", "rfdn_mixed", "basic_mixed_bicubic"])
+def test_nchw_layout_computes_what_nhwc_computes(tmp_path, name):
+    """onnxruntime with and without its NHWC layout transform: the same kernels' arithmetic
+    (0 differing pixels), so bench latency may pick the faster."""
+    from qnas_deploy.exporters.export import export
+
+    e = export(name, str(tmp_path / "m.onnx"), log=lambda m: None)
+    lr = np.random.default_rng(2).integers(0, 256, (21, 17, 3), dtype=np.uint8)
+    ys = [RUNTIMES[r].image_runner(e.path, threads=1)(lr) for r in ("onnxruntime", "onnxruntime-nchw")]
+    assert np.array_equal(*ys)
 
 
 def test_search_latency_backends_are_the_table_runtimes():

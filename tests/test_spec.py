@@ -8,6 +8,7 @@ from qnas_deploy import spec as S
 from qnas_deploy import zoo
 from qnas_deploy.cli import main
 from qnas_deploy.errors import SpecError
+from qnas_deploy.spaces import names as space_names
 
 
 @pytest.fixture
@@ -77,7 +78,7 @@ BAD = [
     ("wrong type of layers", lambda d: _set(d, ["layers"], {}), "layers: expected array, got object"),
     ("newer version", lambda d: _set(d, ["version"], 2),
      "version: format version 2 is newer than this qnas-deploy reads (1); upgrade qnas-deploy"),
-    ("unknown space", lambda d: _set(d, ["space"], "edsr"), 'space: "edsr" is not allowed (choose from "basic", "rfdn", "espcn", "mobile")'),
+    ("unknown space", lambda d: _set(d, ["space"], "edsr"), 'space: "edsr" is not allowed (choose from ' + ", ".join(f'"{n}"' for n in space_names()) + ")"),
     ("unknown field", lambda d: _set(d, ["colour"], "red"), "(document): unknown field 'colour'"),
     ("wrong format", lambda d: _set(d, ["format"], "darts"), 'format: expected "qnas-deploy/found", got "darts"'),
     ("rfdn channels", lambda d: {**zoo.load_zoo("rfdn_mixed").to_dict(), "channels": 50},

@@ -1,15 +1,19 @@
 """Example architectures shipped with the package; every command takes a zoo name for a path.
 
-======================  ========================================================================
-``basic_mixed``         Basic space in the spirit of QuantNAS Figure 18: 8-bit first layer,
-                        upsample and last layer, 4-bit head.1, body and tail.0.
-``basic_w8a8``          the same operations, uniform 8 bits.
-``basic_w4a4``          the same operations, uniform 4 bits.
-``basic_fp32``          the same operations in float (the FP32 reference for speed-ups).
-``basic_mixed_anchor``  ``basic_mixed`` plus the nearest-neighbour input anchor.
-``rfdn_mixed``          RFDN space, 4 blocks, 48 channels: 8-bit distillation, mixed refinement.
-``espcn_w8a8``          an ESPCN-like three-layer baseline at 8 bits.
-======================  ========================================================================
+========================  ======================================================================
+``basic_mixed``           Basic space in the spirit of QuantNAS Figure 18: 8-bit first layer,
+                          upsample and last layer, 4-bit head.1, body and tail.0.
+``basic_w8a8``            the same operations, uniform 8 bits.
+``basic_w4a4``            the same operations, uniform 4 bits.
+``basic_fp32``            the same operations in float (the FP32 reference for speed-ups).
+``basic_mixed_anchor``    ``basic_mixed`` plus the nearest-neighbour input anchor.
+``basic_mixed_bicubic``   ``basic_mixed`` plus the bicubic input anchor.
+``basic_lrtail_bicubic``  ``basic_mixed_bicubic`` with its tail at LR (space ``basic_lrtail``).
+``rfdn_mixed``            RFDN space, 4 blocks, 48 channels: 8-bit distillation, mixed refinement.
+``espcn_w8a8``            an ESPCN-like three-layer baseline at 8 bits.
+``mobile_w8a8``           mobile space (every conv at LR), 32 channels, bicubic anchor, 8 bits.
+``mobile_mixed``          the same with 4-bit body layers.
+========================  ======================================================================
 """
 from __future__ import annotations
 

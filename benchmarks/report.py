@@ -29,6 +29,25 @@ FULL = dict(epochs=5, iters=173, parity_sets=["Set5", "Set14"], runs=20, samples
 SIZE = (128, 128)
 
 
+# Results of their own scripts, shown in the report as they stand (each names its command).
+INCLUDED = (("Int8 against float (issue 20)", "int8_speed.md"),
+            ("PSNR at equal training budget (issue 20)", "equal_budget.md"))
+
+
+def included_sections() -> list[str]:
+    """The ``INCLUDED`` result files' bodies under the report's own headings (their titles
+    dropped, their headings one level down)."""
+    md = []
+    for title, name in INCLUDED:
+        path = OUT / name
+        if not path.is_file():
+            continue
+        body = path.read_text().splitlines()
+        body = [("#" + l) if l.startswith("#") else l for l in body[1:]]
+        md += [f"## {title}", "", f"From [{name}]({name}).", *body, ""]
+    return md
+
+
 def fp32_twin(spec):
     layers = tuple(dataclasses.replace(l, w_bits=32, a_bits=32) for l in spec.layers)
     return dataclasses.replace(spec, layers=layers, name=f"{spec.name or spec.space}_fp32twin")
@@ -216,6 +235,7 @@ def main() -> int:
     for space, res in bitops.items():
         md += [f"### {space}", "", bb.markdown(res), f"![{space}](bitops_{space}.png)"
                + (f" Table: [latency_table_{space}.json](latency_table_{space}.json)." if "table" in res else ""), ""]
+    md += included_sections()
     md += ["## Other results", "",
            "- Training runs (issue 4 goal, 10 minutes): no anchor [train_run.md](train_run.md), "
            "nearest anchor [train_run_anchor.md](train_run_anchor.md), bicubic anchor "

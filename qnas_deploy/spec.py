@@ -35,12 +35,15 @@ ADQ_MODES = ("static", "dynamic")
 # The image added to the network output: none (the paper), or the nearest-neighbour or
 # bicubic upsampled input (an anchor in the style of mobile int8 SR nets; docs/design.md).
 ANCHORS = ("none", "nearest", "bicubic")
-# The integer range of 8-bit weights: "full" [-128, 127]; "7bit" [-64, 63], which no
-# uint8 x int8 kernel that adds pairs of products into int16 can saturate (onnxruntime's
-# x86 kernel without VNNI: 255 * (64 + 64) < 2^15); absent means "full". Narrower widths
-# are never at risk and keep their range. Chosen for an export target (``train
-# --for-target``, ``exporters.targets``).
-WEIGHT_GRIDS = ("full", "7bit")
+# The integer range of 8-bit weights: "full" [-128, 127]; "narrow" [-127, 127], the int8
+# weight range of TFLite's quantization spec, which ARM kernels without the dot product
+# rely on (XNNPACK's and ruy's int8 GEMMs add pairs of int8 x int8 products into int16:
+# 2 * 128 * 128 overflows it, 2 * 128 * 127 does not); "7bit" [-64, 63], which no uint8 x
+# int8 kernel that adds pairs of products into int16 can saturate (onnxruntime's x86
+# kernel without VNNI: 255 * (64 + 64) < 2^15). Absent means "full". Narrower widths are
+# never at risk and keep their range. Chosen for an export target (``train --for-target``,
+# ``exporters.targets``).
+WEIGHT_GRIDS = ("full", "narrow", "7bit")
 QUANTIZERS = {"weights": "lsq_per_channel", "activations": "hwgq", "tensors": "uint8_affine"}
 
 _BITS_SCHEMA = {"enum": list(BITS)}

@@ -221,6 +221,27 @@ def write(graph: Graph, out: str | Path, options: ExportOptions, meta: dict | No
             stack.enter_context(atomic_path(p)).write_bytes(files[key])
 
 
+def grid_hints(lowered, options, spec) -> list[str]:
+    """What the trained weight grid costs in this target's runtime, and the training that avoids it."""
+    if targets.get(options.target).weight_grid == spec.weight_grid:
+        return []
+    convs = [n for n in lowered.nodes if n.op == "conv"]
+    hints = []
+    slow = [n.name for n in convs if n.attrs.storage == "uint8"]
+    if slow:
+        hints.append(f"{len(slow)} conv(s) hold weights past +-64, stored as uint8 for onnxruntime's exact u8u8 kernel "
+                     f"(about 1.6x slower than its u8s8 one on x86); train with --for-target {options.target} for "
+                     "the fast one")
+    if options.format == "tflite":
+        edge = [n.name for n in convs if n.attrs.storage == "int8" and bool((n.attrs.weight == -128).any())]
+        if edge:
+            hints.append(f"{len(edge)} conv(s) hold the int8 weight -128, outside TFLite's int8 weight range "
+                         "[-127, 127]: ARM CPUs without the dot product (Cortex-A53, A72) compute them wrongly in "
+                         f"XNNPACK and the builtin kernels; train with --for-target {options.target} (weights on "
+                         "[-127, 127]) for a file exact there")
+    return hints
+
+
 def export(source: str, out: str, fmt: str = "onnx", weights: str | None = None, calib: str | None = None,
            adq: str = "static", int4: str = "container", io: str = "uint8", datasets_root: str | None = None,
            simplify: bool = True, input_size: tuple[int, int] = (128, 128), target: str | None = None,
@@ -236,10 +257,8 @@ def export(source: str, out: str, fmt: str = "onnx", weights: str | None = None,
     p = prepare(source, weights, calib, datasets_root, log)
     graph = canonical(p.model, options)
     lowered = targets.get(options.target).lower(graph, options)
-    slow = [n.name for n in lowered.nodes if n.op == "conv" and n.attrs.storage == "uint8"]
-    if slow and targets.get(options.target).weight_grid != p.spec.weight_grid:
-        log(f"{len(slow)} conv(s) hold weights past +-64, stored as uint8 for onnxruntime's exact u8u8 kernel "
-            f"(about 1.6x slower than its u8s8 one on x86); train with --for-target {options.target} for the fast one")
+    for hint in grid_hints(lowered, options, p.spec):
+        log(hint)
     meta = metadata(p, options)
     write(lowered, out, options, meta)
     return Exported(str(out), graph, lowered, p.model, p.spec, time.perf_counter() - t0, p.weights,

@@ -65,13 +65,15 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            "LPT's rewritten adds (arithmetic/openvino.py)"),
     # XNNPACK computes alike on x86 and aarch64; only convs it leaves to the builtin kernels
     # (packed INT4 filters, in files made for litert-builtin) round per CPU.
+    # Both LiteRT targets: int8 weights on [-127, 127] (TFLite's quantization spec), which the
+    # ARM int8 GEMMs without the dot product rely on (spec.WEIGHT_GRIDS).
     Target("litert-xnnpack", "tflite", LITERT, "litert-xnnpack", "LiteRT with its XNNPACK delegate",
-           {"aarch64": "litert-xnnpack-aarch64"}),
+           {"aarch64": "litert-xnnpack-aarch64"}, weight_grid="narrow"),
     Target("litert-builtin", "tflite", LITERT, "litert-builtin",
            "LiteRT's builtin optimized int8 kernels (gemmlowp fixed point, ruy; rounding per CPU)",
-           {"aarch64": "litert-builtin-aarch64"}),
+           {"aarch64": "litert-builtin-aarch64"}, weight_grid="narrow"),
     Target("litert-builtin-ref", "tflite", LITERT, "litert-builtin-ref",
-           "LiteRT's reference kernels (BUILTIN_REF: scalar gemmlowp, the same on every CPU)"),
+           "LiteRT's reference kernels (BUILTIN_REF: scalar gemmlowp, the same on every CPU)", weight_grid="narrow"),
 )}
 
 DEFAULT = {"onnx": "onnxruntime", "ort": "onnxruntime", "tflite": "litert-xnnpack"}

@@ -35,6 +35,10 @@ def _track(stat: torch.Tensor, initialized: torch.Tensor, value: torch.Tensor, m
     else:
         stat.mul_(1 - momentum).add_(momentum * value)
 
+# The 8-bit integer ranges of the narrower weight grids (``spec.WEIGHT_GRIDS``).
+GRID_RANGES = {"full": (-128, 127), "narrow": (-127, 127), "7bit": (-64, 63)}
+
+
 class LSQWeightPerChannel(nn.Module):
     """LSQ weight quantizer: symmetric, per output channel, integer range ``[-2^(b-1), 2^(b-1)-1]``.
 
@@ -84,27 +88,33 @@ class LSQWeightPerChannel(nn.Module):
         """The integers the runtime stores (int64 tensor in ``[qmin, qmax]``)."""
         return torch.clamp(torch.round(w.detach() / self.scale.detach()), self.qmin, self.qmax).long()
 
-    def narrow_to_7bit(self) -> None:
-        """8-bit weights on ``[-64, 63]`` (``spec.WEIGHT_GRIDS``); other widths stay. A fixed
-        grid (a buffer step, as the bicubic anchor's) keeps its range on fewer levels."""
-        if self.bits != 8 or self.qmin == -64:
+    def narrow_to(self, grid: str) -> None:
+        """8-bit weights on ``grid`` (``spec.WEIGHT_GRIDS``: ``"narrow"`` [-127, 127],
+        ``"7bit"`` [-64, 63]); other widths stay. A fixed grid (a buffer step, as the bicubic
+        anchor's) keeps its range on fewer levels."""
+        lo, hi = GRID_RANGES[grid]
+        if self.bits != 8 or (self.qmin, self.qmax) == (lo, hi):
             return
         old = self.qmax
-        self.qmin, self.qmax = -64, 63
+        self.qmin, self.qmax = lo, hi
         if not isinstance(self.step, nn.Parameter) and bool(self.initialized):
             with torch.no_grad():
                 self.step.mul_(old / self.qmax)
 
+    def narrow_to_7bit(self) -> None:
+        self.narrow_to("7bit")
+
     def extra_repr(self) -> str:
-        return f"bits={self.bits}" + (", 7-bit grid" if self.bits == 8 and self.qmin == -64 else "")
+        grid = next((g for g, r in GRID_RANGES.items() if self.bits == 8 and r == (self.qmin, self.qmax)), "full")
+        return f"bits={self.bits}" + (f", {grid} grid" if grid != "full" else "")
 
 
 def apply_weight_grid(model: nn.Module, grid: str) -> nn.Module:
-    """Every weight quantizer of ``model`` on ``grid`` (``"full"`` or ``"7bit"``)."""
-    if grid == "7bit":
+    """Every weight quantizer of ``model`` on ``grid`` (``spec.WEIGHT_GRIDS``)."""
+    if grid != "full":
         for m in model.modules():
             if isinstance(m, LSQWeightPerChannel):
-                m.narrow_to_7bit()
+                m.narrow_to(grid)
     return model
 
 

@@ -157,3 +157,48 @@ def test_ort_file_is_exact_on_aarch64(env, exported):
         assert [r["runtime"] for r in rows] == ["onnxruntime-ort"]
         assert rows[0]["machine"].startswith("aarch64")
         assert rows[0]["min_identical_pixels"] == 1.0 and rows[0]["max_abs_diff"] == 0
+
+
+def _edge_weight_file(zoo_model, tmp_path, grid: str) -> str:
+    """``espcn_w8a8`` with the int8 weight -128 where int8 activations are -128, as trained 8-bit
+    weights on the full grid may meet them, on ``grid``, as a LiteRT file: the first conv's
+    channels 0-15 are ReLU'd to zero everywhere (int8 -128 in the file), and the second conv
+    weighs them -128 (positive weights elsewhere keep its outputs above zero)."""
+    import torch
+
+    from qnas_deploy.exporters.export import ExportOptions, lower, write
+    from qnas_deploy.ops import QConv2d
+    from qnas_deploy.quant.modules import apply_weight_grid
+
+    model = zoo_model("espcn_w8a8")
+    first, second = (next(c for c in model.layers[k].modules() if isinstance(c, QConv2d)) for k in ("conv_0", "conv_1"))
+    with torch.no_grad():
+        first.weight[:16] = 0
+        first.bias[:16] = -1
+        second.weight.abs_()
+        second.weight[:, :16] = -128 * second.weight_quant.scale
+    apply_weight_grid(model, grid)
+    opts = ExportOptions(format="tflite", target="litert-xnnpack", input_size=(16, 16))
+    path = tmp_path / f"edge-{grid}.tflite"
+    write(lower(model, opts), path, opts)
+    return str(path)
+
+
+def test_int8_weight_minus_128_is_wrong_on_arm_without_dot_product(env, zoo_model, tmp_path):
+    """The root of the Cortex-A72 divergence: XNNPACK's and ruy's int8 GEMMs without the dot
+    product add pairs of int8 products into int16, and (-128)(-128) twice overflows it. TFLite's
+    quantization spec keeps int8 weights on [-127, 127]; on that grid (``weight_grid:
+    "narrow"``, the LiteRT targets' own) the file is exact there, and on the full grid it is not."""
+    from qnas_deploy.runtimes import RUNTIMES
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)]
+    for grid, exact in (("narrow", True), ("full", False)):
+        path = _edge_weight_file(zoo_model, tmp_path, grid)
+        for runtime in ("litert-xnnpack", "litert-builtin"):
+            host = RUNTIMES[runtime].image_runner(path)(images[0])
+            a72 = aarch64.run_images(env, aarch64.CPUS["cortex-a72"], [(path, runtime)], images)[0][0]
+            n1 = aarch64.run_images(env, aarch64.CPUS["neoverse-n1"], [(path, runtime)], images)[0][0]
+            if runtime == "litert-xnnpack":  # the same arithmetic on every CPU, where it holds
+                assert np.array_equal(n1, host)
+            assert np.array_equal(a72, n1) == exact, (grid, runtime, np.mean(a72 == n1))

@@ -36,15 +36,11 @@ THREADS = (1, 2)
 HD = (180, 320)
 
 
-def fp32_twin(spec):
-    layers = tuple(dataclasses.replace(l, w_bits=32, a_bits=32) for l in spec.layers)
-    return dataclasses.replace(spec, layers=layers, name=f"{spec.name}_fp32", weight_grid="full")
-
-
 def export_files(spec, work: Path, size) -> dict:
     """The files this benchmark times, by role: int8 per runtime target, and the FP32 twin."""
     from qnas_deploy.exporters import targets
     from qnas_deploy.exporters.export import ExportOptions, lower, metadata, prepare, write
+    from report import fp32_twin  # benchmarks/report.py: the same twin the report times
 
     built = {}
     plans = [("onnx_int8", dataclasses.replace(spec, weight_grid=targets.get("onnxruntime").weight_grid), "onnx",

@@ -151,6 +151,7 @@ def eval_cmd(model: str | None, bicubic: bool, data: str, datasets_root: str | N
     from .evaluate import bicubic_upscaler, evaluate_sets, results_table
     from .runtimes import grey_aware
     from .runtimes import open_model
+    from .zoo import model_file
     from .runtimes.opened import check_trained
 
     if bicubic == bool(model):
@@ -161,7 +162,7 @@ def eval_cmd(model: str | None, bicubic: bool, data: str, datasets_root: str | N
         scale = scale or 4
         run, method = bicubic_upscaler(scale), "bicubic"
     else:
-        opened = open_model(model, threads=threads, xnnpack=not no_xnnpack)
+        opened = open_model(model_file(model), threads=threads, xnnpack=not no_xnnpack)
         if not allow_initialised:
             check_trained(opened)
         if scale and scale != opened.scale:
@@ -181,26 +182,44 @@ def eval_cmd(model: str | None, bicubic: bool, data: str, datasets_root: str | N
 @click.option("-o", "--output", "out", required=True, metavar="PATH", help="Checkpoint to write (every epoch).")
 @click.option("--val", metavar="DATA", help="Validation sets scored in PSNR after every epoch.")
 @_datasets_root_option
-@click.option("--epochs", type=int, default=30, show_default=True)
-@click.option("--iters", type=int, default=1000, show_default=True, help="Iterations per epoch.")
-@click.option("--batch", type=int, default=16, show_default=True)
-@click.option("--patch", type=int, default=32, show_default=True, help="LR patch side in pixels.")
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True)
+@click.option("--recipe", type=click.Choice(["default", "paper"]), default="default", show_default=True,
+              help="Training recipe: 'default' (Adam 2e-3, 2% warm-up, cosine; chosen by measurement) or 'paper' "
+                   "(QuantNAS appendix D: SGD 1e-3, momentum 0.9). The options below override it.")
+@click.option("--epochs", type=int, default=None, help="[recipe: 30]")
+@click.option("--iters", type=int, default=None, help="Iterations per epoch. [recipe: 1000]")
+@click.option("--batch", type=int, default=None, help="[recipe: 16]")
+@click.option("--patch", type=int, default=None, help="LR patch side in pixels. [recipe: 32]")
+@click.option("--lr", type=float, default=None, help="Peak learning rate. [default 2e-3, paper 1e-3]")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default=None, help="[default adam, paper sgd]")
+@click.option("--warmup", type=float, default=None, help="Fraction of the run with a linear lr warm-up. [default 0.02]")
+@click.option("--float-warmup", type=float, default=None,
+              help="Fraction of the run trained in float before the quantizers turn on. [0]")
+@click.option("--loss", type=click.Choice(["l1", "l2"]), default=None, help="[l1]")
+@click.option("--init", "init_from", metavar="FOUND", default=None,
+              help="Start from the weights the search's supernet trained for SPEC's path (the found.json a "
+                   "search wrote, with its .search.pt beside it).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--calib-batches", type=int, default=8, show_default=True,
               help="Batches used to calibrate BN, ADQ and quantizer ranges at the end.")
+@click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
+              help="Loader processes cutting patches (the patches do not depend on it).")
+@click.option("--no-cache", is_flag=True,
+              help="Decode the training images into memory instead of the memory-mapped cache "
+                   "(~/.cache/qnas-deploy/decoded, or $QNAS_CACHE/decoded).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N, or auto.")
 @click.option("--resume", is_flag=True, help="Continue the run saved at --output.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--for-target", metavar="NAME", default=None,
-              help="Train on the weight grid the export target's int8 kernels run fastest (onnxruntime: 7-bit "
-                   "8-bit weights, which its x86 kernel cannot saturate); the checkpoint's found.json records it.")
-def train(spec: str, data: str, out: str, val: str | None, datasets_root: str | None, epochs: int,
-          iters: int, batch: int, patch: int, lr: float, optimizer: str, seed: int, calib_batches: int,
-          device: str, resume: bool, no_progress: bool, for_target: str | None) -> None:
-    """Quantization-aware training of SPEC (found.json or zoo name) from scratch."""
-    from .data import load_pairs
+              help="Train on the weight grid the export target's int8 kernels run fastest and exact (onnxruntime: "
+                   "7-bit 8-bit weights, which its x86 kernel cannot saturate; LiteRT: [-127, 127]); the "
+                   "checkpoint's found.json records it.")
+def train(spec: str, data: str, out: str, val: str | None, datasets_root: str | None, recipe: str,
+          epochs: int | None, iters: int | None, batch: int | None, patch: int | None, lr: float | None,
+          optimizer: str | None, warmup: float | None, float_warmup: float | None, loss: str | None,
+          init_from: str | None, seed: int, calib_batches: int, workers: int, no_cache: bool, device: str,
+          resume: bool, no_progress: bool, for_target: str | None) -> None:
+    """Quantization-aware training of SPEC (found.json or zoo name)."""
+    from .data import cached_training_store, load_pairs
     from .train import TrainConfig, train as run_train
     from .zoo import resolve
 
@@ -210,14 +229,18 @@ def train(spec: str, data: str, out: str, val: str | None, datasets_root: str | 
         from .exporters.targets import get as get_target
 
         arch = arch.with_(weight_grid=get_target(for_target).weight_grid)
-    cfg = TrainConfig(epochs=epochs, iters=iters, batch=batch, patch=patch, lr=lr, optimizer=optimizer,
-                      seed=seed, calib_batches=calib_batches)
+    cfg = TrainConfig.from_recipe(recipe, epochs=epochs, iters=iters, batch=batch, patch=patch, lr=lr,
+                                  optimizer=optimizer, warmup=warmup, float_warmup=float_warmup, loss=loss,
+                                  seed=seed, calib_batches=calib_batches, init=init_from)
     dev = _device(device)
-    pairs = load_pairs(data, arch.scale, datasets_root, training=True)
+    if no_cache:
+        pairs = load_pairs(data, arch.scale, datasets_root, training=True)
+    else:
+        pairs = cached_training_store(data, arch.scale, datasets_root, progress=not no_progress)
     val_pairs = load_pairs(val, arch.scale, datasets_root, training=False) if val else None
-    click.echo(f"training {arch.name or spec} on {len(pairs)} images ({dev})", err=True)
+    click.echo(f"training {arch.name or spec} on {len(pairs)} images ({dev}, recipe {recipe})", err=True)
     run_train(arch, pairs, out, cfg, val_pairs, resume=resume, device=dev, progress=not no_progress,
-              log=lambda m: click.echo(m, err=True))
+              log=lambda m: click.echo(m, err=True), workers=workers)
     click.echo(f"wrote {out}", err=True)
 
 
@@ -254,9 +277,10 @@ def upscale(model: str, image: str, out: str | None, tile: int, overlap: int, co
 
     from .infer import upscale_file
     from .runtimes import open_model
+    from .zoo import model_file
 
     check_writable(out, compare)
-    opened = open_model(model, threads=threads, xnnpack=not no_xnnpack)
+    opened = open_model(model_file(model), threads=threads, xnnpack=not no_xnnpack)
     out = out or str(Path(image).with_name(f"{Path(image).stem}_x{opened.scale}.png"))
     upscale_file(opened, image, out, tile=tile, overlap=overlap, compare=compare, allow_initialised=allow_initialised,
                  progress=not no_progress, log=lambda m: click.echo(m, err=True))
@@ -289,9 +313,11 @@ def upscale(model: str, image: str, out: str | None, tile: int, overlap: int, co
 @click.option("--license", "license_", metavar="TEXT", default=None,
               help="TFLite metadata: the model's license (for example an SPDX name); default: none stated, but "
                    "Apache-2.0 for a zoo architecture exported without trained weights.")
+@click.option("--init", "initialised", is_flag=True,
+              help="A zoo entry with initialised weights, not its shipped trained ones (for latency work).")
 def export(source: str, fmt: str, out: str | None, weights: str | None, calib: str | None,
            datasets_root: str | None, adq: str, int4: str, io: str, input_size: str, no_simplify: bool,
-           target: str | None, author: str, license_: str | None) -> None:
+           target: str | None, author: str, license_: str | None, initialised: bool) -> None:
     """Export SOURCE (found.json, zoo name or checkpoint .pt) to a fully integer QDQ ONNX file
     (or its ORT format for onnxruntime Mobile) or an int8 TFLite flatbuffer."""
     from pathlib import Path
@@ -308,6 +334,15 @@ def export(source: str, fmt: str, out: str | None, weights: str | None, calib: s
     from .exporters.options import ExportOptions
 
     out = out or f"{Path(source).stem}.{fmt}"
+    from .zoo import names, shipped_weights
+
+    if initialised and weights:
+        raise BadInput("give either --weights or --init, not both")
+    if not Path(source).is_file() and source in names() and not weights and not initialised:
+        shipped = shipped_weights(source)
+        if shipped is not None:
+            source = str(shipped)  # the checkpoint holds its own found.json (trained on the narrow grid)
+            click.echo(f"{source}: its shipped trained weights (--init for initialised ones)", err=True)
     options = ExportOptions(format=fmt, target=target, adq=adq, io=io, int4=int4, input_size=(h, w))
     beside = companion_paths(out, options)
     check_writable(out, *beside)
@@ -479,7 +514,8 @@ def bench() -> None:
 @_machine_option
 def bench_parity(checkpoint, files, data, datasets_root, tolerance_db, threads, tflite_kernels, json_path, md_path,
                  diff_png, onnx_runtimes, machine) -> None:
-    """Run every image through CHECKPOINT (PyTorch), the numpy integer reference and FILES.
+    """Run every image through CHECKPOINT (PyTorch; or a zoo name: its shipped weights), the
+    numpy integer reference and FILES.
 
     Exits 1 when a file misses --tolerance-db on some image.
     """
@@ -488,7 +524,10 @@ def bench_parity(checkpoint, files, data, datasets_root, tolerance_db, threads, 
     from .data import benchmark_pairs, resolve_dataset
     from .errors import QnasError
 
+    from .zoo import model_file
+
     check_writable(json_path, md_path, diff_png)
+    checkpoint = model_file(checkpoint)
     scale = load_checkpoint(checkpoint).spec.scale
     sets = {s: benchmark_pairs(resolve_dataset(s, datasets_root), scale) for s in data.split(",") if s}
     result = parity(checkpoint, list(files), sets, threads, tolerance_db, _kernels(tflite_kernels),

@@ -189,3 +189,133 @@ def _as_rgb(img: np.ndarray) -> np.ndarray:
 
 def _to_tensor(batch: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+class PairStore:
+    """Training pairs read one at a time: in memory (a list of :class:`Pair`) or from a
+    decoded cache of ``.npy`` files (:func:`cached_training_store`), memory-mapped so that
+    a set the size of DIV2K is never decoded into Python lists at once, and worker
+    processes share the operating system's page cache instead of copies."""
+
+    def __init__(self, pairs: list[Pair] | None = None, files: list[tuple[str, Path, Path]] | None = None):
+        if (pairs is None) == (files is None):
+            raise ValueError("give pairs or files")
+        self._pairs, self._files = pairs, files
+        self._open: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return len(self._pairs if self._pairs is not None else self._files)
+
+    def name(self, i: int) -> str:
+        return self._pairs[i].name if self._pairs is not None else self._files[i][0]
+
+    def get(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(lr, hr)`` of pair ``i``, RGB ``HxWx3`` uint8."""
+        if self._pairs is not None:
+            p = self._pairs[i]
+            return _as_rgb(p.lr), _as_rgb(p.hr)
+        if i not in self._open:
+            _, lr, hr = self._files[i]
+            self._open[i] = (np.load(lr, mmap_mode="r"), np.load(hr, mmap_mode="r"))
+        return self._open[i]
+
+    def __getstate__(self):
+        # Worker processes open their own maps.
+        return {**self.__dict__, "_open": {}}
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("QNAS_CACHE", Path.home() / ".cache" / "qnas-deploy")) / "decoded"
+
+
+def cached_training_store(data: str, scale: int, root: str | None, progress: bool = False) -> PairStore:
+    """The training pairs of ``data`` (as :func:`load_pairs`) decoded once into a cache of
+    ``.npy`` files keyed by the images' paths, sizes and times, then memory-mapped."""
+    import hashlib
+
+    from ._io import atomic_path
+
+    files: list[tuple[str, Path, Path]] = []
+    for item in (s for s in data.split(",") if s):
+        folder = resolve_dataset(item, root)
+        hr_dir = folder / "HR" if (folder / "HR").is_dir() else folder
+        images = list_images(hr_dir)
+        lr_dir = folder / "LR_bicubic" / f"X{scale}"
+        stamp = "".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns};" for p in images)
+        if lr_dir.is_dir():
+            stamp += "".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns};" for p in list_images(lr_dir))
+        key = hashlib.sha256(f"{folder.resolve()}|x{scale}|{stamp}".encode()).hexdigest()[:16]
+        cache = _cache_root() / f"{folder.name}_x{scale}_{key}"
+        done = cache / "complete"
+        names = [p.stem for p in images]
+        if not done.is_file():
+            cache.mkdir(parents=True, exist_ok=True)
+            from ._progress import bar
+
+            b = bar(len(images), f"decoding {folder.name}", progress)
+            for pair in _iter_training_pairs(folder, scale):
+                for kind, arr in (("lr", pair.lr), ("hr", pair.hr)):
+                    with atomic_path(cache / f"{pair.name}.{kind}.npy") as tmp:
+                        with open(tmp, "wb") as f:
+                            np.save(f, _as_rgb(arr))
+                b.update(1)
+            b.close()
+            done.write_text("\n".join(names))
+        files += [(n, cache / f"{n}.lr.npy", cache / f"{n}.hr.npy") for n in names]
+    if not files:
+        raise BadInput(f"{data}: no images")
+    return PairStore(files=files)
+
+
+def _iter_training_pairs(folder: Path, scale: int):
+    """:func:`training_pairs` one pair at a time."""
+    if (folder / "HR").is_dir():
+        yield from benchmark_pairs(folder, scale)
+        return
+    from .imresize import imresize
+
+    for p in list_images(folder):
+        hr = load_image(p, rgb=True)
+        hr = hr[: hr.shape[0] - hr.shape[0] % scale, : hr.shape[1] - hr.shape[1] % scale]
+        yield Pair(p.stem, hr, imresize(hr, 1 / scale))
+
+
+class PatchDataset(torch.utils.data.Dataset):
+    """Sample ``i`` of a training run: a random aligned LR/HR patch with flips and
+    90-degree rotations, drawn from a generator seeded with ``(seed, i)``.
+
+    A patch depends on its index alone, so the stream is the same with any number of
+    loader workers, and a run resumed at sample ``i`` draws what an uninterrupted one
+    would. Returns float tensors in [0, 1]: LR ``[3, p, p]`` and HR ``[3, s*p, s*p]``.
+    """
+
+    def __init__(self, store: PairStore, scale: int, patch: int, seed: int, length: int):
+        self.store, self.scale, self.patch, self.seed, self.length = store, scale, patch, seed, length
+        small = [store.name(i) for i in range(len(store)) if min(store.get(i)[0].shape[:2]) < patch]
+        if small:
+            raise BadInput(f"{small[0]}: LR image smaller than the {patch}x{patch} training patch "
+                           f"({len(small)} such images); lower --patch")
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, int(i)])
+        s, p = self.scale, self.patch
+        lr, hr = self.store.get(int(rng.integers(len(self.store))))
+        y, x = int(rng.integers(lr.shape[0] - p + 1)), int(rng.integers(lr.shape[1] - p + 1))
+        a = lr[y:y + p, x:x + p]
+        b = hr[s * y:s * (y + p), s * x:s * (x + p)]
+        k, flip = int(rng.integers(4)), int(rng.integers(2))
+        a, b = np.rot90(a, k), np.rot90(b, k)
+        if flip:
+            a, b = a[:, ::-1], b[:, ::-1]
+        return _to_tensor(np.ascontiguousarray(a)[None])[0], _to_tensor(np.ascontiguousarray(b)[None])[0]
+
+
+def patch_loader(ds: PatchDataset, batch: int, start: int = 0, workers: int = 0,
+                 pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """Batches of ``ds`` from sample ``start`` on, in order (the order is the run)."""
+    return torch.utils.data.DataLoader(ds, batch_size=batch, sampler=range(start, len(ds)), num_workers=workers,
+                                       pin_memory=pin_memory, drop_last=False,
+                                       persistent_workers=False, prefetch_factor=4 if workers else None)

@@ -1,14 +1,20 @@
-"""Quantization-aware training of a found architecture (QuantNAS appendix D).
+"""Quantization-aware training of a found architecture.
 
-The network is trained from scratch with every quantizer on (LSQ weights, HWGQ
-activations, the 8-bit tensor quantizers, ADQ) on random LR/HR patches, L1 loss. Each
-epoch ends with a validation PSNR (Y channel) and a checkpoint; ``resume`` continues from
-the last one with the same optimizer, schedule and patch stream, so an interrupted run
-ends where an uninterrupted one would. Before the final checkpoint is written the model
-is calibrated (``calibrate.py``), so it is ready to evaluate and export.
+The network is trained with every quantizer on (LSQ weights, HWGQ activations, the 8-bit
+tensor quantizers, ADQ) on random LR/HR patches. Two named recipes (:data:`RECIPES`):
+``default``, chosen by measurement (``benchmarks/recipe_study.py``), and ``paper``,
+QuantNAS appendix D. Two starts closer to the goal than from scratch: ``init`` (the
+weights the search's supernet trained for the chosen path, :mod:`.search.inherit`) and
+``float_warmup`` (the first iterations with the quantizers off).
+
+Each epoch ends with a validation PSNR (Y channel) and a checkpoint; ``resume`` continues
+from the last one with the same optimizer, schedule and patch stream, so an interrupted
+run ends where an uninterrupted one would. Before the final checkpoint is written the
+model is calibrated (``calibrate.py``), so it is ready to evaluate and export.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -21,52 +27,119 @@ from torch import nn
 from ._io import check_writable
 from .calibrate import calibrate
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .data import PatchSampler, Pair
+from .data import Pair, PairStore, PatchDataset, patch_loader
 from .errors import BadInput
 from .infer import min_input_size, torch_runner
 from .runtimes import grey_aware
 from .metrics import psnr
+from .quant import quantizers_off
 from .spaces import build_model
 from .spec import ArchSpec
 
 OPTIMIZERS = ("sgd", "adam")
+LOSSES = ("l1", "l2")
+
+# What each recipe sets; anything given explicitly overrides it. ``default``: Adam at 2e-3
+# with a short linear warm-up and a cosine decay to zero converges from 150 iterations to
+# tens of thousands (benchmarks/results/recipe_study.md); SGD at 1e-3 (``paper``) barely
+# moves a quantized net in a short run (11.65 dB on Set5 after 150 iterations).
+RECIPES = {
+    "default": dict(epochs=30, iters=1000, batch=16, patch=32, lr=2e-3, optimizer="adam", momentum=0.9,
+                    weight_decay=0.0, warmup=0.02, float_warmup=0.0, loss="l1"),
+    "paper": dict(epochs=30, iters=1000, batch=16, patch=32, lr=1e-3, optimizer="sgd", momentum=0.9,
+                  weight_decay=3e-7, warmup=0.0, float_warmup=0.0, loss="l1"),
+}
 
 
 @dataclass
 class TrainConfig:
-    """Defaults are QuantNAS appendix D: 30 epochs, batch 16, lr 1e-3 with a cosine
-    schedule, SGD with momentum 0.9, weight decay 3e-7."""
+    """A training run's settings; the defaults are the ``default`` recipe.
+
+    ``warmup`` and ``float_warmup`` are fractions of all iterations: the learning rate
+    rises linearly over the first, and the quantizers stay off over the second."""
 
     epochs: int = 30
     iters: int = 1000          # iterations per epoch
     batch: int = 16
     patch: int = 32            # LR patch side; HR patches are scale times larger
-    lr: float = 1e-3
-    optimizer: str = "sgd"
+    lr: float = 2e-3
+    optimizer: str = "adam"
     momentum: float = 0.9
-    weight_decay: float = 3e-7
+    weight_decay: float = 0.0
+    warmup: float = 0.02
+    float_warmup: float = 0.0
+    loss: str = "l1"
     seed: int = 0
     calib_batches: int = 8
+    recipe: str = "default"
+    init: str | None = None    # a search's found.json whose supernet weights start the run
 
     def __post_init__(self):
+        if self.recipe not in RECIPES:
+            raise BadInput(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
         if self.optimizer not in OPTIMIZERS:
             raise BadInput(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.loss not in LOSSES:
+            raise BadInput(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         for name in ("epochs", "iters", "batch", "patch", "calib_batches"):
             if getattr(self, name) < 1:
                 raise BadInput(f"{name} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise BadInput(f"lr must be positive, got {self.lr}")
+        for name in ("warmup", "float_warmup"):
+            if not 0 <= getattr(self, name) < 1:
+                raise BadInput(f"{name} must be a fraction of the run in [0, 1), got {getattr(self, name)}")
+
+    @classmethod
+    def from_recipe(cls, recipe: str = "default", **overrides) -> "TrainConfig":
+        """The recipe's settings with every ``overrides`` value that is not None."""
+        if recipe not in RECIPES:
+            raise BadInput(f"--recipe {recipe}: choose from {', '.join(RECIPES)}")
+        return cls(**{**RECIPES[recipe], **{k: v for k, v in overrides.items() if v is not None}}, recipe=recipe)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         names = {f.name for f in fields(cls)}
+        if "recipe" not in d:  # a checkpoint from before recipes: appendix D without warm-up
+            d = {**RECIPES["paper"], **d, "recipe": "paper"}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+    @property
+    def total(self) -> int:
+        return self.epochs * self.iters
+
+    @property
+    def float_iters(self) -> int:
+        return int(round(self.float_warmup * self.total))
+
+
+def lr_factor(cfg: TrainConfig, it: int) -> float:
+    """The learning rate at iteration ``it`` over ``cfg.lr``: a linear warm-up over
+    ``warmup`` of the run, then a cosine decay to zero over the rest."""
+    warm = int(round(cfg.warmup * cfg.total))
+    if it < warm:
+        return (it + 1) / warm
+    return 0.5 * (1 + math.cos(math.pi * min(it - warm, cfg.total - warm) / max(1, cfg.total - warm)))
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda i: lr_factor(cfg, i))
+
+
+def _load_schedule(sched, opt: torch.optim.Optimizer, cfg: TrainConfig, state: dict) -> None:
+    if "lr_lambdas" in state:
+        sched.load_state_dict(state)
+        return
+    # A cosine-annealing state from before recipes: the same curve, continued by position.
+    sched.last_epoch = int(state["last_epoch"])
+    for g in opt.param_groups:
+        g["lr"] = cfg.lr * lr_factor(cfg, sched.last_epoch)
 
 
 def validate(model: nn.Module, pairs: list[Pair], scale: int, device: str = "cpu") -> float:
@@ -79,16 +152,20 @@ def validate(model: nn.Module, pairs: list[Pair], scale: int, device: str = "cpu
         model.train(was_training)
 
 
-def train(spec: ArchSpec, train_pairs: list[Pair], out: str | Path, cfg: TrainConfig,
+def train(spec: ArchSpec, train_pairs: list[Pair] | PairStore, out: str | Path, cfg: TrainConfig,
           val_pairs: list[Pair] | None = None, resume: bool = False, device: str = "cpu",
           progress: bool = True, log: Callable[[str], None] = print,
-          on_epoch_end: Callable[[int, dict], None] | None = None) -> Checkpoint:
-    """Train ``spec`` and write the checkpoint to ``out`` every epoch; returns the final one."""
+          on_epoch_end: Callable[[int, dict], None] | None = None, workers: int = 0) -> Checkpoint:
+    """Train ``spec`` and write the checkpoint to ``out`` every epoch; returns the final one.
+
+    ``workers``: loader processes that cut patches while the model trains (the patch
+    stream does not depend on it)."""
     check_writable(out)
     out = Path(out)
     if cfg.patch < min_input_size(spec):
         raise BadInput(f"--patch {cfg.patch}: the {spec.space} space needs LR patches of at least "
                        f"{min_input_size(spec)} pixels")
+    store = train_pairs if isinstance(train_pairs, PairStore) else PairStore(pairs=list(train_pairs))
     start_epoch, history, state = 0, [], {}
     if resume:
         if not out.is_file():
@@ -104,23 +181,31 @@ def train(spec: ArchSpec, train_pairs: list[Pair], out: str | Path, cfg: TrainCo
     else:
         torch.manual_seed(cfg.seed)
         model = build_model(spec)
+        if cfg.init:
+            from .search.inherit import inherit_supernet_weights
+
+            n = inherit_supernet_weights(model, spec, cfg.init)
+            log(f"init: {n} tensors from the supernet of {cfg.init}")
     model.to(device)
-    sampler = PatchSampler(train_pairs, spec.scale, cfg.patch, cfg.seed)
+    ds = PatchDataset(store, spec.scale, cfg.patch, cfg.seed, cfg.total * cfg.batch)
     opt = _optimizer(model, cfg)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * cfg.iters)
+    sched = _scheduler(opt, cfg)  # before the optimizer's state: a new scheduler resets the lr
     if state:
         opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        sampler.set_state(state["sampler"])
-    loss_fn = nn.L1Loss()
+        _load_schedule(sched, opt, cfg, state["scheduler"])
+    loss_fn = nn.L1Loss() if cfg.loss == "l1" else nn.MSELoss()
+    cuda = str(device).startswith("cuda")
+    elapsed = float(history[-1].get("elapsed_s", 0.0)) if history else 0.0
 
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         t0, total = time.perf_counter(), 0.0
         bar = _bar(cfg.iters, f"epoch {epoch + 1}/{cfg.epochs}", progress)
-        for _ in range(cfg.iters):
-            lr_b, hr_b = sampler.batch(cfg.batch)
-            loss = loss_fn(model(lr_b.to(device)), hr_b.to(device))
+        first = epoch * cfg.iters
+        loader = patch_loader(ds, cfg.batch, first * cfg.batch, workers, pin_memory=cuda)
+        for i, (lr_b, hr_b) in zip(range(cfg.iters), loader):
+            with quantizers_off(model, first + i < cfg.float_iters):
+                loss = loss_fn(model(lr_b.to(device, non_blocking=cuda)), hr_b.to(device, non_blocking=cuda))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -129,20 +214,23 @@ def train(spec: ArchSpec, train_pairs: list[Pair], out: str | Path, cfg: TrainCo
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
         bar.close()
+        del loader
         seconds = time.perf_counter() - t0
-        entry = {"epoch": epoch + 1, "loss": total / cfg.iters, "seconds": seconds,
+        elapsed += seconds
+        entry = {"epoch": epoch + 1, "loss": total / cfg.iters, "seconds": seconds, "elapsed_s": elapsed,
                  "patches_per_s": cfg.iters * cfg.batch / seconds}
         if val_pairs:
             entry["val_psnr_db"] = validate(model, val_pairs, spec.scale, device)
         history.append(entry)
         log(_epoch_line(entry))
         record = {"config": asdict(cfg), "epoch": epoch + 1, "history": history}
-        state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "sampler": sampler.get_state()}
+        state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
         save_checkpoint(out, spec, model, calibrated=False, record=record, state=state)
         if on_epoch_end:
             on_epoch_end(epoch + 1, entry)
 
-    n = calibrate(model, [sampler.batch(cfg.batch)[0].to(device) for _ in range(cfg.calib_batches)])
+    calib = PatchDataset(store, spec.scale, cfg.patch, cfg.seed + 1, cfg.calib_batches * cfg.batch)
+    n = calibrate(model, [lr_b.to(device) for lr_b, _ in patch_loader(calib, cfg.batch)])
     record = {"config": asdict(cfg), "epoch": cfg.epochs, "history": history, "calibration_batches": n}
     if val_pairs:
         record["val_psnr_db"] = validate(model, val_pairs, spec.scale, device)

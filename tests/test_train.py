@@ -132,3 +132,67 @@ def test_an_unwritable_output_is_found_before_the_first_epoch(tmp_path, tiny_spe
         with pytest.raises(BadInput, match=needle):
             train(tiny_spec, data, path, TrainConfig(**TINY), progress=False, log=logged.append)
     assert logged == []
+
+
+def test_recipes_set_their_settings_and_options_override_them():
+    from qnas_deploy.train import RECIPES
+
+    d = TrainConfig.from_recipe("default")
+    p = TrainConfig.from_recipe("paper", lr=5e-3)
+    assert d == TrainConfig() and d.optimizer == "adam" and d.warmup > 0
+    assert (p.optimizer, p.lr, p.momentum, p.weight_decay, p.warmup, p.recipe) == ("sgd", 5e-3, 0.9, 3e-7, 0.0, "paper")
+    assert set(RECIPES) == {"default", "paper"}
+    with pytest.raises(BadInput, match="recipe"):
+        TrainConfig.from_recipe("fast")
+    with pytest.raises(BadInput, match="fraction"):
+        TrainConfig(float_warmup=1.0)
+
+
+def test_a_checkpoint_from_before_recipes_resumes_as_appendix_d():
+    cfg = TrainConfig.from_dict({"epochs": 2, "iters": 3, "lr": 1e-3, "optimizer": "sgd", "weight_decay": 3e-7})
+    assert cfg.recipe == "paper" and cfg.warmup == 0 and cfg.float_warmup == 0
+
+
+def test_lr_warms_up_linearly_then_decays_to_zero_by_cosine():
+    from qnas_deploy.train import lr_factor
+
+    cfg = TrainConfig(epochs=1, iters=100, warmup=0.1)
+    f = [lr_factor(cfg, i) for i in range(100)]
+    assert f[:10] == pytest.approx([(i + 1) / 10 for i in range(10)])
+    assert f[10] == 1.0 and all(a >= b for a, b in zip(f[10:], f[11:])) and f[-1] < 1e-3
+    assert lr_factor(TrainConfig(epochs=1, iters=100, warmup=0), 50) == pytest.approx(0.5)
+
+
+def test_float_warmup_trains_the_float_network_first(tmp_path, tiny_spec, data, monkeypatch):
+    from qnas_deploy.quant import HWGQAct, LSQWeightPerChannel
+
+    seen = []
+    real = LSQWeightPerChannel.forward
+
+    def spy(self, w):
+        seen.append(self.enabled)
+        return real(self, w)
+
+    monkeypatch.setattr(LSQWeightPerChannel, "forward", spy)
+    cfg = TrainConfig(**{**TINY, "epochs": 1, "iters": 4, "float_warmup": 0.5})
+    ck = train(tiny_spec, data, tmp_path / "f.pt", cfg, progress=False, log=_quiet)
+    n = sum(1 for m in ck.model.modules() if isinstance(m, LSQWeightPerChannel) and m.bits < 32)
+    # Two float iterations, then two quantized ones (and the calibration after them).
+    assert seen[:2 * n] == [False] * (2 * n) and seen[2 * n:4 * n] == [True] * (2 * n)
+    assert all(bool(m.initialized) for m in ck.model.modules() if isinstance(m, (HWGQAct, LSQWeightPerChannel))
+               and m.bits < 32)
+
+
+def test_cli_train_defaults_to_the_default_recipe(tmp_path, tiny_spec, sr_folder, capsys, monkeypatch):
+    monkeypatch.setenv("QNAS_CACHE", str(tmp_path / "cache"))
+    folder = sr_folder(tmp_path / "d")
+    spec_path = tmp_path / "s.json"
+    save(tiny_spec, spec_path)
+    out = tmp_path / "m.pt"
+    assert main(["train", str(spec_path), "--data", str(folder), "-o", str(out), "--epochs", "1", "--iters", "2",
+                 "--batch", "2", "--patch", "8", "--no-progress", "--workers", "1"]) == 0
+    cfg = load_checkpoint(out).record["config"]
+    assert (cfg["recipe"], cfg["optimizer"], cfg["lr"]) == ("default", "adam", 2e-3)
+    assert main(["train", str(spec_path), "--data", str(folder), "-o", str(tmp_path / "p.pt"), "--recipe", "paper",
+                 "--epochs", "1", "--iters", "1", "--batch", "2", "--patch", "8", "--no-progress"]) == 0
+    assert load_checkpoint(tmp_path / "p.pt").record["config"]["optimizer"] == "sgd"

@@ -12,6 +12,9 @@ which gives ordinary float networks from the same code.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 from torch import nn
 
@@ -52,6 +55,8 @@ class LSQWeightPerChannel(nn.Module):
     and ``-(-128)`` does not fit in int8.
     """
 
+    bypass = False  # set by :func:`quantizers_off`
+
     def __init__(self, bits: int, out_channels: int):
         super().__init__()
         self.bits = bits
@@ -64,7 +69,7 @@ class LSQWeightPerChannel(nn.Module):
 
     @property
     def enabled(self) -> bool:
-        return self.bits < FLOAT_BITS
+        return self.bits < FLOAT_BITS and not self.bypass
 
     def init_from(self, w: torch.Tensor) -> None:
         with torch.no_grad():
@@ -127,6 +132,8 @@ class HWGQAct(nn.Module):
     one constant scale per tensor (zero point 0, ``2^b`` levels).
     """
 
+    bypass = False  # set by :func:`quantizers_off`
+
     def __init__(self, bits: int, momentum: float = 0.1):
         super().__init__()
         self.bits = bits
@@ -136,7 +143,7 @@ class HWGQAct(nn.Module):
 
     @property
     def enabled(self) -> bool:
-        return self.bits < FLOAT_BITS
+        return self.bits < FLOAT_BITS and not self.bypass
 
     @property
     def step(self) -> torch.Tensor:
@@ -176,6 +183,8 @@ class Uint8AffineTensor(nn.Module):
     ``fixed_scale`` pins the scale (the network input: 1/255 makes uint8 pixels lossless).
     """
 
+    bypass = False  # set by :func:`quantizers_off`
+
     def __init__(self, signed: bool, fixed_scale: float | None = None, momentum: float = 0.1,
                  bits: int = 8):
         super().__init__()
@@ -189,7 +198,7 @@ class Uint8AffineTensor(nn.Module):
 
     @property
     def enabled(self) -> bool:
-        return self.bits < FLOAT_BITS
+        return self.bits < FLOAT_BITS and not self.bypass
 
     @property
     def zero_point(self) -> int:
@@ -241,3 +250,18 @@ class Uint8AffineTensor(nn.Module):
             f", fixed_scale={self.fixed_scale}" if self.fixed_scale is not None else "")
 
 
+
+
+@contextmanager
+def quantizers_off(model: nn.Module, off: bool = True) -> Iterator[None]:
+    """``model`` as its float network while inside (the float warm-up of training):
+    quantizers pass values through and neither observe ranges nor initialise steps, so
+    they start from the weights and statistics the float phase leaves."""
+    qs = [m for m in model.modules() if isinstance(m, (LSQWeightPerChannel, HWGQAct, Uint8AffineTensor))] if off else []
+    for q in qs:
+        q.bypass = True
+    try:
+        yield
+    finally:
+        for q in qs:
+            q.bypass = False

@@ -14,6 +14,10 @@
 ``mobile_w8a8``           mobile space (every conv at LR), 32 channels, bicubic anchor, 8 bits.
 ``mobile_mixed``          the same with 4-bit body layers.
 ========================  ======================================================================
+
+Trained weights ship for some entries (``weights/NAME.pt``, made by
+``benchmarks/train_zoo.py``, whose record says how): ``upscale``, ``eval`` and ``export``
+use them when given the entry's name (``export --init`` keeps initialised weights).
 """
 from __future__ import annotations
 
@@ -42,3 +46,25 @@ def resolve(arg: str) -> ArchSpec:
     if arg in names():
         return load_zoo(arg)
     raise BadInput(f"{arg}: no such file, and not a zoo entry (zoo: {', '.join(names())})")
+
+
+def shipped_weights(name: str) -> Path | None:
+    """The trained checkpoint shipped for zoo entry ``name``, if there is one."""
+    f = resources.files(__name__).joinpath("weights", f"{name}.pt")
+    return Path(str(f)) if f.is_file() else None
+
+
+def with_weights() -> list[str]:
+    return [n for n in names() if shipped_weights(n) is not None]
+
+
+def model_file(arg: str) -> str:
+    """``arg`` if it is a file, else the shipped checkpoint of the zoo entry it names."""
+    if Path(arg).is_file() or arg not in names():
+        return arg
+    w = shipped_weights(arg)
+    if w is None:
+        raise BadInput(f"zoo entry {arg} ships no trained weights (entries with weights: "
+                       f"{', '.join(with_weights()) or 'none'}); train it (qnas-deploy train {arg} ...) and pass "
+                       "the checkpoint")
+    return str(w)

@@ -1,0 +1,90 @@
+"""The zoo's shipped weights: safe to load, made by a recorded command, better than bicubic,
+and exported files that compute exactly what they compute in PyTorch."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from qnas_deploy.checkpoint import load_checkpoint
+from qnas_deploy.cli import main
+from qnas_deploy.data import default_datasets_root
+from qnas_deploy.zoo import model_file, names, shipped_weights, with_weights
+
+SHIPPED = with_weights()
+
+
+def test_weights_ship_for_the_entries_users_start_from():
+    assert {"espcn_w8a8", "mobile_w8a8", "basic_lrtail_bicubic"} <= set(SHIPPED)
+
+
+def test_a_zoo_name_without_weights_says_which_have_them():
+    bare = next(n for n in names() if n not in SHIPPED)
+    with pytest.raises(Exception, match="ships no trained weights"):
+        model_file(bare)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_weights_load_safely_and_record_how_they_were_made(name):
+    raw = torch.load(shipped_weights(name), map_location="cpu", weights_only=True)
+    made = raw["record"]["made_by"]
+    assert made["command"].startswith("python benchmarks/train_zoo.py")
+    assert {"recipe", "seed", "data", "finished", "machine", "train_seconds", "scores"} <= set(made)
+    ck = load_checkpoint(shipped_weights(name))
+    assert ck.calibrated and ck.spec.name == name and ck.spec.weight_grid == "narrow"
+
+
+@pytest.fixture(scope="module")
+def crops(tmp_path_factory):
+    """Three 96x96 crops of Set5 in benchmark layout (HR and MATLAB-made x4 LR)."""
+    root = default_datasets_root()
+    if root is None or not (root / "Set5").is_dir():
+        pytest.skip("Set5 not found (../shared/datasets or $QNAS_DATASETS)")
+    from qnas_deploy.data import benchmark_pairs
+    from qnas_deploy.imresize import imresize
+
+    folder = tmp_path_factory.mktemp("crops")
+    (folder / "HR").mkdir()
+    (folder / "LR_bicubic" / "X4").mkdir(parents=True)
+    for p in benchmark_pairs(root / "Set5", 4)[:3]:
+        hr = p.hr[:96, :96]
+        Image.fromarray(hr).save(folder / "HR" / f"{p.name}.png")
+        Image.fromarray(imresize(hr, 0.25)).save(folder / "LR_bicubic" / "X4" / f"{p.name}.png")
+    return folder
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_upscale_by_zoo_name_beats_bicubic(name, crops, tmp_path, capsys):
+    from qnas_deploy.imresize import imresize
+    from qnas_deploy.metrics import psnr
+
+    lr = crops / "LR_bicubic" / "X4" / "baby.png"
+    out = tmp_path / "up.png"
+    assert main(["upscale", name, str(lr), "-o", str(out), "--no-progress"]) == 0
+    hr = np.asarray(Image.open(crops / "HR" / "baby.png"))
+    y = np.asarray(Image.open(out))
+    bicubic = np.clip(imresize(np.asarray(Image.open(lr)), 4.0), 0, 255).round().astype(np.uint8)
+    assert y.shape == hr.shape and psnr(y, hr, 4) > psnr(bicubic, hr, 4)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_exports_of_the_shipped_weights_are_exact_in_every_backend(name, crops, tmp_path, capsys):
+    onnx, tfl = tmp_path / f"{name}.onnx", tmp_path / f"{name}.tflite"
+    assert main(["export", name, "-o", str(onnx)]) == 0
+    assert main(["export", name, "--format", "tflite", "-o", str(tfl), "--input-size", "24x24"]) == 0
+    assert "shipped trained weights" in capsys.readouterr().err
+    js = tmp_path / "parity.json"
+    assert main(["bench", "parity", name, str(onnx), str(tfl), "--data", str(crops), "--json", str(js)]) == 0
+    files = json.loads(js.read_text())["files"]
+    runtimes = [k for k in files if k not in ("pytorch", "reference")]
+    assert len(runtimes) == 3
+    for k in runtimes:  # 0 steps: each runtime's integer arithmetic is reproduced exactly
+        assert files[k]["min_identical_pixels"] == 1.0 and files[k]["max_abs_diff"] == 0, k
+        assert abs(files[k]["max_abs_delta_psnr_db"]) <= 0.01, k
+
+
+def test_export_init_keeps_initialised_weights(tmp_path, capsys):
+    out = tmp_path / "i.onnx"
+    assert main(["export", SHIPPED[0], "--init", "-o", str(out)]) == 0
+    assert "initialised" in capsys.readouterr().err

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .distributed import batch_norm, global_mean
 from .quant import Uint8AffineTensor
 
 ADQ_MODES = ("static", "dynamic")
@@ -60,7 +61,7 @@ class ADQ(nn.Module):
         as the runtime computes it: a depthwise 1x1 integer conv with one weight per channel
         (``+-127`` at scale ``|alpha|/127``, exact) and an int32 bias on ``s_x |alpha| / 127``."""
         if self.training or x_scale is None or not self.bn_quant.enabled:
-            return self.bn_quant(self.bn(x))
+            return self.bn_quant(batch_norm(self.bn, x))
         alpha, beta = self.folded()
         s_x = torch.as_tensor(x_scale, dtype=x.dtype).detach()
         step = s_x * self.weight_scale(alpha)
@@ -93,7 +94,7 @@ class ADQ(nn.Module):
         if self.training or (self.static and not bool(self.initialized)):
             s = self.phi(x)
             with torch.no_grad():
-                m = s.detach().mean()
+                m = global_mean(s.detach().mean())
                 if not bool(self.initialized):
                     self.static_scale.copy_(m)
                     self.initialized.fill_(True)

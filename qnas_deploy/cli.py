@@ -238,10 +238,15 @@ def train(spec: str, data: str, out: str, val: str | None, datasets_root: str | 
     else:
         pairs = cached_training_store(data, arch.scale, datasets_root, progress=not no_progress)
     val_pairs = load_pairs(val, arch.scale, datasets_root, training=False) if val else None
-    click.echo(f"training {arch.name or spec} on {len(pairs)} images ({dev}, recipe {recipe})", err=True)
+    import os
+
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 speaks and writes
+    if main_rank:
+        click.echo(f"training {arch.name or spec} on {len(pairs)} images ({dev}, recipe {recipe})", err=True)
     run_train(arch, pairs, out, cfg, val_pairs, resume=resume, device=dev, progress=not no_progress,
               log=lambda m: click.echo(m, err=True), workers=workers)
-    click.echo(f"wrote {out}", err=True)
+    if main_rank:
+        click.echo(f"wrote {out}", err=True)
 
 
 def _device(name: str) -> str:

@@ -313,9 +313,27 @@ class PatchDataset(torch.utils.data.Dataset):
         return _to_tensor(np.ascontiguousarray(a)[None])[0], _to_tensor(np.ascontiguousarray(b)[None])[0]
 
 
-def patch_loader(ds: PatchDataset, batch: int, start: int = 0, workers: int = 0,
-                 pin_memory: bool = False) -> torch.utils.data.DataLoader:
-    """Batches of ``ds`` from sample ``start`` on, in order (the order is the run)."""
-    return torch.utils.data.DataLoader(ds, batch_size=batch, sampler=range(start, len(ds)), num_workers=workers,
+class _Shard(torch.utils.data.Sampler):
+    """Rank ``rank``'s contiguous share of every global batch of ``batch`` samples from ``start``."""
+
+    def __init__(self, start: int, end: int, batch: int, rank: int, world: int):
+        self.start, self.end, self.batch, self.rank, self.world = start, end, batch, rank, world
+
+    def __iter__(self):
+        share = self.batch // self.world
+        for b in range(self.start, self.end, self.batch):
+            first = b + self.rank * share
+            yield from range(first, min(first + share, self.end))
+
+    def __len__(self) -> int:
+        return max(0, (self.end - self.start) // self.world)
+
+
+def patch_loader(ds: PatchDataset, batch: int, start: int = 0, workers: int = 0, pin_memory: bool = False,
+                 rank: int = 0, world: int = 1) -> torch.utils.data.DataLoader:
+    """Batches of ``ds`` from sample ``start`` on, in order (the order is the run). With
+    ``world`` processes, each loads its ``batch / world`` share of every global batch."""
+    sampler = range(start, len(ds)) if world == 1 else _Shard(start, len(ds), batch, rank, world)
+    return torch.utils.data.DataLoader(ds, batch_size=batch // world, sampler=sampler, num_workers=workers,
                                        pin_memory=pin_memory, drop_last=False,
                                        persistent_workers=False, prefetch_factor=4 if workers else None)

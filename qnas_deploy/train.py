@@ -160,7 +160,15 @@ def train(spec: ArchSpec, train_pairs: list[Pair] | PairStore, out: str | Path, 
 
     ``workers``: loader processes that cut patches while the model trains (the patch
     stream does not depend on it)."""
-    check_writable(out)
+    from . import distributed
+
+    distributed.init_from_env(device)
+    world, rank = distributed.world(), distributed.rank()
+    main = rank == 0
+    if cfg.batch % world:
+        raise BadInput(f"--batch {cfg.batch}: the global batch must divide among the {world} processes")
+    if main:
+        check_writable(out)
     out = Path(out)
     if cfg.patch < min_input_size(spec):
         raise BadInput(f"--patch {cfg.patch}: the {spec.space} space needs LR patches of at least "
@@ -187,6 +195,17 @@ def train(spec: ArchSpec, train_pairs: list[Pair] | PairStore, out: str | Path, 
             n = inherit_supernet_weights(model, spec, cfg.init)
             log(f"init: {n} tensors from the supernet of {cfg.init}")
     model.to(device)
+    net = model
+    if world > 1:
+        if main:
+            log(f"data parallel: {world} processes, {cfg.batch // world} patches each per step")
+        # Buffers (ranges, BN statistics) are kept equal by computing them over the global
+        # batch (distributed.py), not by rank 0's copy; some parameters (quantizer steps in
+        # the float warm-up) get no gradient in some steps.
+        net = nn.parallel.DistributedDataParallel(model, broadcast_buffers=False,
+                                                  find_unused_parameters=cfg.float_iters > 0)
+    if not main:
+        log, progress = (lambda m: None), False
     ds = PatchDataset(store, spec.scale, cfg.patch, cfg.seed, cfg.total * cfg.batch)
     opt = _optimizer(model, cfg)
     sched = _scheduler(opt, cfg)  # before the optimizer's state: a new scheduler resets the lr
@@ -202,10 +221,10 @@ def train(spec: ArchSpec, train_pairs: list[Pair] | PairStore, out: str | Path, 
         t0, total = time.perf_counter(), 0.0
         bar = _bar(cfg.iters, f"epoch {epoch + 1}/{cfg.epochs}", progress)
         first = epoch * cfg.iters
-        loader = patch_loader(ds, cfg.batch, first * cfg.batch, workers, pin_memory=cuda)
+        loader = patch_loader(ds, cfg.batch, first * cfg.batch, workers, pin_memory=cuda, rank=rank, world=world)
         for i, (lr_b, hr_b) in zip(range(cfg.iters), loader):
             with quantizers_off(model, first + i < cfg.float_iters):
-                loss = loss_fn(model(lr_b.to(device, non_blocking=cuda)), hr_b.to(device, non_blocking=cuda))
+                loss = loss_fn(net(lr_b.to(device, non_blocking=cuda)), hr_b.to(device, non_blocking=cuda))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -215,20 +234,38 @@ def train(spec: ArchSpec, train_pairs: list[Pair] | PairStore, out: str | Path, 
             bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
         bar.close()
         del loader
+        if world > 1:  # the loss of the global batch, not of this rank's share
+            t = torch.tensor(total)
+            torch.distributed.all_reduce(t)
+            total = float(t) / world
         seconds = time.perf_counter() - t0
         elapsed += seconds
         entry = {"epoch": epoch + 1, "loss": total / cfg.iters, "seconds": seconds, "elapsed_s": elapsed,
                  "patches_per_s": cfg.iters * cfg.batch / seconds}
-        if val_pairs:
-            entry["val_psnr_db"] = validate(model, val_pairs, spec.scale, device)
+        if world > 1:
+            entry["processes"] = world
+        if val_pairs and main:
+            with distributed.local():
+                entry["val_psnr_db"] = validate(model, val_pairs, spec.scale, device)
         history.append(entry)
         log(_epoch_line(entry))
         record = {"config": asdict(cfg), "epoch": epoch + 1, "history": history}
         state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
-        save_checkpoint(out, spec, model, calibrated=False, record=record, state=state)
+        if main:
+            save_checkpoint(out, spec, model, calibrated=False, record=record, state=state)
+        if world > 1:
+            torch.distributed.barrier()  # the epoch's checkpoint exists before any rank goes on
         if on_epoch_end:
             on_epoch_end(epoch + 1, entry)
 
+    if not main:  # rank 0 calibrates and writes the final checkpoint
+        return Checkpoint(spec, model.cpu().eval(), False, {"config": asdict(cfg), "history": history})
+    with distributed.local():
+        return _finish(spec, model, store, out, cfg, history, val_pairs, device, log)
+
+
+def _finish(spec, model, store, out, cfg, history, val_pairs, device, log) -> Checkpoint:
+    """Calibrate, score and write the final checkpoint."""
     calib = PatchDataset(store, spec.scale, cfg.patch, cfg.seed + 1, cfg.calib_batches * cfg.batch)
     n = calibrate(model, [lr_b.to(device) for lr_b, _ in patch_loader(calib, cfg.batch)])
     record = {"config": asdict(cfg), "epoch": cfg.epochs, "history": history, "calibration_batches": n}

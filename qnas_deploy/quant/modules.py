@@ -18,6 +18,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from ..distributed import global_max, global_std
 from . import functional as F
 
 FLOAT_BITS = 32
@@ -151,7 +152,7 @@ class HWGQAct(nn.Module):
 
     def observe(self, x: torch.Tensor) -> None:
         with torch.no_grad():
-            _track(self.sigma, self.initialized, x.detach().float().std().clamp_min(1e-8), self.momentum)
+            _track(self.sigma, self.initialized, global_std(x).clamp_min(1e-8), self.momentum)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
@@ -216,6 +217,7 @@ class Uint8AffineTensor(nn.Module):
             return
         with torch.no_grad():
             m = x.detach().abs().max() if self.signed else x.detach().clamp_min(0).max()
+            m = global_max(m)
             _track(self.absmax, self.initialized, m.float().clamp_min(1e-8), self.momentum)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

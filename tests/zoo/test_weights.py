@@ -56,16 +56,17 @@ def crops(tmp_path_factory):
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_upscale_by_zoo_name_beats_bicubic(name, crops, tmp_path, capsys):
+    from qnas_deploy.data import benchmark_pairs
     from qnas_deploy.imresize import imresize
     from qnas_deploy.metrics import psnr
 
-    lr = crops / "LR_bicubic" / "X4" / "baby.png"
-    out = tmp_path / "up.png"
+    pair = benchmark_pairs(default_datasets_root() / "Set5", 4)[0]  # a whole image: 128x128 LR
+    lr, out = tmp_path / "lr.png", tmp_path / "up.png"
+    Image.fromarray(pair.lr).save(lr)
     assert main(["upscale", name, str(lr), "-o", str(out), "--no-progress"]) == 0
-    hr = np.asarray(Image.open(crops / "HR" / "baby.png"))
     y = np.asarray(Image.open(out))
-    bicubic = np.clip(imresize(np.asarray(Image.open(lr)), 4.0), 0, 255).round().astype(np.uint8)
-    assert y.shape == hr.shape and psnr(y, hr, 4) > psnr(bicubic, hr, 4)
+    bicubic = np.clip(imresize(pair.lr, 4.0), 0, 255).round().astype(np.uint8)
+    assert y.shape == pair.hr.shape and psnr(y, pair.hr, 4) > psnr(bicubic, pair.hr, 4) + 0.2
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -75,13 +76,17 @@ def test_exports_of_the_shipped_weights_are_exact_in_every_backend(name, crops, 
     assert main(["export", name, "--format", "tflite", "-o", str(tfl), "--input-size", "24x24"]) == 0
     assert "shipped trained weights" in capsys.readouterr().err
     js = tmp_path / "parity.json"
-    assert main(["bench", "parity", name, str(onnx), str(tfl), "--data", str(crops), "--json", str(js)]) == 0
+    # Exit 0 or 1: LiteRT builtin's x86 kernels round some requantisations otherwise than
+    # PyTorch (README, exactness table); what it computes is checked against its reference.
+    assert main(["bench", "parity", name, str(onnx), str(tfl), "--data", str(crops), "--json", str(js)]) in (0, 1)
     files = json.loads(js.read_text())["files"]
     runtimes = [k for k in files if k not in ("pytorch", "reference")]
     assert len(runtimes) == 3
     for k in runtimes:  # 0 steps: each runtime's integer arithmetic is reproduced exactly
         assert files[k]["min_identical_pixels"] == 1.0 and files[k]["max_abs_diff"] == 0, k
-        assert abs(files[k]["max_abs_delta_psnr_db"]) <= 0.01, k
+    for k in (k for k in runtimes if "builtin" not in k):  # and equals PyTorch's pixels
+        assert files[k]["max_abs_delta_psnr_db"] == 0, k
+        assert min(i["identical_to_pytorch"] for i in files[k]["images"].values()) == 1.0, k
 
 
 def test_export_init_keeps_initialised_weights(tmp_path, capsys):

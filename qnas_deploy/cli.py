@@ -418,6 +418,65 @@ def search(space, bits, penalty, entropy_coef, data, datasets_root, out, epochs,
 
 
 @cli.command()
+@click.option("-o", "--output", "out", required=True, metavar="DIR", help="Run folder (run again to resume).")
+@_space_option
+@click.option("--penalties", default="1e-4,1e-3", show_default=True, help="Comma-separated BitOps penalties (eta).")
+@click.option("--seeds", default="0", show_default=True, help="Comma-separated seeds.")
+@click.option("--bit-sets", default="4,8", show_default=True, help="Bit sets separated by ';', e.g. '4,8;2,4,8'.")
+@click.option("--quick/--full", default=True, show_default=True, help="Quick searches (minutes on two cores) or full ones.")
+@click.option("--search-epochs", type=click.IntRange(1), default=None)
+@click.option("--search-iters", type=click.IntRange(1), default=None)
+@click.option("--search-batch", type=click.IntRange(1), default=None)
+@click.option("--search-patch", type=click.IntRange(4), default=None)
+@click.option("--channels", type=click.IntRange(3), default=None, help="Supernet width (default: the space's, or quick's).")
+@click.option("--blocks", type=click.IntRange(1), default=None)
+@click.option("--anchor", type=click.Choice(["none", "nearest", "bicubic"]), default="none", show_default=True)
+@click.option("--data", default=None, help="Search and training images (default: scikit-image's bundled photographs).")
+@click.option("--val", default=None, metavar="DATA", help="Sets each trained model is scored on (e.g. Set5).")
+@_datasets_root_option
+@click.option("--train-epochs", type=click.IntRange(0), default=1, show_default=True, help="0: no training.")
+@click.option("--train-iters", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--train-batch", type=click.IntRange(1), default=None)
+@click.option("--train-patch", type=click.IntRange(4), default=None)
+@click.option("--formats", default="onnx", show_default=True, help="Export formats per trial: onnx,tflite,ort.")
+@click.option("--parallel", type=click.IntRange(1), default=2, show_default=True,
+              help="Trials at once on the local Ray (ignored with --address: the cluster's resources decide).")
+@click.option("--cpus-per-trial", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--gpus-per-trial", type=float, default=0, show_default=True)
+@click.option("--retries", type=click.IntRange(0), default=2, show_default=True,
+              help="Times Ray restarts a trial whose worker died; it continues from its checkpoints.")
+@click.option("--address", default=None, help="Join a running Ray cluster ('auto', or HOST:PORT) instead of a local one.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda (with --gpus-per-trial).")
+@click.option("--no-progress", is_flag=True)
+def sweep(out, space, penalties, seeds, bit_sets, quick, search_epochs, search_iters, search_batch, search_patch,
+          channels, blocks, anchor, data, val,
+          datasets_root, train_epochs, train_iters, train_batch, train_patch, formats, parallel, cpus_per_trial,
+          gpus_per_trial, retries, address, device, no_progress) -> None:
+    """A grid of searches (penalties x seeds x bit sets), each trained and exported, as Ray tasks."""
+    from .errors import BadInput
+    from .sweep import SweepConfig, sweep as run_sweep
+
+    try:
+        cfg = SweepConfig(space=space, penalties=tuple(float(v) for v in penalties.split(",") if v),
+                          seeds=tuple(int(v) for v in seeds.split(",") if v),
+                          bit_sets=tuple(tuple(int(b) for b in g.split(",") if b) for g in bit_sets.split(";") if g),
+                          quick=quick, data=data, val=val, train_epochs=train_epochs, train_iters=train_iters,
+                          search={k: v for k, v in dict(epochs=search_epochs, iters=search_iters, batch=search_batch,
+                                                        patch=search_patch, channels=channels, blocks=blocks,
+                                                        anchor=anchor).items() if v is not None},
+                          train={k: v for k, v in dict(batch=train_batch, patch=train_patch).items() if v is not None},
+                          formats=tuple(f for f in formats.split(",") if f))
+    except ValueError as e:
+        raise BadInput(f"sweep: bad number in --penalties, --seeds or --bit-sets ({e})") from None
+    s = run_sweep(cfg, out, parallel, cpus_per_trial, gpus_per_trial, retries, address, datasets_root,
+                  _device(device), progress=not no_progress, log=lambda m: click.echo(m, err=True))
+    click.echo(f"wrote {out}/sweep.md: {len(s['trials'])} trials, {len(s['failed'])} failed, "
+               f"{s['wall_s']:.0f} s", err=True)
+    if s["failed"]:
+        raise SystemExit(1)
+
+
+@cli.command()
 @click.option("-o", "--output", "out", default="qnas-demo", show_default=True, metavar="DIR", help="Run folder.")
 @_datasets_root_option
 @click.option("--resume", is_flag=True, help="Continue a run folder, reusing the steps already done.")

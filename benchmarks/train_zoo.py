@@ -26,8 +26,8 @@ OUT = ROOT / "benchmarks" / "results"
 WEIGHTS = ROOT / "qnas_deploy" / "zoo" / "weights"
 # entry: (epochs, iterations per epoch). Sized to this 2-core CPU: about 1 hour for the
 # Basic entry, minutes for the LR-only nets, and what RFDN (1.4 s an iteration) can afford.
-PLAN = {"espcn_w8a8": (16, 500), "mobile_w8a8": (20, 500), "basic_lrtail_bicubic": (18, 500),
-        "rfdn_mixed": (8, 100)}
+PLAN = {"espcn_w8a8": (16, 500), "mobile_w8a8": (20, 500), "basic_lrtail_bicubic": (14, 500),
+        "rfdn_mixed": (6, 100)}
 DATA, GRID, SEED = "BSD100", "narrow", 0
 
 

@@ -10,6 +10,10 @@ PyTorch model over the images. Resumable: checkpoints and finished cells are kep
     python benchmarks/exact_matrix.py                          # ~/.cache/qnas-deploy/exact-matrix
     python benchmarks/exact_matrix.py --readme README.md       # and rewrite the README's table
     python benchmarks/exact_matrix.py --entries espcn_w8a8 --machines x86_64,aarch64:max --sets Set5
+    python benchmarks/exact_matrix.py --shipped --readme README.md   # the shipped trained weights
+
+``--shipped`` runs the entries that ship trained weights, as shipped (no training), into
+``results/exact_matrix_shipped.*`` and the README's shipped-matrix table.
 
 Writes ``benchmarks/results/exact_matrix.json`` and ``.md``. The aarch64 machines need
 ``qnas-deploy target setup aarch64``.
@@ -46,17 +50,30 @@ def variants(name: str, packed: set[str] | None = None) -> list[str]:
     return ["uint8"] + (["int4-packed"] if has4 else [])
 
 
+SHIPPED = False
+
+
 def checkpoint(name: str, work: Path, iters: int, data: str, log) -> Path:
-    """``name`` trained for ``iters`` Adam steps on ``data`` (resumed where a run stopped)."""
+    """``name`` trained for ``iters`` Adam steps on ``data`` (resumed where a run stopped);
+    with ``--shipped``, its shipped weights."""
     from qnas_deploy.data import resolve_dataset, training_pairs
     from qnas_deploy.train import TrainConfig, train
-    from qnas_deploy.zoo import load_zoo
+    from qnas_deploy.zoo import load_zoo, shipped_weights
 
     ck = work / "ckpt" / f"{name}.pt"
     done = work / "ckpt" / f"{name}.done"
+    ck.parent.mkdir(parents=True, exist_ok=True)
+    if SHIPPED:
+        import torch
+
+        w = shipped_weights(name)
+        made = torch.load(w, weights_only=True)["record"]["made_by"]
+        c = made["config"]
+        done.write_text(json.dumps({"iters": c["epochs"] * c["iters"], "data": made["data"],
+                                    "recipe": made["recipe"], "seconds": made["train_seconds"], "shipped": True}))
+        return w
     if done.is_file():
         return ck
-    ck.parent.mkdir(parents=True, exist_ok=True)
     spec = load_zoo(name)
     pairs = training_pairs(resolve_dataset(data), spec.scale)
     cfg = TrainConfig(epochs=max(1, iters // 50), iters=min(iters, 50), batch=4, patch=24, lr=1e-3,
@@ -151,10 +168,12 @@ def markdown(rows: list[dict], machines: list[str], meta: dict) -> str:
     return ("Each cell: the least share of output pixels identical to the numpy reference in that runtime's "
             "arithmetic on that machine (over the images), the largest difference where not all are, and the "
             f"largest |PSNR - PyTorch's| over the images ({meta['sets']} on x86, {meta['arm_sets']} on aarch64). "
-            "Models: each quantized zoo entry "
-            f"trained {meta['iters']} Adam steps on {meta['data']}. aarch64: the same runtime releases' aarch64 "
+            + ("Models: the shipped trained weights (narrow weight grid). " if SHIPPED else "Models: each quantized "
+               f"zoo entry trained {meta['iters']} Adam steps on {meta['data']}. ")
+            + f"aarch64: the same runtime releases' aarch64 "
             f"builds under qemu {meta.get('qemu', '?')} user mode ({meta.get('cpus', '')}). "
-            f"`python benchmarks/exact_matrix.py --readme README.md` remakes it.\n\n" + "\n".join(lines) + "\n")
+            f"`python benchmarks/exact_matrix.py {'--shipped ' if SHIPPED else ''}--readme README.md` remakes it.\n\n"
+            + "\n".join(lines) + "\n")
 
 
 def main(argv=None) -> int:
@@ -174,17 +193,24 @@ def main(argv=None) -> int:
                     "with 4-bit layers)")
     ap.add_argument("--cached-only", action="store_true", help="tabulate the finished cells, run nothing new")
     ap.add_argument("--readme", default=None, help="rewrite the table between the exact-matrix markers")
+    ap.add_argument("--shipped", action="store_true", help="the entries with shipped weights, as shipped")
     a = ap.parse_args(argv)
 
     from qnas_deploy.data import benchmark_pairs, resolve_dataset
     from qnas_deploy.emulation import aarch64
     from qnas_deploy.runtimes import RUNTIMES
 
-    global CACHED_ONLY
-    CACHED_ONLY = a.cached_only
-    work = Path(a.work) if a.work else aarch64.cache_root() / "exact-matrix"
+    global CACHED_ONLY, SHIPPED, START, END
+    CACHED_ONLY, SHIPPED = a.cached_only, a.shipped
+    work = Path(a.work) if a.work else aarch64.cache_root() / ("exact-matrix-shipped" if a.shipped else "exact-matrix")
     machines = a.machines.split(",")
-    names = a.entries.split(",") if a.entries else entries()
+    if a.shipped:
+        from qnas_deploy.zoo import with_weights
+
+        START, END = "<!-- shipped-matrix:start -->", "<!-- shipped-matrix:end -->"
+        names = a.entries.split(",") if a.entries else with_weights()
+    else:
+        names = a.entries.split(",") if a.entries else entries()
     sets = {s: benchmark_pairs(resolve_dataset(s), 4) for s in a.sets.split(",")}
     arm_sets = {s: benchmark_pairs(resolve_dataset(s), 4) for s in a.arm_sets.split(",")}
     onnx_runtimes = tuple(r for r in a.onnx_runtimes.split(",") if r in RUNTIMES)
@@ -219,8 +245,10 @@ def main(argv=None) -> int:
         pass
     md = markdown(rows, machines, meta)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "exact_matrix.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    (RESULTS / "exact_matrix.md").write_text("# Where it runs exactly\n\n" + md)
+    stem = "exact_matrix_shipped" if a.shipped else "exact_matrix"
+    (RESULTS / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    (RESULTS / f"{stem}.md").write_text("# Where it runs exactly" + (" (shipped weights)" if a.shipped else "")
+                                        + "\n\n" + md)
     if a.readme:
         text = Path(a.readme).read_text()
         i, j = text.index(START), text.index(END)

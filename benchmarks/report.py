@@ -30,8 +30,13 @@ SIZE = (128, 128)
 
 
 # Results of their own scripts, shown in the report as they stand (each names its command).
-INCLUDED = (("Int8 against float (issue 20)", "int8_speed.md"),
-            ("PSNR at equal training budget (issue 20)", "equal_budget.md"))
+INCLUDED = (("Shipped zoo weights: quality against cost", "zoo_quality.md"),
+            ("Shipped zoo weights: where they run exactly", "exact_matrix_shipped.md"),
+            ("Training recipes", "recipe_study.md"),
+            ("Training throughput and loader workers", "loader_throughput.md"),
+            ("Sweeps on Ray and training on torchrun", "cluster.md"),
+            ("Int8 against float", "int8_speed.md"),
+            ("PSNR at equal training budget", "equal_budget.md"))
 
 
 def included_sections() -> list[str]:

@@ -386,19 +386,36 @@ def export(source: str, fmt: str, out: str | None, weights: str | None, calib: s
 @click.option("--anchor", type=click.Choice(["none", "nearest", "bicubic"]), default="none", show_default=True,
               help="Add the upsampled input to the output (basic space; mobile: at LR, before the "
                    "depth-to-space); the found.json keeps it.")
+@click.option("--strategy", type=click.Choice(["dnas", "evolution", "bayes", "random"]), default="dnas",
+              show_default=True, help="dnas: QuantNAS (the paper). evolution (NSGA-II), bayes (TPE), random: Optuna "
+              "trials scored by a one-shot quantized supernet, then the front's best fine-tuned (QAFT).")
+@click.option("--trials", type=click.IntRange(1), default=None, help="Sampling strategies: architectures tried [40].")
+@click.option("--latency-budget", type=float, default=None,
+              help="Sampling strategies: the largest cost allowed: ms with --latency-table, else GBitOps (32x32).")
+@click.option("--oneshot-iters", type=click.IntRange(1), default=None, help="Sampling: supernet training steps [2000].")
+@click.option("--top", type=click.IntRange(1), default=None, help="Sampling: front candidates fine-tuned [3].")
+@click.option("--qaft-iters", type=click.IntRange(1), default=None, help="Sampling: fine-tune steps each [200].")
+@click.option("--val", default=None, metavar="DATA",
+              help="Sampling: images the candidates are scored on (default: four of the search images).")
 def search(space, bits, penalty, entropy_coef, data, datasets_root, out, epochs, iters, patch, batch, channels,
-           seed, device, mode, quick, resume, latency_table, latency_backend, anchor) -> None:
-    """QuantNAS search (SAN, BitMixer, entropy, BitOps or measured-latency penalty) -> found.json."""
+           seed, device, mode, quick, resume, latency_table, latency_backend, anchor, strategy, trials,
+           latency_budget, oneshot_iters, top, qaft_iters, val) -> None:
+    """Architecture search -> found.json: QuantNAS DNAS (SAN, BitMixer, entropy, BitOps or
+    measured-latency penalty), or evolutionary / Bayesian / random sampling on Optuna."""
     from .errors import BadInput
     from .search import SearchConfig, embedded_pairs
     from .search import search as run_search
     from .search.run import output_paths
 
-    check_writable(*output_paths(out))
     try:
         bit_list = tuple(int(b) for b in bits.split(",") if b)
     except ValueError:
         raise BadInput(f"--bits must be comma-separated integers, got {bits!r}") from None
+    if strategy != "dnas":
+        return _sampling_search(space, bit_list, data, datasets_root, out, patch, batch, channels, seed, quick,
+                                latency_table, latency_backend, anchor, strategy, trials, latency_budget,
+                                oneshot_iters, top, qaft_iters, val)
+    check_writable(*output_paths(out))
     kw = dict(space=space, bits=bit_list, mode=mode, penalty=penalty, entropy=entropy_coef, epochs=epochs,
               iters=iters, patch=patch, batch=batch, channels=channels, seed=seed, data=data or "embedded",
               latency_table=latency_table, latency_backend=latency_backend, anchor=anchor)
@@ -415,6 +432,31 @@ def search(space, bits, penalty, entropy_coef, data, datasets_root, out, epochs,
     arch = ", ".join(f"{l.name}={l.op}@{l.w_bits}" for l in r.spec.layers)
     click.echo(f"wrote {out} ({r.seconds:.0f} s): {arch}; BitOps(32x32) {r.spec.cost['bitops_32x32']:.3g}",
                err=True)
+
+
+def _sampling_search(space, bits, data, datasets_root, out, patch, batch, channels, seed, quick, latency_table,
+                     latency_backend, anchor, strategy, trials, budget, oneshot_iters, top, qaft_iters, val) -> None:
+    from .data import load_pairs
+    from .search import embedded_pairs
+    from .search.config import QUICK_CHANNELS
+    from .search.oneshot import OneShotConfig
+    from .search.sampling import SamplingConfig, paths, sampling_search
+
+    check_writable(out, *(v for k, v in paths(out).items() if k != "front"))
+    q = quick
+    oc = OneShotConfig(space=space, bits=bits, channels=channels or (QUICK_CHANNELS.get(space, 12) if q else None),
+                       blocks=2 if q else None, anchor=anchor, iters=oneshot_iters or (100 if q else 2000),
+                       batch=batch or (4 if q else 16), patch=patch or (16 if q else 32), seed=seed)
+    cfg = SamplingConfig(strategy=strategy, trials=trials or (8 if q else 40), oneshot=oc, latency_table=latency_table,
+                         latency_backend=latency_backend, latency_budget=budget, top=top or (2 if q else 3),
+                         qaft_iters=qaft_iters or (20 if q else 200), seed=seed)
+    pairs = load_pairs(data, 4, datasets_root, training=True) if data else embedded_pairs(4)
+    val_pairs = load_pairs(val, 4, datasets_root, training=False) if val else pairs[:4]
+    r = sampling_search(cfg, pairs, val_pairs, out, log=lambda m: click.echo(m, err=True))
+    b = r["best"]
+    click.echo(f"wrote {out} ({r['wall_s']:.0f} s): trial {b['trial']}, PSNR {b['qaft_psnr_db']:.2f} dB after "
+               f"fine-tuning (one-shot estimate {b['estimated_psnr_db']:.2f}), cost {b['cost']:.3g} {r['cost_unit']}; "
+               f"front in {paths(out)['front']}", err=True)
 
 
 @cli.command()

@@ -155,11 +155,13 @@ def validate(model: nn.Module, pairs: list[Pair], scale: int, device: str = "cpu
 def train(spec: ArchSpec, train_pairs: list[Pair] | PairStore, out: str | Path, cfg: TrainConfig,
           val_pairs: list[Pair] | None = None, resume: bool = False, device: str = "cpu",
           progress: bool = True, log: Callable[[str], None] = print,
-          on_epoch_end: Callable[[int, dict], None] | None = None, workers: int = 0) -> Checkpoint:
+          on_epoch_end: Callable[[int, dict], None] | None = None, workers: int = 0,
+          model: nn.Module | None = None) -> Checkpoint:
     """Train ``spec`` and write the checkpoint to ``out`` every epoch; returns the final one.
 
     ``workers``: loader processes that cut patches while the model trains (the patch
-    stream does not depend on it)."""
+    stream does not depend on it). ``model``: start from this network of ``spec`` (weights
+    already set, e.g. inherited from a supernet) instead of a freshly initialised one."""
     from . import distributed
 
     distributed.init_from_env(device)
@@ -186,7 +188,7 @@ def train(spec: ArchSpec, train_pairs: list[Pair] | PairStore, out: str | Path, 
             log(f"resume: continuing with the run's own settings ({_diff(cfg, stored)})")
         cfg, model, state = stored, ck.model, ck.state
         start_epoch, history = int(ck.record.get("epoch", 0)), list(ck.record.get("history", []))
-    else:
+    elif model is None:
         torch.manual_seed(cfg.seed)
         model = build_model(spec)
         if cfg.init:

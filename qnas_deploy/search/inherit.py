@@ -41,11 +41,16 @@ def inherit_supernet_weights(model: nn.Module, spec: ArchSpec, found: str | Path
     """Copy into ``model`` (built from ``spec``) the supernet weights of its chosen path;
     returns the number of tensors copied. ``spec`` must be of the supernet's space, sizes
     and anchor, with an operation the search offered in every layer."""
-    net = load_supernet(found)
+    return inherit_from(model, spec, load_supernet(found), f"--init {found}")
+
+
+def inherit_from(model: nn.Module, spec: ArchSpec, net: Supernet, what: str = "supernet") -> int:
+    """:func:`inherit_supernet_weights` from a supernet in memory. In ``shared`` mode the
+    chosen bit width's quantizer state (HWGQ sigma, LSQ step) comes along."""
     t = net.template
     for f in ("space", "scale", "channels", "blocks", "anchor"):
         if getattr(spec, f) != getattr(t, f):
-            raise BadInput(f"--init {found}: the supernet's {f} is {getattr(t, f)!r}, the architecture's "
+            raise BadInput(f"{what}: the supernet's {f} is {getattr(t, f)!r}, the architecture's "
                            f"{getattr(spec, f)!r}")
     target = model.state_dict()
     src = net.net.state_dict()
@@ -57,21 +62,24 @@ def inherit_supernet_weights(model: nn.Module, spec: ArchSpec, found: str | Path
         key = layer.name.replace(".", "_")
         mixed = net.mixed[key]
         if layer.op not in mixed.ops:
-            raise BadInput(f"--init {found}: layer {layer.name} has operation {layer.op}, which the search "
+            raise BadInput(f"{what}: layer {layer.name} has operation {layer.op}, which the search "
                            f"did not offer ({', '.join(mixed.ops)})")
         i = mixed.ops.index(layer.op)
+        j = mixed.bits.index(layer.w_bits) if layer.w_bits in mixed.bits else len(mixed.bits) - 1
         if mixed.mode == "independent":
-            j = mixed.bits.index(layer.w_bits) if layer.w_bits in mixed.bits else len(mixed.bits) - 1
-            edge = mixed.edges[i][j]
-            for name, v in edge.state_dict().items():
+            for name, v in mixed.edges[i][j].state_dict().items():
                 copied[f"layers.{key}.{name}"] = v
             continue
         for c, conv in enumerate(mixed.edges[i].convs):
             copied[f"layers.{key}.{c}.weight"] = conv.weight.detach()
             copied[f"layers.{key}.{c}.bias"] = conv.bias.detach()
+            if mixed.mode == "shared" and layer.w_bits in mixed.bits:
+                for prefix, q in (("act_quant", conv.act_q[j]), ("weight_quant", conv.weight_q[j])):
+                    for name, v in q.state_dict().items():
+                        copied[f"layers.{key}.{c}.{prefix}.{name}"] = v
     missing = [k for k in copied if k not in target or target[k].shape != copied[k].shape]
     if missing:
-        raise BadInput(f"--init {found}: the supernet's {missing[0]} does not fit the architecture")
+        raise BadInput(f"{what}: the supernet's {missing[0]} does not fit the architecture")
     with torch.no_grad():
         for k, v in copied.items():
             target[k].copy_(v)

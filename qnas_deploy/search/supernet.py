@@ -58,9 +58,12 @@ class MixedConv(nn.Module):
             self.act_q = nn.ModuleList(HWGQAct(b) for b in bits)
             self.weight_q = nn.ModuleList(LSQWeightPerChannel(b, cd.c_out) for b in bits)
 
-    def forward(self, x: torch.Tensor, ahat: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ahat: torch.Tensor, bit: int | None = None) -> torch.Tensor:
+        """``bit``: the index of the one bit width to run (a single sampled path), else the mix."""
         c = self.cd
-        if self.mode == "shared":
+        if self.mode == "shared" and bit is not None:
+            xm, wm = self.act_q[bit](x), self.weight_q[bit](self.weight)
+        elif self.mode == "shared":
             xm = sum(a * q(x) for a, q in zip(ahat, self.act_q))
             wm = sum(a * q(self.weight) for a, q in zip(ahat, self.weight_q))
         else:  # san
@@ -78,9 +81,9 @@ class MixedOp(nn.Module):
         self.convs = nn.ModuleList(MixedConv(cd, bits, mode) for cd in get_op(op).convs(slot.c_in, slot.c_out,
                                                                                       slot.c_mid))
 
-    def forward(self, x: torch.Tensor, ahat: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ahat: torch.Tensor, bit: int | None = None) -> torch.Tensor:
         for conv in self.convs:
-            x = conv(x, ahat)
+            x = conv(x, ahat, bit)
         return x
 
 
@@ -99,6 +102,9 @@ class MixedLayer(nn.Module):
         else:
             self.edges = nn.ModuleList(MixedOp(op, slot, bits, mode) for op in ops)
         self.hw: tuple[int, int] | None = None  # input size of the last forward (for costs)
+        # (operation, bits) indices of a single path (one-shot training samples one per
+        # step, ``oneshot.py``); None: the alpha-weighted mix of every edge (DNAS).
+        self.path: tuple[int, int] | None = None
 
     def alphas(self) -> torch.Tensor:
         """``[ops, bits]`` importances on the simplex (eq. 7)."""
@@ -106,6 +112,11 @@ class MixedLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.hw = tuple(x.shape[-2:])
+        if self.path is not None:
+            i, j = self.path
+            if self.mode == "independent":
+                return self.edges[i][j](x)
+            return self.edges[i](x, None, j)
         a = self.alphas()
         out = 0
         for i, edge in enumerate(self.edges):

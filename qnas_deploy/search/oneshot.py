@@ -1,0 +1,135 @@
+"""One-shot evaluation (seed 004): a fully quantized weight-sharing supernet trained once by
+sampling a single path per step, and subnet PSNR estimated from inherited weights.
+
+The supernet is the DNAS one (``supernet.py``) in ``shared`` mode: one set of weights per
+operation, a real fake-quantizer per bit width (LSQ weights, HWGQ activations). Each step
+draws one (operation, bits) per searchable layer uniformly and trains that path only, so
+every path's weights and quantizer steps are trained for the sub-network they will be in.
+A candidate is then estimated without training: its weights and the chosen bit widths'
+quantizer states are inherited (``inherit.py``), BatchNorm, ADQ and every range are
+recalibrated on a few batches (``calibrate.py``), and its PSNR is measured on the
+validation images as trained (PyTorch, integer inference).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._io import atomic_path
+from ..errors import BadInput
+from .supernet import Supernet
+
+FORMAT = "qnas-deploy oneshot supernet 1"
+
+
+@dataclass(frozen=True)
+class OneShotConfig:
+    space: str = "mobile"
+    bits: tuple[int, ...] = (4, 8)
+    channels: int | None = None
+    blocks: int | None = None
+    scale: int = 4
+    anchor: str = "none"
+    iters: int = 2000
+    batch: int = 16
+    patch: int = 32
+    lr: float = 2e-3
+    seed: int = 0
+
+
+def build_supernet(cfg: OneShotConfig) -> Supernet:
+    torch.manual_seed(cfg.seed)
+    return Supernet(cfg.space, cfg.bits, "shared", cfg.channels, cfg.blocks, cfg.scale, anchor=cfg.anchor)
+
+
+def sample_path(net: Supernet, rng: np.random.Generator) -> None:
+    for layer in net.mixed.values():
+        layer.path = (int(rng.integers(len(layer.ops))), int(rng.integers(len(layer.bits))))
+
+
+def train_oneshot(cfg: OneShotConfig, pairs, out: str | Path, progress: bool = True,
+                  log: Callable[[str], None] = print, save_every: int = 200) -> Supernet:
+    """Train the supernet of ``cfg`` on ``pairs``, checkpointed to ``out`` every
+    ``save_every`` steps; an existing checkpoint of the same settings is continued."""
+    from .._progress import bar
+    from ..data import PairStore, PatchDataset, patch_loader
+
+    out = Path(out)
+    net = build_supernet(cfg)
+    opt = torch.optim.Adam(net.weight_parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, cfg.iters) / cfg.iters)))
+    start = 0
+    if out.is_file():
+        st = torch.load(out, map_location="cpu", weights_only=True)
+        if st.get("format") != FORMAT or st.get("config") != _cfg_dict(cfg):
+            raise BadInput(f"{out}: a one-shot supernet of other settings; remove it or use another output")
+        net.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        start = int(st["iter"])
+        if start >= cfg.iters:
+            return _eval_ready(net)
+        log(f"one-shot supernet: continuing at step {start}")
+    ds = PatchDataset(pairs if isinstance(pairs, PairStore) else PairStore(pairs=list(pairs)), cfg.scale, cfg.patch,
+                      cfg.seed, cfg.iters * cfg.batch)
+    loss_fn = nn.L1Loss()
+    net.train()
+    t0 = time.perf_counter()
+    b = bar(cfg.iters - start, "one-shot supernet", progress)
+    for it, (lr_b, hr_b) in zip(range(start, cfg.iters), patch_loader(ds, cfg.batch, start * cfg.batch)):
+        sample_path(net, np.random.default_rng([cfg.seed, it]))  # the path of step ``it``, resumable
+        loss = loss_fn(net(lr_b), hr_b)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        b.update(1)
+        if (it + 1) % save_every == 0 or it + 1 == cfg.iters:
+            _save(net, opt, sched, cfg, it + 1, out)
+    b.close()
+    log(f"one-shot supernet: {cfg.iters - start} steps in {time.perf_counter() - t0:.0f} s")
+    return _eval_ready(net)
+
+
+def _cfg_dict(cfg: OneShotConfig) -> dict:
+    d = asdict(cfg)
+    d["bits"] = list(cfg.bits)
+    return d
+
+
+def _save(net, opt, sched, cfg, it, out: Path) -> None:
+    with atomic_path(out) as tmp:
+        torch.save({"format": FORMAT, "config": _cfg_dict(cfg), "iter": it, "model": net.state_dict(),
+                    "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp)
+
+
+def _eval_ready(net: Supernet) -> Supernet:
+    for layer in net.mixed.values():
+        layer.path = None
+    return net.eval()
+
+
+def subnet(net: Supernet, spec, calib_batches: list[torch.Tensor]) -> nn.Module:
+    """``spec``'s network with the supernet's weights of its path, recalibrated."""
+    from ..calibrate import calibrate
+    from ..spaces import build_model
+    from .inherit import inherit_from
+
+    model = build_model(spec)
+    inherit_from(model, spec, net, "one-shot")
+    calibrate(model, calib_batches)
+    return model.eval()
+
+
+def estimate_psnr(net: Supernet, spec, calib_batches: list[torch.Tensor], val_pairs) -> float:
+    """The one-shot PSNR estimate of ``spec`` (mean Y PSNR on ``val_pairs``)."""
+    from ..train import validate
+
+    return validate(subnet(net, spec, calib_batches), val_pairs, spec.scale)

@@ -183,6 +183,13 @@ class Supernet(nn.Module):
             layer = MixedLayer(slot, _valid_ops(sp, slot, op_set), self.bits, mode)
             _replace(self.net, self.net.layers[key], layer)
             self.mixed[key] = layer
+        if anchor != "none":  # the residual starts small, as in the space's own network
+            with torch.no_grad():
+                for key, f in getattr(self.net, "ANCHOR_INIT", {}).items():
+                    if key in self.mixed:
+                        for p in self.mixed[key].edges.parameters():
+                            if p.dim() == 4:
+                                p.mul_(f)
         self.scale = scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

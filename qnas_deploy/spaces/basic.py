@@ -122,6 +122,10 @@ class BasicBlock(nn.Module):
 class BasicNet(SpaceNet):
     """The fixed network of a Basic-space spec (see the module docstring)."""
 
+    # With an anchor: the factor on the initial weights of the layers that write the
+    # residual (the search's supernet applies it to its mixed layers too).
+    ANCHOR_INIT = {"upsample": 1e-3, "tail_1": 1e-3}
+
     def __init__(self, spec, lr_tail: bool = False):
         super().__init__(spec, layout_lrtail if lr_tail else layout)
         self.lr_tail = lr_tail
@@ -144,9 +148,9 @@ class BasicNet(SpaceNet):
             # that error); Adam's first steps then silenced the branch (every ReLU before
             # tail.1 dead) and the network stayed at bicubic. A thousandth adds about 0.007.
             with torch.no_grad():
-                for key in ("upsample", "tail_1"):
+                for key, f in self.ANCHOR_INIT.items():
                     for conv in L[key]:
-                        conv.weight.mul_(1e-3)
+                        conv.weight.mul_(f)
         self.q_image = _tensor_quant(tbits, signed=False, fixed_scale=1 / 255)
         self.shuffle = nn.PixelShuffle(spec.scale)
 

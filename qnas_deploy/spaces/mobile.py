@@ -54,6 +54,8 @@ def check(channels: int, blocks: int, scale: int) -> str | None:
 class MobileNet(SpaceNet):
     """The fixed network of a mobile-space spec (see the module docstring)."""
 
+    ANCHOR_INIT = {"upsample": 0.1}  # see BasicNet.ANCHOR_INIT
+
     def __init__(self, spec):
         super().__init__(spec, layout)
         tbits, s = self.tbits, spec.scale
@@ -64,8 +66,9 @@ class MobileNet(SpaceNet):
         if self.anchor is not None:
             # Start close to the anchor instead of adding noise to it (as the Basic space does).
             with torch.no_grad():
-                for conv in self.layers["upsample"]:
-                    conv.weight.mul_(0.1)
+                for key, f in self.ANCHOR_INIT.items():
+                    for conv in self.layers[key]:
+                        conv.weight.mul_(f)
 
     def convs(self) -> list[nn.Module]:
         L = self.layers

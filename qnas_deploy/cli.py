@@ -343,14 +343,15 @@ def export(source: str, fmt: str, out: str | None, weights: str | None, calib: s
 
     if initialised and weights:
         raise BadInput("give either --weights or --init, not both")
+    shipped = None
     if not Path(source).is_file() and source in names() and not weights and not initialised:
         shipped = shipped_weights(source)
-        if shipped is not None:
-            source = str(shipped)  # the checkpoint holds its own found.json (trained on the narrow grid)
-            click.echo(f"{source}: its shipped trained weights (--init for initialised ones)", err=True)
     options = ExportOptions(format=fmt, target=target, adq=adq, io=io, int4=int4, input_size=(h, w))
     beside = companion_paths(out, options)
     check_writable(out, *beside)
+    if shipped is not None:
+        click.echo(f"{source}: its shipped trained weights (--init for initialised ones)", err=True)
+        source = str(shipped)  # the checkpoint holds its own found.json (trained on the narrow grid)
     e = run_export(source, out, fmt, weights=weights, calib=calib, adq=adq, int4=int4, io=io,
                    datasets_root=datasets_root, simplify=not no_simplify, input_size=(h, w), target=target,
                    author=author, license=license_, log=lambda m: click.echo(m, err=True))

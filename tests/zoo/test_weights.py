@@ -85,7 +85,7 @@ def test_exports_of_the_shipped_weights_are_exact_in_every_backend(name, crops, 
     for k in runtimes:  # 0 steps: each runtime's integer arithmetic is reproduced exactly
         assert files[k]["min_identical_pixels"] == 1.0 and files[k]["max_abs_diff"] == 0, k
     for k in (k for k in runtimes if "builtin" not in k):  # and equals PyTorch's pixels
-        assert files[k]["max_abs_delta_psnr_db"] == 0, k
+        assert abs(files[k]["max_abs_delta_psnr_db"]) < 1e-9, k  # identical pixels: 0 but for float sums
         assert min(i["identical_to_pytorch"] for i in files[k]["images"].values()) == 1.0, k
 
 

@@ -21,7 +21,7 @@ def test_ci_runs_the_readme_block_as_written():
     assert commands[2] == ("apt-get update -qq && apt-get install -y -qq qemu-user-static mmdebstrap "
                            "flatbuffers-compiler && "
                            "qnas-deploy target setup aarch64")
-    assert commands[3] == "python3 -m pip install torch==2.13.0 -e '.[test]' && python3 -m pytest -q"
+    assert commands[3] == "python3 -m pip install torch==2.13.0 -e '.[test,cluster]' && python3 -m pytest -q"
     ci = (ROOT / ".ci" / "run").read_text()
     assert "python3 .ci/quickstart.py README.md" in ci and "pip install" not in ci
 

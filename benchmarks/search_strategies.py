@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -38,7 +39,7 @@ def main(argv=None) -> int:
     from scipy.stats import kendalltau
 
     from qnas_deploy.cost.latency import load as load_table, predict
-    from qnas_deploy.data import PairStore, cached_training_store, load_pairs
+    from qnas_deploy.data import cached_training_store, load_pairs
     from qnas_deploy.search.config import SearchConfig
     from qnas_deploy.search.oneshot import OneShotConfig, estimate_psnr, train_oneshot
     from qnas_deploy.search.run import search
@@ -80,7 +81,6 @@ def main(argv=None) -> int:
     for strategy in ("evolution", "bayes", "random"):
         f = work / strategy / "found.json"
         f.parent.mkdir(exist_ok=True)
-        import shutil
         shutil.copy(work / "oneshot.pt", f.with_name("found.oneshot.pt"))  # the shared supernet
         cfg = SamplingConfig(strategy=strategy, trials=args.trials, oneshot=oc, latency_table=str(TABLE), top=2,
                              qaft_iters=100)
@@ -92,6 +92,7 @@ def main(argv=None) -> int:
         print(strategy, r["best"], file=sys.stderr, flush=True)
 
     # Every found architecture: 300 steps from scratch, Set5; predicted vs measured latency.
+    from qnas_deploy.checkpoint import load_checkpoint
     from qnas_deploy.exporters.export import export
     from qnas_deploy.runtimes.timing import Job, round_robin
 
@@ -101,8 +102,6 @@ def main(argv=None) -> int:
         ck = work / label / "scratch.pt"
         if not ck.is_file():
             train(spec, store, ck, TrainConfig(epochs=1, iters=args.train_steps, batch=8, patch=24), progress=False, log=lambda m: None)
-        from qnas_deploy.checkpoint import load_checkpoint
-
         s = res["strategies"][label]
         s["psnr_set5"] = validate(load_checkpoint(ck).model, val, 4)
         s["predicted_ms"] = float(predict(table, spec, "onnxruntime"))
@@ -121,8 +120,6 @@ def main(argv=None) -> int:
     # One-shot estimate against stand-alone training on random subnets.
     rng = np.random.default_rng(1)
     est, real = [], []
-    from qnas_deploy.search.oneshot import subnet  # noqa: F401 (estimate_psnr uses it)
-    calib = None
     from qnas_deploy.data import PatchDataset, patch_loader
     calib = [b for b, _ in patch_loader(PatchDataset(store, 4, 24, 7, 32), 8)]
     for k in range(args.subnets):
@@ -133,8 +130,6 @@ def main(argv=None) -> int:
         ck = work / f"sub{k}.pt"
         if not ck.is_file():
             train(spec, store, ck, TrainConfig(epochs=1, iters=args.subnet_steps, batch=8, patch=24), progress=False, log=lambda m: None)
-        from qnas_deploy.checkpoint import load_checkpoint
-
         real.append(validate(load_checkpoint(ck).model, val, 4))
         print("subnet", k, est[-1], real[-1], file=sys.stderr, flush=True)
     tau = kendalltau(est, real)

@@ -61,8 +61,6 @@ def train_entry(name: str, work: Path, root: str | None, log=print) -> Path:
 
 def ship(name: str, ck_path: Path, root: str | None, command: str) -> dict:
     """Score the finished run and copy it into the package with the record of how it was made."""
-    import torch
-
     from qnas_deploy.checkpoint import load_checkpoint, save_checkpoint
     from qnas_deploy.evaluate import evaluate_sets
     from qnas_deploy.infer import grey_aware, torch_runner

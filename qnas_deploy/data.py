@@ -114,17 +114,7 @@ def benchmark_pairs(folder: str | Path, scale: int) -> list[Pair]:
 def training_pairs(folder: str | Path, scale: int) -> list[Pair]:
     """HR/LR pairs for training: a benchmark-layout folder (``HR/``, ``LR_bicubic/X{s}/``)
     or a plain folder of HR images, whose LR images are made with MATLAB-style bicubic."""
-    folder = Path(folder)
-    if (folder / "HR").is_dir():
-        return benchmark_pairs(folder, scale)
-    from .imresize import imresize
-
-    pairs = []
-    for p in list_images(folder):
-        hr = load_image(p, rgb=True)
-        hr = hr[: hr.shape[0] - hr.shape[0] % scale, : hr.shape[1] - hr.shape[1] % scale]
-        pairs.append(Pair(p.stem, hr, imresize(hr, 1 / scale)))
-    return pairs
+    return list(_iter_training_pairs(Path(folder), scale))
 
 
 def load_pairs(data: str, scale: int, root: str | None, training: bool) -> list[Pair]:
@@ -166,14 +156,9 @@ class PatchSampler:
             i = self._randint(len(self.lr))
             lr, hr = self.lr[i], self.hr[i]
             y, x = self._randint(lr.shape[0] - p + 1), self._randint(lr.shape[1] - p + 1)
-            a = lr[y:y + p, x:x + p]
-            b = hr[s * y:s * (y + p), s * x:s * (x + p)]
-            k, flip = self._randint(4), self._randint(2)
-            a, b = np.rot90(a, k), np.rot90(b, k)
-            if flip:
-                a, b = a[:, ::-1], b[:, ::-1]
-            lrs.append(np.ascontiguousarray(a))
-            hrs.append(np.ascontiguousarray(b))
+            a, b = _cut(lr, hr, s, p, y, x, self._randint(4), self._randint(2))
+            lrs.append(a)
+            hrs.append(b)
         return _to_tensor(np.stack(lrs)), _to_tensor(np.stack(hrs))
 
     def get_state(self) -> torch.Tensor:
@@ -181,6 +166,15 @@ class PatchSampler:
 
     def set_state(self, state: torch.Tensor) -> None:
         self.generator.set_state(state)
+
+
+def _cut(lr: np.ndarray, hr: np.ndarray, s: int, p: int, y: int, x: int, k: int, flip: int):
+    """The aligned LR patch at ``(y, x)`` and its HR patch, rotated ``k`` quarter turns and
+    mirrored if ``flip``, as contiguous arrays."""
+    a, b = np.rot90(lr[y:y + p, x:x + p], k), np.rot90(hr[s * y:s * (y + p), s * x:s * (x + p)], k)
+    if flip:
+        a, b = a[:, ::-1], b[:, ::-1]
+    return np.ascontiguousarray(a), np.ascontiguousarray(b)
 
 
 def _as_rgb(img: np.ndarray) -> np.ndarray:
@@ -241,9 +235,8 @@ def cached_training_store(data: str, scale: int, root: str | None, progress: boo
         hr_dir = folder / "HR" if (folder / "HR").is_dir() else folder
         images = list_images(hr_dir)
         lr_dir = folder / "LR_bicubic" / f"X{scale}"
-        stamp = "".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns};" for p in images)
-        if lr_dir.is_dir():
-            stamp += "".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns};" for p in list_images(lr_dir))
+        stamped = images + (list_images(lr_dir) if lr_dir.is_dir() else [])
+        stamp = "".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns};" for p in stamped)
         key = hashlib.sha256(f"{folder.resolve()}|x{scale}|{stamp}".encode()).hexdigest()[:16]
         cache = _cache_root() / f"{folder.name}_x{scale}_{key}"
         done = cache / "complete"
@@ -268,7 +261,7 @@ def cached_training_store(data: str, scale: int, root: str | None, progress: boo
 
 
 def _iter_training_pairs(folder: Path, scale: int):
-    """:func:`training_pairs` one pair at a time."""
+    """:func:`training_pairs` one pair at a time (the decoded cache holds one at once)."""
     if (folder / "HR").is_dir():
         yield from benchmark_pairs(folder, scale)
         return
@@ -304,13 +297,8 @@ class PatchDataset(torch.utils.data.Dataset):
         s, p = self.scale, self.patch
         lr, hr = self.store.get(int(rng.integers(len(self.store))))
         y, x = int(rng.integers(lr.shape[0] - p + 1)), int(rng.integers(lr.shape[1] - p + 1))
-        a = lr[y:y + p, x:x + p]
-        b = hr[s * y:s * (y + p), s * x:s * (x + p)]
-        k, flip = int(rng.integers(4)), int(rng.integers(2))
-        a, b = np.rot90(a, k), np.rot90(b, k)
-        if flip:
-            a, b = a[:, ::-1], b[:, ::-1]
-        return _to_tensor(np.ascontiguousarray(a)[None])[0], _to_tensor(np.ascontiguousarray(b)[None])[0]
+        a, b = _cut(lr, hr, s, p, y, x, int(rng.integers(4)), int(rng.integers(2)))
+        return _to_tensor(a[None])[0], _to_tensor(b[None])[0]
 
 
 class _Shard(torch.utils.data.Sampler):

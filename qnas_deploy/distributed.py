@@ -24,7 +24,6 @@ from typing import Iterator
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 _local = False  # statistics of this rank's tensors only (calibration and validation on rank 0)

@@ -64,19 +64,22 @@ def run_trial(cfg: dict, trial: dict, folder: str, datasets_root: str | None, th
     attempt left there. Runs in a Ray worker (or in this process)."""
     import torch
 
-    from .checkpoint import load_checkpoint
-    from .data import load_pairs
-    from .search import SearchConfig, embedded_pairs
-    from .search import search as run_search
-    from .search.run import checkpoint_path
-
     torch.set_num_threads(threads)
     d = Path(folder)
     d.mkdir(parents=True, exist_ok=True)
     with open(d / "attempts.log", "a") as f:
         f.write(f"{os.getpid()} {time.time():.3f}\n")
     attempt = len((d / "attempts.log").read_text().splitlines())
-    log_file = open(d / "trial.log", "a")
+    with open(d / "trial.log", "a") as log_file:
+        return _trial(cfg, trial, d, attempt, log_file, datasets_root, device)
+
+
+def _trial(cfg: dict, trial: dict, d: Path, attempt: int, log_file, datasets_root: str | None, device: str) -> dict:
+    from .checkpoint import load_checkpoint
+    from .data import load_pairs
+    from .search import SearchConfig, embedded_pairs
+    from .search import search as run_search
+    from .search.run import checkpoint_path
 
     t0 = time.perf_counter()
 
@@ -131,7 +134,6 @@ def run_trial(cfg: dict, trial: dict, folder: str, datasets_root: str | None, th
     result.update(files=files, seconds=time.perf_counter() - t0)
     with atomic_path(d / "trial.json") as tmp:
         Path(tmp).write_text(json.dumps(result, indent=1) + "\n")
-    log_file.close()
     return result
 
 

@@ -22,8 +22,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from .._io import atomic_path
 from ..errors import BadInput
 from .oneshot import OneShotConfig, estimate_psnr, train_oneshot
@@ -90,7 +88,6 @@ def sampling_search(cfg: SamplingConfig, pairs, val_pairs, found: str | Path, pr
 
     from ..cost import summary
     from ..data import PairStore, PatchDataset, patch_loader
-    from ..spaces import get_space
     from ..spec import ArchSpec, LayerSpec, save
 
     found = Path(found)

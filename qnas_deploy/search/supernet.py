@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as TF
 from torch import nn
 
-from ..ops import ConvDef, QOp, get_op
+from ..ops import ConvDef, QConv2d, QOp, get_op
 from ..quant import FLOAT_BITS, HWGQAct, LSQWeightPerChannel
 from ..spaces import Slot, build_model, get_space
 from ..spec import ArchSpec, LayerSpec
@@ -187,9 +187,9 @@ class Supernet(nn.Module):
             with torch.no_grad():
                 for key, f in getattr(self.net, "ANCHOR_INIT", {}).items():
                     if key in self.mixed:
-                        for p in self.mixed[key].edges.parameters():
-                            if p.dim() == 4:
-                                p.mul_(f)
+                        for m in self.mixed[key].modules():
+                            if isinstance(m, (MixedConv, QConv2d)):
+                                m.weight.mul_(f)
         self.scale = scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

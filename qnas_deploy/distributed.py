@@ -27,6 +27,7 @@ import torch.distributed as dist
 from torch import nn
 
 _local = False  # statistics of this rank's tensors only (calibration and validation on rank 0)
+_owned = False  # whether init_from_env made the process group (and finish() ends it)
 
 
 def active() -> bool:
@@ -48,12 +49,25 @@ def launched() -> bool:
 
 def init_from_env(device: str) -> None:
     """Join the torchrun process group (once); on CUDA each rank takes its local GPU."""
+    global _owned
     if not launched() or dist.is_initialized():
         return
     cuda = str(device).startswith("cuda")
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group("nccl" if cuda else "gloo")
+    _owned = True
+
+
+def finish() -> None:
+    """Wait for every rank (rank 0 writes the last checkpoint), then end the process group
+    this module made: a rank that exits while its peers still hold gloo connections can be
+    aborted by gloo (SIGABRT)."""
+    global _owned
+    if _owned and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+        _owned = False
 
 
 @contextmanager

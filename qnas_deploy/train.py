@@ -260,10 +260,13 @@ def train(spec: ArchSpec, train_pairs: list[Pair] | PairStore, out: str | Path, 
         if on_epoch_end:
             on_epoch_end(epoch + 1, entry)
 
-    if not main:  # rank 0 calibrates and writes the final checkpoint
-        return Checkpoint(spec, model.cpu().eval(), False, {"config": asdict(cfg), "history": history})
-    with distributed.local():
-        return _finish(spec, model, store, out, cfg, history, val_pairs, device, log)
+    if main:  # rank 0 calibrates and writes the final checkpoint
+        with distributed.local():
+            result = _finish(spec, model, store, out, cfg, history, val_pairs, device, log)
+    else:
+        result = Checkpoint(spec, model.cpu().eval(), False, {"config": asdict(cfg), "history": history})
+    distributed.finish()
+    return result
 
 
 def _finish(spec, model, store, out, cfg, history, val_pairs, device, log) -> Checkpoint:

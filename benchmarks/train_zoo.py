@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results"
 WEIGHTS = ROOT / "qnas_deploy" / "zoo" / "weights"
 # entry: (epochs, iterations per epoch). Sized to this 2-core CPU: about 1 hour for the
-# Basic entry, minutes for the LR-only nets, and what RFDN (1.4 s an iteration) can afford.
+# Basic entry, minutes for the LR-only nets, and about 2 hours for RFDN (1.6 s an iteration).
 PLAN = {"espcn_w8a8": (16, 500), "mobile_w8a8": (20, 500), "basic_lrtail_bicubic": (14, 500),
-        "rfdn_mixed": (6, 100)}
+        "rfdn_mixed": (20, 200)}
 DATA, GRID, SEED = "BSD100", "narrow", 0
 
 

@@ -107,6 +107,23 @@ def info(spec: str, size: tuple[int, int], json_path: str | None) -> None:
 
 
 @cli.command()
+@click.argument("found", type=click.Path(dir_okay=False))
+@click.option("-o", "--out", metavar="PATH", help="Write here instead of over FOUND.")
+def upgrade(found: str, out: str | None) -> None:
+    """Rewrite FOUND (a found.json) at the current format version.
+
+    Every version this qnas-deploy reads is also read as it is; upgrading only spares
+    the migration on each load and lets older documents take newer fields (widths:
+    version 2).
+    """
+    from .spec import upgrade as upgrade_file
+
+    check_writable(out)
+    old, new = upgrade_file(found, out)
+    click.echo(f"{out or found}: version {old} -> {new}" if old != new else f"{out or found}: already version {new}")
+
+
+@cli.command()
 def zoo() -> None:
     """List the architectures shipped with the package."""
     from .cost import summary

@@ -3,17 +3,23 @@
 A document is checked in three steps, each failing with one line that names the place in
 the document (``layers[7].op``) and what was expected:
 
-1. it is JSON, and its ``version`` is not newer than this package reads;
+1. it is JSON, and its ``version`` is not newer than this package reads; an older
+   document is migrated to the current version first (:data:`MIGRATIONS`);
 2. it matches :data:`SCHEMA` (fields, types, bit widths in {2, 4, 8, 32});
 3. it describes a network of its space: the number and names of the layers, an operation
-   each layer's role allows, channel counts that the operation's groups divide.
+   each layer's role allows, channel counts that the operation's groups divide, widths
+   only on the layers whose width the space leaves free.
 
 Then it is parsed once into frozen dataclasses (:class:`ArchSpec`, :class:`LayerSpec`).
 Example::
 
     {"format": "qnas-deploy/found", "version": 1, "space": "basic", "scale": 4,
      "channels": 36, "blocks": 3, "adq": true, "adq_mode": "static",
-     "layers": [{"name": "head.0", "op": "simple_3x3", "w_bits": 8, "a_bits": 8}, ...]}
+     "layers": [{"name": "head.0", "op": "simple_3x3", "w_bits": 8, "a_bits": 8, "width": 24}, ...]}
+
+Versions: 1, the first; 2 adds a layer's ``width`` (its output channels, where the space
+lets a layer choose: ``spaces.Slot.free_width``; absent means ``channels``). A version 1
+document is the same network as version 2 with no widths, and is read as that.
 """
 from __future__ import annotations
 
@@ -28,7 +34,7 @@ from ._io import write_json
 from .errors import BadInput, SpecError
 
 FORMAT = "qnas-deploy/found"
-VERSION = 1
+VERSION = 2
 BITS = (2, 4, 8, 32)
 SCALES = (2, 3, 4)
 ADQ_MODES = ("static", "dynamic")
@@ -84,6 +90,7 @@ SCHEMA: dict[str, Any] = {
                     "op": {"type": "string"},
                     "w_bits": _BITS_SCHEMA,
                     "a_bits": _BITS_SCHEMA,
+                    "width": {"type": "integer", "minimum": 1, "maximum": 1024},
                 },
             },
         },
@@ -136,21 +143,50 @@ def _schema_message(err: jsonschema.ValidationError) -> str:
     return f"{where}: {err.message}"
 
 
-def validate_document(doc: Any) -> None:
-    """Check a parsed found.json; raise :class:`SpecError` with one line naming the problem."""
+def _v1_to_v2(doc: dict) -> dict:
+    """Version 1 had no widths: the same network, every layer at ``channels``."""
+    for i, layer in enumerate(doc.get("layers") or []):
+        if isinstance(layer, dict) and "width" in layer:
+            raise SpecError(f"layers[{i}].width: widths need format version 2 (the document says 1)")
+    return {**doc, "version": 2}
+
+
+# version -> the step that makes a document of that version one of the next.
+MIGRATIONS = {1: _v1_to_v2}
+
+
+def migrate(doc: Any) -> Any:
+    """``doc`` at the current format version (a new dict; ``doc`` is not changed). Documents
+    that are not objects or have no usable version are returned as they are, for the
+    schema to name what is wrong."""
+    if not isinstance(doc, dict):
+        return doc
+    version = doc.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        return doc
+    if version > VERSION:
+        raise SpecError(f"version: format version {version} is newer than this qnas-deploy "
+                        f"reads ({VERSION}); upgrade qnas-deploy")
+    while version in MIGRATIONS:
+        doc = MIGRATIONS[version](doc)
+        version = doc["version"]
+    return doc
+
+
+def validate_document(doc: Any) -> dict:
+    """Check a parsed found.json (any version this package reads); return it migrated to the
+    current version, or raise :class:`SpecError` with one line naming the problem."""
     if not isinstance(doc, dict):
         got = _JSON_TYPES.get(type(doc), type(doc).__name__)
         raise SpecError(f"(document): expected a JSON object, got {got}")
-    version = doc.get("version")
-    if isinstance(version, int) and not isinstance(version, bool) and version > VERSION:
-        raise SpecError(f"version: format version {version} is newer than this qnas-deploy "
-                        f"reads ({VERSION}); upgrade qnas-deploy")
+    doc = migrate(doc)
     errors = sorted(_validator().iter_errors(doc), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
     if errors:
         # The shallowest error first: a missing top-level field explains more than its consequences.
         err = min(errors, key=lambda e: len(e.absolute_path))
         raise SpecError(_schema_message(err))
     _validate_network(doc)
+    return doc
 
 
 def _validate_network(doc: dict) -> None:
@@ -168,8 +204,9 @@ def _validate_network(doc: dict) -> None:
     if anchor not in space.anchors:
         raise SpecError(f"anchor: the {space.name} space takes {', '.join(map(repr, space.anchors))}, "
                         f"not {anchor!r}")
-    slots = space.layout(channels, blocks, scale)
     layers = doc["layers"]
+    widths = {l["name"]: l["width"] for l in layers if "width" in l}
+    slots = space.slots(channels, blocks, scale, widths)
     if len(layers) != len(slots):
         raise SpecError(f"layers: the {space.name} space with blocks={blocks} has {len(slots)} "
                         f"searchable layers, got {len(layers)}")
@@ -177,6 +214,15 @@ def _validate_network(doc: dict) -> None:
         if layer["name"] != slot.name:
             raise SpecError(f"layers[{i}].name: expected {slot.name!r} (layers are listed in "
                             f"network order), got {layer['name']!r}")
+        if "width" in layer:
+            if not slot.free_width:
+                raise SpecError(f"layers[{i}].width: the {space.name} space fixes the width of {slot.name} "
+                                f"(its output meets other layers'); remove the field"
+                                if space.width_choices else
+                                f"layers[{i}].width: the {space.name} space has no layer widths; remove the field")
+            why = space.check_width(layer["width"]) if space.check_width else None
+            if why:
+                raise SpecError(f"layers[{i}].width: {why}")
         allowed = space.ops_for(slot.role)
         if layer["op"] not in allowed:
             raise SpecError(f"layers[{i}].op: {layer['op']!r} is not an operation of the {space.name} "
@@ -188,12 +234,14 @@ def _validate_network(doc: dict) -> None:
 
 @dataclass(frozen=True)
 class LayerSpec:
-    """One searchable layer: its name, operation and bit widths (32 = float)."""
+    """One searchable layer: its name, operation, bit widths (32 = float) and, where the
+    space leaves it free, its output width (None: the spec's ``channels``)."""
 
     name: str
     op: str
     w_bits: int
     a_bits: int
+    width: int | None = None
 
 
 @dataclass(frozen=True)
@@ -218,8 +266,13 @@ class ArchSpec:
     version: int = VERSION
 
     def __post_init__(self):
+        # A width equal to ``channels`` is the default: stored as None, so that equal networks
+        # compare and serialise equal.
         object.__setattr__(self, "layers", tuple(
-            l if isinstance(l, LayerSpec) else LayerSpec(**l) for l in self.layers))
+            replace(l, width=None) if l.width == self.channels else l
+            for l in (l if isinstance(l, LayerSpec) else LayerSpec(**l) for l in self.layers)))
+        if self.version < VERSION:
+            object.__setattr__(self, "version", migrate(self.to_dict())["version"])
         validate_document(self.to_dict())
 
     @property
@@ -234,7 +287,8 @@ class ArchSpec:
             d["description"] = self.description
         d.update(space=self.space, scale=self.scale, channels=self.channels, blocks=self.blocks,
                  adq=self.adq, adq_mode=self.adq_mode, fixed_bits=self.fixed_bits, anchor=self.anchor,
-                 quantizers=dict(QUANTIZERS), layers=[asdict(l) for l in self.layers])
+                 quantizers=dict(QUANTIZERS),
+                 layers=[{k: v for k, v in asdict(l).items() if v is not None} for l in self.layers])
         if self.weight_grid != "full":  # absent: documents without it read as before
             d["weight_grid"] = self.weight_grid
         if self.cost is not None:
@@ -248,7 +302,7 @@ class ArchSpec:
 
 
 def from_dict(doc: Any) -> ArchSpec:
-    validate_document(doc)
+    doc = validate_document(doc)
     keys = ("space", "scale", "channels", "blocks", "adq", "adq_mode", "fixed_bits", "anchor", "weight_grid", "name",
             "description", "cost", "search", "version")
     kwargs = {k: doc[k] for k in keys if k in doc}
@@ -275,6 +329,16 @@ def load(path: str | Path) -> ArchSpec:
     except (OSError, UnicodeDecodeError) as e:
         raise BadInput(f"{p}: cannot read ({e})") from None
     return loads(text, str(p))
+
+
+def upgrade(path: str | Path, out: str | Path | None = None) -> tuple[int, int]:
+    """Rewrite the found.json at ``path`` (or into ``out``) at the current format version;
+    returns ``(old version, new version)``. Nothing is written if the document is invalid."""
+    p = Path(path)
+    spec = load(p)
+    old = json.loads(p.read_text(encoding="utf-8"))["version"]
+    save(spec, out or p)
+    return old, spec.version
 
 
 def save(spec: ArchSpec, path: str | Path) -> None:

@@ -15,13 +15,19 @@ from torch import nn
 
 @dataclass(frozen=True)
 class Slot:
-    """A searchable layer: its name in found.json, its role, and its channel counts."""
+    """A searchable layer: its name in found.json, its role, and its channel counts.
+
+    ``free_width``: the layer's output width is its own choice (found.json's ``width``;
+    ``c_out`` and ``c_mid`` are that width and the next layer reads it), because nothing
+    but the next searchable layer consumes it: no residual, no fixed op, no graph output.
+    """
 
     name: str
     role: str
     c_in: int
     c_out: int
     c_mid: int
+    free_width: bool = False
 
 
 @dataclass(frozen=True)
@@ -33,8 +39,13 @@ class Space:
         default_channels, default_blocks: the paper's settings.
         op_sets: per role, named operation sets (``small``: appendix J-C, used for
             quantized search; ``big``: appendix J-B, full precision).
-        layout: ``(channels, blocks, scale) -> [Slot]`` in network order.
+        layout: ``(channels, blocks, scale, widths=None) -> [Slot]`` in network order;
+            ``widths`` maps layer names to the output widths found.json gives them.
         check: ``(channels, blocks, scale) -> reason or None`` for space-wide constraints.
+        width_choices: the channel widths a sampling search offers each ``free_width``
+            layer (empty: the space has none; its widths are fixed by ``channels``).
+        check_width: ``width -> reason or None``: what a free layer's width must satisfy
+            beyond what its operation needs (the mobile space's SIMD multiple).
         build: ``spec -> nn.Module``.
         lower: ``(model, builder, input tensor, adq override) -> output tensor``: the
             network's integer graph, written with ``exporters.builder.GraphBuilder``
@@ -48,13 +59,25 @@ class Space:
     default_channels: int
     default_blocks: int
     op_sets: dict[str, dict[str, tuple[str, ...]]]
-    layout: Callable[[int, int, int], list[Slot]]
+    layout: Callable[..., list[Slot]]
     check: Callable[[int, int, int], str | None]
     build: Callable[..., nn.Module] = field(repr=False)
     lower: Callable | None = field(default=None, repr=False)
     fixed_bits: int = 8
     has_adq: bool = True
     anchors: tuple[str, ...] = ("none",)
+    width_choices: tuple[int, ...] = ()
+    check_width: Callable[[int], str | None] | None = field(default=None, repr=False)
+
+    def slots(self, channels: int, blocks: int, scale: int, widths: dict[str, int] | None = None) -> list[Slot]:
+        """The layout with the given free layers' widths (a space without any takes none)."""
+        if not self.width_choices:
+            return self.layout(channels, blocks, scale)
+        return self.layout(channels, blocks, scale, widths or {})
+
+    def slots_of(self, spec) -> list[Slot]:
+        """The layout of a spec, its layers' ``width`` fields applied."""
+        return self.slots(spec.channels, spec.blocks, spec.scale, spec_widths(spec))
 
     def ops_for(self, role: str, op_set: str | None = None) -> tuple[str, ...]:
         """Operations a layer of ``role`` may take (the union of all sets when ``op_set`` is None)."""
@@ -68,6 +91,11 @@ class Space:
 
 
 SPACES: dict[str, Space] = {}
+
+
+def spec_widths(spec) -> dict[str, int]:
+    """``layer name -> width`` of the layers whose width a spec sets."""
+    return {l.name: l.width for l in spec.layers if l.width is not None}
 
 
 def register_space(space: Space) -> Space:
@@ -102,12 +130,15 @@ class SpaceNet(nn.Module):
     """What every space's fixed network starts with: its spec, scale, tensor bits and
     searchable layers (``layers``, keyed as :func:`build_layers` keys them)."""
 
-    def __init__(self, spec, layout: Callable[[int, int, int], list[Slot]]):
+    def __init__(self, spec, layout: Callable[..., list[Slot]]):
         super().__init__()
         self.spec = spec
         self.scale = spec.scale
         self.tbits = tensor_bits(spec)
-        self.layers = build_layers(spec, layout(spec.channels, spec.blocks, spec.scale))
+        widths = spec_widths(spec)
+        slots = layout(spec.channels, spec.blocks, spec.scale, widths) if widths else \
+            layout(spec.channels, spec.blocks, spec.scale)
+        self.layers = build_layers(spec, slots)
 
 
 def shuffle_up(net, y):

@@ -18,6 +18,10 @@ usual weights, so the network starts close to the anchor instead of adding noise
 
 Channels are ``C`` (36) everywhere except the head's input (3), the upsample output
 (``3 * scale^2``) and the tail, which works at HR from 3 channels to ``C`` and back to 3.
+The layers whose output only the next layer reads (``head.0``, each ``body.k.0``,
+``tail.0``) may each have their own width (found.json ``width``; the sampling search
+offers 24, 36 and 48: a third below and above ``C``, all divisible by the grouped ops'
+3 groups); the rest meet at residual sums and keep ``C``.
 
 ``basic_lrtail`` is the same space with the tail before the shuffle, at LR::
 
@@ -68,22 +72,26 @@ BIG = {
     "tail": ("simple_3x3", "simple_5x5", "growth2_5x5", "growth2_3x3", "simple_3x3_grouped_3",
              "simple_5x5_grouped_3", "simple_1x1_grouped_3", "simple_1x1"),
 }
+WIDTHS = (24, 36, 48)
 
 
-def layout(channels: int, blocks: int, scale: int) -> list[Slot]:
-    c = channels
-    slots = [Slot("head.0", "head", 3, c, c), Slot("head.1", "head", c, c, c)]
+def layout(channels: int, blocks: int, scale: int, widths: dict[str, int] | None = None) -> list[Slot]:
+    c, w = channels, (widths or {}).get
+    h0, t0 = w("head.0", c), w("tail.0", c)
+    slots = [Slot("head.0", "head", 3, h0, h0, True), Slot("head.1", "head", h0, c, c)]
     for k in range(blocks):
-        slots += [Slot(f"body.{k}.0", "body", c, c, c), Slot(f"body.{k}.1", "body", c, c, c),
+        m = w(f"body.{k}.0", c)
+        slots += [Slot(f"body.{k}.0", "body", c, m, m, True), Slot(f"body.{k}.1", "body", m, c, c),
                   Slot(f"body.{k}.skip", "skip", c, c, c)]
     slots += [Slot("upsample", "upsample", c, 3 * scale * scale, c),
-              Slot("tail.0", "tail", 3, c, c), Slot("tail.1", "tail", c, 3, c)]
+              Slot("tail.0", "tail", 3, t0, t0, True), Slot("tail.1", "tail", t0, 3, c)]
     return slots
 
 
-def layout_lrtail(channels: int, blocks: int, scale: int) -> list[Slot]:
-    c, c_up = channels, 3 * scale * scale
-    return layout(channels, blocks, scale)[:-2] + [Slot("tail.0", "tail", c_up, c, c), Slot("tail.1", "tail", c, c_up, c)]
+def layout_lrtail(channels: int, blocks: int, scale: int, widths: dict[str, int] | None = None) -> list[Slot]:
+    c_up, t0 = 3 * scale * scale, (widths or {}).get("tail.0", channels)
+    return layout(channels, blocks, scale, widths)[:-2] + [Slot("tail.0", "tail", c_up, t0, t0, True),
+                                                          Slot("tail.1", "tail", t0, c_up, channels)]
 
 
 def check(channels: int, blocks: int, scale: int) -> str | None:
@@ -216,8 +224,10 @@ def lower(net: BasicNet, g, x: str, adq_mode: str | None) -> str:
 SPACE = register_space(Space(
     name="basic", default_channels=36, default_blocks=3,
     op_sets={role: {"small": SMALL[role], "big": BIG[role]} for role in SMALL},
-    layout=layout, check=check, build=build, lower=lower, anchors=("none", "nearest", "bicubic")))
+    layout=layout, check=check, build=build, lower=lower, anchors=("none", "nearest", "bicubic"),
+    width_choices=WIDTHS))
 SPACE_LRTAIL = register_space(Space(
     name="basic_lrtail", default_channels=36, default_blocks=3,
     op_sets={role: {"small": SMALL[role], "big": BIG[role]} for role in SMALL},
-    layout=layout_lrtail, check=check, build=build_lrtail, lower=lower, anchors=("none", "nearest", "bicubic")))
+    layout=layout_lrtail, check=check, build=build_lrtail, lower=lower, anchors=("none", "nearest", "bicubic"),
+    width_choices=WIDTHS))

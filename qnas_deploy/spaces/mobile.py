@@ -15,7 +15,10 @@ reorder them, and the anchor is added on the same LR grid (``anchor.Anchor(at_lr
 The sum is the output image's 1/255 grid, which clamps to [0, 1]: the clip is free.
 
 Channels are ``C`` (32, a multiple of 8 so that int8 rows fill NEON and AVX2 lanes)
-everywhere but the input and the upsample output. Blocks ``K`` (4) count body layers. No
+everywhere but the input and the upsample output. Every layer but the upsample may have
+its own width instead (found.json ``width``, a multiple of 8; the sampling search offers
+16, 24, 32 and 48: from half to one and a half times ``C``): a chain has no sum that ties
+widths together. Blocks ``K`` (4) count body layers. No
 residuals inside (a quantized add is a float ``Sum`` in onnxruntime's file) and no ADQ.
 """
 from __future__ import annotations
@@ -36,10 +39,21 @@ OPS = {
 LANES = 8
 
 
-def layout(channels: int, blocks: int, scale: int) -> list[Slot]:
-    c = channels
-    return ([Slot("head.0", "head", 3, c, c)] + [Slot(f"body.{k}", "body", c, c, c) for k in range(blocks)]
-            + [Slot("upsample", "upsample", c, 3 * scale * scale, c)])
+WIDTHS = (16, 24, 32, 48)
+
+
+def layout(channels: int, blocks: int, scale: int, widths: dict[str, int] | None = None) -> list[Slot]:
+    w = (widths or {}).get
+    slots, c_in = [], 3
+    for name, role in [("head.0", "head")] + [(f"body.{k}", "body") for k in range(blocks)]:
+        c = w(name, channels)
+        slots.append(Slot(name, role, c_in, c, c, True))
+        c_in = c
+    return slots + [Slot("upsample", "upsample", c_in, 3 * scale * scale, c_in)]
+
+
+def check_width(width: int) -> str | None:
+    return None if width % LANES == 0 else f"the mobile space keeps widths a multiple of {LANES}, got {width}"
 
 
 def check(channels: int, blocks: int, scale: int) -> str | None:
@@ -102,4 +116,4 @@ SPACE = register_space(Space(
     name="mobile", default_channels=32, default_blocks=4,
     op_sets={role: {"small": ops, "big": ops} for role, ops in OPS.items()},
     layout=layout, check=check, build=MobileNet, lower=lower, has_adq=False,
-    anchors=("none", "nearest", "bicubic")))
+    anchors=("none", "nearest", "bicubic"), width_choices=WIDTHS, check_width=check_width))

@@ -567,6 +567,18 @@ def _int_list(value: str, what: str) -> list[int]:
     return out
 
 
+def _widths(value: str | None, space: str) -> tuple[int, ...]:
+    """``--widths``: nothing, ``all`` (the space's choices) or a list of channel counts."""
+    from .spaces import get_space
+
+    if value is None:
+        return ()
+    choices = get_space(space).width_choices
+    if not choices:
+        raise click.UsageError(f"--widths: the {space} space has no layer widths")
+    return tuple(choices) if value == "all" else tuple(_int_list(value, "--widths"))
+
+
 def _kernels(value: str) -> tuple[str, ...]:
     ks = tuple(k for k in value.split(",") if k)
     known = ("xnnpack", "builtin", "builtin-ref")  # runtimes.litert.KERNELS (not imported: no numpy at start)
@@ -743,8 +755,11 @@ def target_list() -> None:
               help="Other random architectures that fix the table's constant part.")
 @click.option("--table-runs", type=click.IntRange(1), default=10, show_default=True,
               help="Runs per layer candidate.")
+@click.option("--widths", "widths_list", metavar="all|LIST", default=None,
+              help="Draw each free layer's width too ('all': the space's choices, or a list like 16,32), "
+                   "and measure the table at those widths.")
 def bench_bitops(space, samples, size, runs, threads, seed, json_path, md_path, plot_path, bits_list, channels,
-                 blocks, with_table, table_path, fit, table_runs) -> None:
+                 blocks, with_table, table_path, fit, table_runs, widths_list) -> None:
     """Kendall tau and Pearson r between BitOps and measured latency of random architectures
     (onnxruntime and LiteRT + XNNPACK, initialised weights), and of an FBNet-style per-layer
     latency table measured on the same machine."""
@@ -757,7 +772,8 @@ def bench_bitops(space, samples, size, runs, threads, seed, json_path, md_path, 
     if not set(bits) <= {2, 4, 8}:
         raise click.UsageError(f"--bits {bits_list}: choose from 2, 4, 8 (the integer exporters' widths)")
     result = bitops_vs_latency(space, samples, size, runs, threads=threads, seed=seed, table=with_table, fit=fit,
-                               table_runs=table_runs, bits=bits, channels=channels, blocks=blocks)
+                               table_runs=table_runs, bits=bits, channels=channels, blocks=blocks,
+                               widths=_widths(widths_list, space))
     if table_path:
         write_json(table_path, result["table"])
     if plot_path:

@@ -19,20 +19,30 @@ from .latency_table import BACKENDS
 
 
 def random_spec(space: str, rng: np.random.Generator, bits=(2, 4, 8), index: int = 0, channels: int | None = None,
-                blocks: int | None = None):
+                blocks: int | None = None, widths=()):
+    """A random architecture: per layer an operation of the quantized set, a bit width and,
+    with ``widths``, a width for each free layer (drawn again until the operations' groups
+    divide them)."""
+    from ..errors import SpecError
     from ..spaces import get_space
     from ..spec import ArchSpec, LayerSpec
 
     sp = get_space(space)
     channels, blocks = channels or sp.default_channels, blocks or sp.default_blocks
     slots = sp.layout(channels, blocks, 4)
-    layers = []
-    for s in slots:
-        ops = sp.ops_for(s.role, "small")
-        b = int(rng.choice(bits))
-        layers.append(LayerSpec(s.name, str(ops[rng.integers(len(ops))]), b, b))
-    return ArchSpec(space=space, scale=4, channels=channels, blocks=blocks,
-                    layers=tuple(layers), name=f"{space}_random_{index}")
+    for _ in range(1000):
+        layers = []
+        for s in slots:
+            ops = sp.ops_for(s.role, "small")
+            b = int(rng.choice(bits))
+            w = int(rng.choice(widths)) if widths and s.free_width else None
+            layers.append(LayerSpec(s.name, str(ops[rng.integers(len(ops))]), b, b, w))
+        try:
+            return ArchSpec(space=space, scale=4, channels=channels, blocks=blocks, adq=sp.has_adq,
+                            layers=tuple(layers), name=f"{space}_random_{index}")
+        except SpecError:
+            continue
+    raise BadInput(f"no architecture of the {space} space takes the widths {', '.join(map(str, widths))}")
 
 
 def timing_jobs(onnx_path, tflite_path, size: tuple[int, int]) -> list:
@@ -70,6 +80,7 @@ def export_architecture(spec, size, work: Path):
     architectures were always timed)."""
     from ..cost import summary
     from ..exporters.export import ExportOptions, lower, metadata, prepare, write
+    from ..spaces import get_space
 
     p = prepare(spec, log=lambda _: None)
     paths = {}
@@ -79,22 +90,31 @@ def export_architecture(spec, size, work: Path):
         write(lower(p.model, opts), paths[fmt], opts, metadata(p, opts))
     cost = summary(spec)
     row = {"name": spec.name, "bitops_32x32": cost["bitops_32x32"], "macs_32x32": cost["macs_32x32"],
-           "layers": [[l.name, l.op, l.w_bits, l.a_bits] for l in spec.layers]}
+           "layers": [[l.name, l.op, l.w_bits, l.a_bits, s.c_in, s.c_out]
+                      for l, s in zip(spec.layers, get_space(spec.space).slots_of(spec))]}
     return row, paths["onnx"], paths["tflite"]
 
 
 def bitops_vs_latency(space: str, samples: int, size: tuple[int, int], runs: int = 5, warmup: int = 1,
                       threads: int = 1, seed: int = 0, work: str | Path | None = None, progress: bool = True,
                       table: bool = True, fit: int = 3, table_runs: int = 10, bits=(2, 4, 8),
-                      channels: int | None = None, blocks: int | None = None) -> dict:
+                      channels: int | None = None, blocks: int | None = None, widths=()) -> dict:
     """Time ``samples`` random architectures; with ``table``, also build the per-layer latency
     table, fix its constant part on ``fit`` other random architectures, and judge it on the
-    ``samples`` (held out: the table never saw them)."""
+    ``samples`` (held out: the table never saw them). ``widths``: the free layers' widths
+    are drawn from these too, and the table covers them."""
     import tempfile
 
     from ..cost.latency import evaluate, fit_fixed
     from .latency_table import build_table
 
+    from ..spaces import get_space
+
+    check = get_space(space).check_width
+    for w in widths:
+        why = check(w) if check else None
+        if why:
+            raise BadInput(f"--widths: {why}")
     if samples < 3:
         raise BadInput(f"--samples {samples}: need at least 3 architectures for a rank correlation")
     if table and fit < 1:
@@ -102,18 +122,19 @@ def bitops_vs_latency(space: str, samples: int, size: tuple[int, int], runs: int
     work = Path(work or tempfile.mkdtemp(prefix="qnas-bitops-"))
     work.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    specs = [random_spec(space, rng, bits, i, channels, blocks) for i in range(samples)]
+    specs = [random_spec(space, rng, bits, i, channels, blocks, widths) for i in range(samples)]
     fit_rng = np.random.default_rng([seed, 1])  # another stream: the fit architectures are not held-out ones
-    fit_specs = [random_spec(space, fit_rng, bits, samples + i, channels, blocks) for i in range(fit if table else 0)]
+    fit_specs = [random_spec(space, fit_rng, bits, samples + i, channels, blocks, widths)
+                 for i in range(fit if table else 0)]
     # Held-out and fit architectures are timed in the same rounds, so that the table's
     # constant part is fixed under the conditions the held-out ones are measured in.
     timed = _measure_archs(specs + fit_specs, size, runs, warmup, threads, work, progress, f"bitops {space}: export")
     rows, fit_rows = timed[:samples], timed[samples:]
     result = {"space": space, "bits": list(bits), "samples": samples, "size": f"{size[0]}x{size[1]}", "threads": threads, "runs": runs,
-              "seed": seed, "rows": rows, "correlation": correlations(rows)}
+              "seed": seed, "widths": list(widths), "rows": rows, "correlation": correlations(rows)}
     if table:
         tab = build_table(space, size, bits, threads=threads, runs=table_runs, work=work / "table", progress=progress,
-                          channels=channels, blocks=blocks)
+                          channels=channels, blocks=blocks, widths=widths)
         fit_fixed(tab, fit_rows)
         result.update(table=tab, fit_rows=fit_rows, table_accuracy=evaluate(tab, rows))
     return result

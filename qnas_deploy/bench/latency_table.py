@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cost.latency import FORMAT, key
+from ..cost.latency import FORMAT, VERSION, key
 from ..runtimes import RUNTIMES
 from ..runtimes.timing import Job, round_robin
 
@@ -29,7 +29,8 @@ BACKENDS = ("onnxruntime", "litert-xnnpack")   # RUNTIMES names: what the table 
 def slot_sizes(space: str, size: tuple[int, int], channels: int | None = None,
                blocks: int | None = None) -> dict[str, tuple[int, int, int, int]]:
     """``slot name -> (c_in, c_out, height, width)`` of each searchable layer's input when
-    the network's LR input is ``size``, read from forward hooks on a small model."""
+    the network's LR input is ``size`` (channels at the space's fixed widths), read from
+    forward hooks on a small model."""
     import torch
 
     from ..infer import min_input_size
@@ -39,7 +40,7 @@ def slot_sizes(space: str, size: tuple[int, int], channels: int | None = None,
     sp = get_space(space)
     channels, blocks = channels or sp.default_channels, blocks or sp.default_blocks
     slots = sp.layout(channels, blocks, 4)
-    spec = ArchSpec(space=space, scale=4, channels=channels, blocks=blocks,
+    spec = ArchSpec(space=space, scale=4, channels=channels, blocks=blocks, adq=sp.has_adq,
                     layers=tuple(LayerSpec(s.name, sp.ops_for(s.role, "small")[0], 8, 8) for s in slots))
     model = build_model(spec).eval()
     probe = max(16, min_input_size(spec))
@@ -71,8 +72,13 @@ def layer_graph(layer, c_in: int, c_out: int, name: str):
     return g.graph(x.name, g.chain(list(layer), x.name, out, name), 1)
 
 
-def _candidates(space: str, bits, channels: int | None = None, blocks: int | None = None) -> list:
-    """Specs that together hold every (slot, operation, bits) candidate at least once."""
+def _candidates(space: str, bits, channels: int | None = None, blocks: int | None = None, widths=()) -> list:
+    """Specs that together hold every (slot, operation, bits, input and output channels)
+    candidate at least once: per operation index and bits, one spec per pair ``(a, b)``
+    of ``widths`` with the free layers' widths alternating ``a, b, a, ...`` (consecutive
+    free layers, as in the mobile space, then meet every pair). Specs that add no new
+    candidate are dropped by the caller."""
+    from ..errors import SpecError
     from ..spaces import get_space
     from ..spec import ArchSpec, LayerSpec
 
@@ -80,35 +86,55 @@ def _candidates(space: str, bits, channels: int | None = None, blocks: int | Non
     channels, blocks = channels or sp.default_channels, blocks or sp.default_blocks
     slots = sp.layout(channels, blocks, 4)
     n_ops = max(len(sp.ops_for(s.role, "small")) for s in slots)
+    free = [s.name for s in slots if s.free_width]
+    pairs = [(a, b) for a in widths for b in widths] if widths and free else [(None, None)]
     specs = []
     for i in range(n_ops):
         for b in bits:
-            layers = tuple(LayerSpec(s.name, sp.ops_for(s.role, "small")[i % len(sp.ops_for(s.role, "small"))], b, b)
-                           for s in slots)
-            specs.append(ArchSpec(space=space, scale=4, channels=channels, blocks=blocks,
-                                  layers=layers, name=f"{space}_table_{i}_{b}"))
+            for a, c in pairs:
+                w = {n: (a, c)[k % 2] for k, n in enumerate(free)} if a is not None else {}
+                layers = tuple(LayerSpec(s.name, sp.ops_for(s.role, "small")[i % len(sp.ops_for(s.role, "small"))],
+                                         b, b, w.get(s.name)) for s in slots)
+                try:
+                    specs.append(ArchSpec(space=space, scale=4, channels=channels, blocks=blocks, layers=layers,
+                                          adq=sp.has_adq, name=f"{space}_table_{i}_{b}_{a}_{c}"))
+                except SpecError:  # an operation whose groups do not divide a width: not a candidate
+                    continue
     return specs
 
 
 def build_table(space: str, size: tuple[int, int], bits=(2, 4, 8), threads: int = 1, runs: int = 10,
                 warmup: int = 2, backends=BACKENDS, work: str | Path | None = None, progress: bool = True,
-                channels: int | None = None, blocks: int | None = None) -> dict:
-    """Measure every layer candidate of ``space`` alone on each backend (``fixed_ms`` not yet set)."""
+                channels: int | None = None, blocks: int | None = None, widths=()) -> dict:
+    """Measure every layer candidate of ``space`` alone on each backend (``fixed_ms`` not yet
+    set); with ``widths``, at every channel pair those widths give each free layer and its reader."""
     import torch
     from tqdm import tqdm
 
+    from ..errors import BadInput
     from ..exporters.export import ExportOptions, compile_graph, prepare
+    from ..spaces import get_space
 
+    sp = get_space(space)
+    widths = tuple(widths or ())
+    if widths and not sp.width_choices:
+        raise BadInput(f"--widths: the {space} space has no layer widths")
     work = Path(work or tempfile.mkdtemp(prefix="qnas-table-"))
     work.mkdir(parents=True, exist_ok=True)
     sizes = slot_sizes(space, size, channels, blocks)
     entries: dict[str, dict] = {}
     files: list[tuple[str, Path, Path, tuple[int, int, int, int]]] = []
-    for spec in tqdm(_candidates(space, bits, channels, blocks), desc=f"table {space}: lower", disable=not progress, leave=False):
+    for spec in tqdm(_candidates(space, bits, channels, blocks, widths), desc=f"table {space}: lower",
+                     disable=not progress, leave=False):
+        slots = sp.slots_of(spec)
+        wanted = {l.name: key(l.op, l.w_bits, l.a_bits, s.c_in, s.c_out, *sizes[l.name][2:])
+                  for l, s in zip(spec.layers, slots)}
+        if all(k in entries for k in wanted.values()):
+            continue  # adds no candidate: not worth preparing
         model = prepare(spec, log=lambda _: None).model
-        for layer in spec.layers:
-            c_in, c_out, h, w = sizes[layer.name]
-            k = key(layer.op, layer.w_bits, layer.a_bits, c_in, c_out, h, w)
+        for layer, slot in zip(spec.layers, slots):
+            c_in, c_out, (h, w) = slot.c_in, slot.c_out, sizes[layer.name][2:]
+            k = wanted[layer.name]
             if k in entries:
                 continue
             entries[k] = {"op": layer.op, "w_bits": layer.w_bits, "a_bits": layer.a_bits, "c_in": c_in,
@@ -129,8 +155,10 @@ def build_table(space: str, size: tuple[int, int], bits=(2, 4, 8), threads: int 
         rounds = round_robin(jobs, threads, runs, warmup, progress and f"table {space}: {backend} rounds")
         for (k, *_), t in zip(files, rounds.timings):
             entries[k][f"{backend}_ms"] = t.median_ms
-    return {"format": FORMAT, "version": 1, "space": space, "channels": spec.channels, "blocks": spec.blocks,
+    free = {s.name for s in sp.layout(spec.channels, spec.blocks, 4) if s.free_width}
+    return {"format": FORMAT, "version": VERSION, "space": space, "channels": spec.channels, "blocks": spec.blocks,
             "lr_size": f"{size[0]}x{size[1]}", "threads": threads,
-            "runs": runs, "bits": list(bits), "backends": list(backends),
-            "slots": {n: {"c_in": v[0], "c_out": v[1], "height": v[2], "width": v[3]} for n, v in sizes.items()},
+            "runs": runs, "bits": list(bits), "widths": list(widths), "backends": list(backends),
+            "slots": {n: {"c_in": v[0], "c_out": v[1], "height": v[2], "width": v[3],
+                          "free_width": bool(widths) and n in free} for n, v in sizes.items()},
             "fixed_ms": {b: None for b in backends}, "entries": entries}

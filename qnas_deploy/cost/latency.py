@@ -2,10 +2,16 @@
 
 A table (``bench bitops --table-json``; measured by :mod:`qnas_deploy.bench.latency_table`)
 holds, per backend, the milliseconds of every searchable layer candidate (operation x
-weight bits x activation bits at its slot's channels and input size) timed alone, and one
-constant per backend, ``fixed_ms``, for what the layers do not cover (the fixed ops and the
-runtime's per-call overhead). A network's predicted latency is ``fixed_ms + sum of its
-layers' entries``; in a search, the entries take the place of eq. 8's BitOps.
+weight bits x activation bits x input and output channels at its slot's input size) timed
+alone, and one constant per backend, ``fixed_ms``, for what the layers do not cover (the
+fixed ops and the runtime's per-call overhead). A network's predicted latency is
+``fixed_ms + sum of its layers' entries``; in a search, the entries take the place of
+eq. 8's BitOps.
+
+Widths (version 2): a table measured with ``widths`` holds every candidate at every
+(input, output) channel pair those widths give a slot: a free layer's output is its
+``width`` (found.json), and the next layer reads it (``spaces.Slot.free_width``). A
+version 1 table has the space's fixed widths only.
 
 No PyTorch at import: a board that only reads a table has none.
 """
@@ -19,22 +25,44 @@ import numpy as np
 from ..errors import BadInput
 
 FORMAT = "qnas-deploy latency table"
+VERSION = 2
 
 
 def key(op: str, w_bits: int, a_bits: int, c_in: int, c_out: int, height: int, width: int) -> str:
     return f"{op}|w{w_bits}a{a_bits}|{c_in}->{c_out}|{height}x{width}"
 
 
+def layer_rows(table: dict, spec) -> list[list]:
+    """``[name, op, w_bits, a_bits, c_in, c_out]`` of each of ``spec``'s layers, the
+    channels from the table's slots and the spec's widths (no PyTorch needed)."""
+    rows, prev = [], None
+    for l in spec.layers:
+        s = table["slots"].get(l.name)
+        if s is None:
+            raise BadInput(f"latency table for {table['space']!r} has no layer {l.name!r}")
+        width = getattr(l, "width", None)
+        if width is not None and not s.get("free_width"):
+            raise BadInput(f"latency table for {table['space']!r} has no width choice for {l.name} "
+                           "(measured without --widths, or an older table)")
+        c_in = prev if prev is not None else s["c_in"]
+        rows.append([l.name, l.op, l.w_bits, l.a_bits, c_in, width if width is not None else s["c_out"]])
+        prev = width
+    return rows
+
+
 def layers_ms(table: dict, layers, backend: str) -> float:
-    """The sum of the table's entries for ``layers`` (``(name, op, w_bits, a_bits)`` each)."""
+    """The sum of the table's entries for ``layers``: ``(name, op, w_bits, a_bits[, c_in, c_out])``
+    each (without channels: the slot's own)."""
     total = 0.0
-    for name, op, wb, ab in layers:
+    for name, op, wb, ab, *channels in layers:
         s = table["slots"].get(name)
         if s is None:
             raise BadInput(f"latency table for {table['space']!r} has no layer {name!r}")
-        k = key(op, wb, ab, s["c_in"], s["c_out"], s["height"], s["width"])
+        c_in, c_out = channels or (s["c_in"], s["c_out"])
+        k = key(op, wb, ab, c_in, c_out, s["height"], s["width"])
         if k not in table["entries"]:
-            raise BadInput(f"latency table has no entry {k} (measured bits: {table['bits']})")
+            raise BadInput(f"latency table has no entry {k} (measured bits: {table['bits']}, "
+                           f"widths: {table.get('widths') or 'the space default only'})")
         total += table["entries"][k][f"{backend}_ms"]
     return total
 
@@ -46,7 +74,7 @@ def predict(table: dict, spec, backend: str) -> float:
     fixed = table["fixed_ms"].get(backend)
     if fixed is None:
         raise BadInput(f"latency table has no fixed part for {backend} (not calibrated)")
-    return fixed + layers_ms(table, [(l.name, l.op, l.w_bits, l.a_bits) for l in spec.layers], backend)
+    return fixed + layers_ms(table, layer_rows(table, spec), backend)
 
 
 def fit_fixed(table: dict, rows: list[dict]) -> None:
@@ -101,4 +129,7 @@ def load(path: str | Path) -> dict:
         raise BadInput(f"{path}: cannot read a latency table ({e})") from None
     if not isinstance(table, dict) or table.get("format") != FORMAT:
         raise BadInput(f"{path}: not a qnas-deploy latency table")
+    if not isinstance(table.get("version"), int) or table["version"] > VERSION:
+        raise BadInput(f"{path}: latency table version {table.get('version')!r} is not one this qnas-deploy "
+                       f"reads (1 to {VERSION}); upgrade qnas-deploy or rebuild the table")
     return table

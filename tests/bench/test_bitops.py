@@ -26,7 +26,7 @@ def test_bitops_correlates_random_architectures(tmp_path, spec_of):
     r = json.loads(out.read_text())
     rows = r["rows"]
     assert len(rows) == 3 and len({json.dumps(x["layers"]) for x in rows}) == 3
-    assert all(wb == ab == 8 for x in rows for _, _, wb, ab in x["layers"])
+    assert all(wb == ab == 8 for x in rows for _, _, wb, ab, *_ in x["layers"])
     for x in rows:
         cost = summary(spec_of("basic", x["layers"], 6, 1))
         assert (x["bitops_32x32"], x["macs_32x32"]) == (cost["bitops_32x32"], cost["macs_32x32"])

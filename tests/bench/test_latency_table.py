@@ -40,3 +40,53 @@ def test_latency_table_layer_graph_computes_the_layer(spec_of):
         want = torch.clamp(torch.round(layer(torch.from_numpy(q).float() / 255) * 255), 0, 255).numpy()
     got = reference.run(g, q).astype(np.float32)
     assert np.abs(got - want).max() <= 1 and np.mean(got == want) >= 0.99
+
+
+def test_latency_table_with_widths_covers_every_channel_pair():
+    """With widths, the candidates hold every (operation, bits, input and output channels) a
+    layer can meet: a free layer's own widths, and the pairs its reader sees."""
+    import itertools
+
+    from qnas_deploy.bench.latency_table import _candidates
+    from qnas_deploy.spaces import get_space
+
+    sp, widths = get_space("mobile"), (16, 24, 32)
+    covered = {(s.name, l.op, s.c_in, s.c_out) for spec in _candidates("mobile", (8,), 32, 2, widths)
+               for l, s in zip(spec.layers, sp.slots_of(spec))}
+    wanted = set()
+    for ws in itertools.product(widths, repeat=3):  # head.0, body.0, body.1
+        for s in sp.slots(32, 2, 4, dict(zip(["head.0", "body.0", "body.1"], ws))):
+            wanted |= {(s.name, op, s.c_in, s.c_out) for op in sp.ops_for(s.role, "small")}
+    assert covered == wanted
+
+
+def test_bench_bitops_with_widths_predicts_every_width(tmp_path):
+    """End to end on the mobile space: random architectures draw widths, the table is measured
+    at them, and every held-out architecture is predicted from it (fixed part + its layers)."""
+    import json
+
+    import pytest
+
+    from qnas_deploy.cli import main
+    from qnas_deploy.cost.latency import load, predict
+    from qnas_deploy.spec import from_dict
+
+    out, table = tmp_path / "b.json", tmp_path / "t.json"
+    assert main(["bench", "bitops", "--space", "mobile", "--widths", "16,24", "--samples", "3", "--size", "12x12",
+                 "--runs", "1", "--bits", "8", "--table-runs", "1", "--fit", "1", "--channels", "16",
+                 "--blocks", "1", "--json", str(out), "--table-json", str(table)]) == 0
+    r, t = json.loads(out.read_text()), load(table)
+    assert t["version"] == 2 and t["widths"] == [16, 24] and t["slots"]["body.0"]["free_width"]
+    assert not t["slots"]["upsample"]["free_width"]
+    assert {(e["c_in"], e["c_out"]) for e in t["entries"].values() if e["op"] == "conv_3x1_1x3"} == \
+        {(16, 16), (16, 24), (24, 16), (24, 24)}
+    for row in r["rows"]:
+        free = {n: c_out for n, _, _, _, _, c_out in row["layers"] if n != "upsample"}
+        spec = from_dict({"format": "qnas-deploy/found", "version": 2, "space": "mobile", "scale": 4, "channels": 16,
+                          "blocks": 1, "adq": False, "layers": [
+                              {"name": n, "op": op, "w_bits": wb, "a_bits": ab, **({"width": free[n]} if n in free else {})}
+                              for n, op, wb, ab, _, _ in row["layers"]]})
+        for b in t["backends"]:
+            assert predict(t, spec, b) == pytest.approx(row[f"{b}_predicted_ms"])
+    assert main(["bench", "bitops", "--space", "espcn", "--widths", "all", "--samples", "3"]) == 2
+    assert main(["bench", "bitops", "--space", "mobile", "--widths", "20", "--samples", "3"]) == 2

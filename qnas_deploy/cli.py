@@ -415,9 +415,12 @@ def export(source: str, fmt: str, out: str | None, weights: str | None, calib: s
 @click.option("--qaft-iters", type=click.IntRange(1), default=None, help="Sampling: fine-tune steps each [200].")
 @click.option("--val", default=None, metavar="DATA",
               help="Sampling: images the candidates are scored on (default: four of the search images).")
+@click.option("--widths", "widths_list", metavar="all|LIST", default=None,
+              help="Sampling: also search each free layer's width ('all': the space's choices, or a list like "
+                   "16,32,48); found.json version 2.")
 def search(space, bits, penalty, entropy_coef, data, datasets_root, out, epochs, iters, patch, batch, channels,
            seed, device, mode, quick, resume, latency_table, latency_backend, anchor, strategy, trials,
-           latency_budget, oneshot_iters, top, qaft_iters, val) -> None:
+           latency_budget, oneshot_iters, top, qaft_iters, val, widths_list) -> None:
     """Architecture search -> found.json: QuantNAS DNAS (SAN, BitMixer, entropy, BitOps or
     measured-latency penalty), or evolutionary / Bayesian / random sampling on Optuna."""
     from .errors import BadInput
@@ -432,7 +435,9 @@ def search(space, bits, penalty, entropy_coef, data, datasets_root, out, epochs,
     if strategy != "dnas":
         return _sampling_search(space, bit_list, data, datasets_root, out, patch, batch, channels, seed, quick,
                                 latency_table, latency_backend, anchor, strategy, trials, latency_budget,
-                                oneshot_iters, top, qaft_iters, val)
+                                oneshot_iters, top, qaft_iters, val, _widths(widths_list, space))
+    if widths_list is not None:
+        raise BadInput("--widths: DNAS searches the space's fixed widths; use --strategy evolution, bayes or random")
     check_writable(*output_paths(out))
     kw = dict(space=space, bits=bit_list, mode=mode, penalty=penalty, entropy=entropy_coef, epochs=epochs,
               iters=iters, patch=patch, batch=batch, channels=channels, seed=seed, data=data or "embedded",
@@ -453,7 +458,8 @@ def search(space, bits, penalty, entropy_coef, data, datasets_root, out, epochs,
 
 
 def _sampling_search(space, bits, data, datasets_root, out, patch, batch, channels, seed, quick, latency_table,
-                     latency_backend, anchor, strategy, trials, budget, oneshot_iters, top, qaft_iters, val) -> None:
+                     latency_backend, anchor, strategy, trials, budget, oneshot_iters, top, qaft_iters, val,
+                     widths) -> None:
     from .data import load_pairs
     from .search import embedded_pairs
     from .search.config import QUICK_CHANNELS
@@ -463,7 +469,8 @@ def _sampling_search(space, bits, data, datasets_root, out, patch, batch, channe
     check_writable(out, *(v for k, v in paths(out).items() if k != "front"))
     q = quick
     oc = OneShotConfig(space=space, bits=bits, channels=channels or (QUICK_CHANNELS.get(space, 12) if q else None),
-                       blocks=2 if q else None, anchor=anchor, iters=oneshot_iters or (100 if q else 2000),
+                       blocks=2 if q else None, anchor=anchor, widths=widths,
+                       iters=oneshot_iters or (100 if q else 2000),
                        batch=batch or (4 if q else 16), patch=patch or (16 if q else 32), seed=seed)
     cfg = SamplingConfig(strategy=strategy, trials=trials or (8 if q else 40), oneshot=oc, latency_table=latency_table,
                          latency_backend=latency_backend, latency_budget=budget, top=top or (2 if q else 3),

@@ -5,7 +5,9 @@ layer (``supernet.py``); the found architecture keeps, per layer, one operation 
 Its convolutions are that operation's shared weights (``san``, ``shared``) or the chosen
 (operation, bits) edge (``independent``); every other tensor (first and last convs, ADQ,
 the tensor quantizers' ranges) is the supernet's own. Step sizes of the weight
-quantizers start from the inherited weights, as they do from scratch.
+quantizers start from the inherited weights, as they do from scratch. A layer narrower
+than the supernet's (a width path of the one-shot supernet) takes the leading channels,
+the slice the supernet trained it as.
 """
 from __future__ import annotations
 
@@ -20,6 +22,14 @@ from ..spec import ArchSpec
 from .config import SearchConfig
 from .run import _load_state, checkpoint_path
 from .supernet import Supernet
+
+
+def _leading(src: torch.Tensor, dst: torch.Tensor | None) -> torch.Tensor:
+    """The leading slice of ``src`` of ``dst``'s shape (itself where they agree or cannot)."""
+    if dst is None or src.shape == dst.shape or src.dim() != dst.dim() or \
+            any(d > s for s, d in zip(src.shape, dst.shape)):
+        return src
+    return src[tuple(slice(0, d) for d in dst.shape)]
 
 
 def load_supernet(found: str | Path) -> Supernet:
@@ -71,12 +81,13 @@ def inherit_from(model: nn.Module, spec: ArchSpec, net: Supernet, what: str = "s
                 copied[f"layers.{key}.{name}"] = v
             continue
         for c, conv in enumerate(mixed.edges[i].convs):
-            copied[f"layers.{key}.{c}.weight"] = conv.weight.detach()
-            copied[f"layers.{key}.{c}.bias"] = conv.bias.detach()
+            for name, v in (("weight", conv.weight), ("bias", conv.bias)):
+                copied[f"layers.{key}.{c}.{name}"] = _leading(v.detach(), target.get(f"layers.{key}.{c}.{name}"))
             if mixed.mode == "shared" and layer.w_bits in mixed.bits:
                 for prefix, q in (("act_quant", conv.act_q[j]), ("weight_quant", conv.weight_q[j])):
                     for name, v in q.state_dict().items():
-                        copied[f"layers.{key}.{c}.{prefix}.{name}"] = v
+                        k = f"layers.{key}.{c}.{prefix}.{name}"
+                        copied[k] = _leading(v, target.get(k))
     missing = [k for k in copied if k not in target or target[k].shape != copied[k].shape]
     if missing:
         raise BadInput(f"{what}: the supernet's {missing[0]} does not fit the architecture")

@@ -3,8 +3,10 @@ sampling a single path per step, and subnet PSNR estimated from inherited weight
 
 The supernet is the DNAS one (``supernet.py``) in ``shared`` mode: one set of weights per
 operation, a real fake-quantizer per bit width (LSQ weights, HWGQ activations). Each step
-draws one (operation, bits) per searchable layer uniformly and trains that path only, so
-every path's weights and quantizer steps are trained for the sub-network they will be in.
+draws one (operation, bits) per searchable layer uniformly, and a width per free layer
+when ``widths`` are searched (FGNAS's channel search; the widest weights, sliced), and
+trains that path only, so every path's weights and quantizer steps are trained for the
+sub-network they will be in.
 A candidate is then estimated without training: its weights and the chosen bit widths'
 quantizer states are inherited (``inherit.py``), BatchNorm, ADQ and every range are
 recalibrated on a few batches (``calibrate.py``), and its PSNR is measured on the
@@ -37,6 +39,7 @@ class OneShotConfig:
     blocks: int | None = None
     scale: int = 4
     anchor: str = "none"
+    widths: tuple[int, ...] = ()   # each free layer's width choices (spaces.Space.width_choices); () fixed
     iters: int = 2000
     batch: int = 16
     patch: int = 32
@@ -44,14 +47,42 @@ class OneShotConfig:
     seed: int = 0
 
 
+def check_widths(space: str, widths, channels: int | None = None, blocks: int | None = None) -> None:
+    """Every width takes every operation the free layers offer (or a one-line ``BadInput``)."""
+    from ..ops import get_op
+    from ..spaces import get_space
+
+    sp = get_space(space)
+    if not widths:
+        return
+    if not sp.width_choices:
+        raise BadInput(f"--widths: the {space} space has no layer widths")
+    slots = sp.layout(channels or sp.default_channels, blocks or sp.default_blocks, 4)
+    for w in widths:
+        why = sp.check_width(w) if sp.check_width else None
+        for i, s in enumerate(slots):
+            if why is None and s.free_width:
+                for op in sp.ops_for(s.role, "small"):
+                    why = why or get_op(op).check(s.c_in, w, w)
+                    if why is None and i + 1 < len(slots):
+                        n = slots[i + 1]
+                        why = next((get_op(o).check(w, n.c_out, n.c_mid) for o in sp.ops_for(n.role, "small")
+                                    if get_op(o).check(w, n.c_out, n.c_mid)), None)
+        if why:
+            raise BadInput(f"--widths: width {w}: {why}")
+
+
 def build_supernet(cfg: OneShotConfig) -> Supernet:
+    check_widths(cfg.space, cfg.widths, cfg.channels, cfg.blocks)
     torch.manual_seed(cfg.seed)
-    return Supernet(cfg.space, cfg.bits, "shared", cfg.channels, cfg.blocks, cfg.scale, anchor=cfg.anchor)
+    return Supernet(cfg.space, cfg.bits, "shared", cfg.channels, cfg.blocks, cfg.scale, anchor=cfg.anchor,
+                    widths=cfg.widths)
 
 
 def sample_path(net: Supernet, rng: np.random.Generator) -> None:
     for layer in net.mixed.values():
-        layer.path = (int(rng.integers(len(layer.ops))), int(rng.integers(len(layer.bits))))
+        path = (int(rng.integers(len(layer.ops))), int(rng.integers(len(layer.bits))))
+        layer.path = path + (int(rng.integers(len(layer.widths))),) if layer.widths else path
 
 
 def train_oneshot(cfg: OneShotConfig, pairs, out: str | Path, progress: bool = True,
@@ -101,6 +132,9 @@ def train_oneshot(cfg: OneShotConfig, pairs, out: str | Path, progress: bool = T
 def _cfg_dict(cfg: OneShotConfig) -> dict:
     d = asdict(cfg)
     d["bits"] = list(cfg.bits)
+    d["widths"] = list(cfg.widths)
+    if not cfg.widths:  # a supernet saved before widths existed is the same supernet
+        del d["widths"]
     return d
 
 

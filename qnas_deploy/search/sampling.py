@@ -108,8 +108,8 @@ def sampling_search(cfg: SamplingConfig, pairs, val_pairs, found: str | Path, pr
     slots = net.slots
 
     def spec_of(choice: dict) -> ArchSpec:
-        layers = tuple(LayerSpec(s.name, choice[f"{s.name}.op"], choice[f"{s.name}.bits"], choice[f"{s.name}.bits"])
-                       for s in slots)
+        layers = tuple(LayerSpec(s.name, choice[f"{s.name}.op"], choice[f"{s.name}.bits"], choice[f"{s.name}.bits"],
+                                 choice.get(f"{s.name}.width")) for s in slots)
         return ArchSpec(space=template.space, scale=template.scale, channels=template.channels,
                         blocks=template.blocks, layers=layers, adq=template.adq, anchor=template.anchor)
 
@@ -126,6 +126,8 @@ def sampling_search(cfg: SamplingConfig, pairs, val_pairs, found: str | Path, pr
         for s, layer in zip(slots, net.mixed.values()):
             choice[f"{s.name}.op"] = trial.suggest_categorical(f"{s.name}.op", list(layer.ops))
             choice[f"{s.name}.bits"] = trial.suggest_categorical(f"{s.name}.bits", list(layer.bits))
+            if layer.widths:
+                choice[f"{s.name}.width"] = trial.suggest_categorical(f"{s.name}.width", list(layer.widths))
         spec = spec_of(choice)
         c = cost(spec)
         over = 0.0 if cfg.latency_budget is None else c - cfg.latency_budget

@@ -16,6 +16,12 @@ BitMixer, per operation ``o`` with edge weights ``alpha_b``:
   one ``z`` per tensor, scaled by ``sum_b alpha_hat_b Delta_b / 2``.
 
 Bits 32 means full precision: no quantizer and no noise, so ``bits=(32,)`` is plain DNAS.
+
+Widths (the one-shot supernet only, ``shared`` mode on a single path): a layer whose
+width the space leaves free (``spaces.Slot.free_width``) holds the weights of its widest
+choice, and a path of width ``w`` uses the first ``w`` output channels (and its reader the
+first ``w`` input channels), as slimmable networks share them; the LSQ steps are sliced
+alike. DNAS keeps the space's fixed widths.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from torch import nn
 
 from ..ops import ConvDef, QConv2d, QOp, get_op
 from ..quant import FLOAT_BITS, HWGQAct, LSQWeightPerChannel
+from ..quant import functional as qf
 from ..spaces import Slot, build_model, get_space
 from ..spec import ArchSpec, LayerSpec
 
@@ -58,8 +65,20 @@ class MixedConv(nn.Module):
             self.act_q = nn.ModuleList(HWGQAct(b) for b in bits)
             self.weight_q = nn.ModuleList(LSQWeightPerChannel(b, cd.c_out) for b in bits)
 
-    def forward(self, x: torch.Tensor, ahat: torch.Tensor, bit: int | None = None) -> torch.Tensor:
-        """``bit``: the index of the one bit width to run (a single sampled path), else the mix."""
+    def forward(self, x: torch.Tensor, ahat: torch.Tensor, bit: int | None = None,
+                cd: ConvDef | None = None) -> torch.Tensor:
+        """``bit``: the index of the one bit width to run (a single sampled path), else the mix.
+        ``cd``: the conv at narrower channels (a width path): the leading slice of the weights."""
+        if cd is not None and (cd.c_in, cd.c_out) != (self.cd.c_in, self.cd.c_out):
+            w, b = self.weight[:cd.c_out, :cd.c_in // cd.groups], self.bias[:cd.c_out]
+            q = self.weight_q[bit]
+            if not q.enabled:
+                wm = w
+            else:
+                if not bool(q.initialized):
+                    q.init_from(self.weight)
+                wm = qf.fake_quant_lsq(w, q.step[:cd.c_out].abs(), q.qmin, q.qmax, qf.lsq_grad_scale(w[0].numel(), q.qmax))
+            return TF.conv2d(self.act_q[bit](x), wm, b, cd.stride, cd.pad, cd.dilation, cd.groups)
         c = self.cd
         if self.mode == "shared" and bit is not None:
             xm, wm = self.act_q[bit](x), self.weight_q[bit](self.weight)
@@ -78,23 +97,31 @@ class MixedConv(nn.Module):
 class MixedOp(nn.Module):
     def __init__(self, op: str, slot: Slot, bits: tuple[int, ...], mode: str):
         super().__init__()
+        self.op = op
         self.convs = nn.ModuleList(MixedConv(cd, bits, mode) for cd in get_op(op).convs(slot.c_in, slot.c_out,
                                                                                       slot.c_mid))
 
-    def forward(self, x: torch.Tensor, ahat: torch.Tensor, bit: int | None = None) -> torch.Tensor:
-        for conv in self.convs:
-            x = conv(x, ahat, bit)
+    def forward(self, x: torch.Tensor, ahat: torch.Tensor, bit: int | None = None,
+                dims: tuple[int, int, int] | None = None) -> torch.Tensor:
+        """``dims``: ``(c_in, c_out, c_mid)`` of a width path (channel slices of the weights)."""
+        cds = get_op(self.op).convs(*dims) if dims is not None else [None] * len(self.convs)
+        for conv, cd in zip(self.convs, cds):
+            x = conv(x, ahat, bit, cd)
         return x
 
 
 class MixedLayer(nn.Module):
     """A searchable layer: ``|ops| x |bits|`` edges and their importances."""
 
-    def __init__(self, slot: Slot, ops: tuple[str, ...], bits: tuple[int, ...], mode: str):
+    def __init__(self, slot: Slot, ops: tuple[str, ...], bits: tuple[int, ...], mode: str,
+                 widths: tuple[int, ...] = ()):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if widths and mode != "shared":
+            raise ValueError("widths are searched by the one-shot (shared) supernet only")
         self.slot, self.ops, self.bits, self.mode = slot, ops, bits, mode
+        self.widths = tuple(widths)  # this layer's output width choices (a free layer; else none)
         self.alpha_logits = nn.Parameter(torch.zeros(len(ops), len(bits)))
         if mode == "independent":
             self.edges = nn.ModuleList(nn.ModuleList(QOp(op, slot.c_in, slot.c_out, slot.c_mid, b, b) for b in bits)
@@ -102,9 +129,18 @@ class MixedLayer(nn.Module):
         else:
             self.edges = nn.ModuleList(MixedOp(op, slot, bits, mode) for op in ops)
         self.hw: tuple[int, int] | None = None  # input size of the last forward (for costs)
-        # (operation, bits) indices of a single path (one-shot training samples one per
-        # step, ``oneshot.py``); None: the alpha-weighted mix of every edge (DNAS).
-        self.path: tuple[int, int] | None = None
+        # (operation, bits[, width]) indices of a single path (one-shot training samples one
+        # per step, ``oneshot.py``); None: the alpha-weighted mix of every edge (DNAS).
+        self.path: tuple[int, ...] | None = None
+
+    def dims(self, c_in: int) -> tuple[int, int, int] | None:
+        """``(c_in, c_out, c_mid)`` of the current path where the channels are not the slot's
+        widest: the input narrower (the previous layer's width) or this layer's width chosen."""
+        s = self.slot
+        if self.widths and self.path is not None and len(self.path) > 2:
+            w = self.widths[self.path[2]]
+            return c_in, w, w
+        return (c_in, s.c_out, s.c_mid) if c_in != s.c_in else None
 
     def alphas(self) -> torch.Tensor:
         """``[ops, bits]`` importances on the simplex (eq. 7)."""
@@ -113,10 +149,10 @@ class MixedLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.hw = tuple(x.shape[-2:])
         if self.path is not None:
-            i, j = self.path
+            i, j = self.path[:2]
             if self.mode == "independent":
                 return self.edges[i][j](x)
-            return self.edges[i](x, None, j)
+            return self.edges[i](x, None, j, self.dims(x.shape[1]))
         a = self.alphas()
         out = 0
         for i, edge in enumerate(self.edges):
@@ -161,26 +197,33 @@ class Supernet(nn.Module):
 
     def __init__(self, space: str, bits: tuple[int, ...], mode: str = "san", channels: int | None = None,
                  blocks: int | None = None, scale: int = 4, op_set: str | None = None, adq: bool = True,
-                 anchor: str = "none"):
+                 anchor: str = "none", widths: tuple[int, ...] = ()):
         super().__init__()
         sp = get_space(space)
         channels = channels or sp.default_channels
         blocks = blocks or sp.default_blocks
         self.space, self.bits, self.mode, self.op_set = space, tuple(sorted(bits)), mode, op_set
+        self.widths = tuple(sorted(widths))
         if op_set is None:
             op_set = "big" if self.bits == (FLOAT_BITS,) else "small"
             self.op_set = op_set
-        self.slots = sp.layout(channels, blocks, scale)
+        if self.widths and not sp.width_choices:
+            raise ValueError(f"the {space} space has no layer widths")
+        free = {s.name for s in sp.layout(channels, blocks, scale) if s.free_width} if self.widths else set()
+        # The widest choice of every free layer: narrower paths use leading slices of it.
+        self.slots = sp.slots(channels, blocks, scale, {n: max(self.widths) for n in free})
         b0 = max(self.bits)
         template = ArchSpec(space=space, scale=scale, channels=channels, blocks=blocks,
-                            layers=tuple(LayerSpec(s.name, _valid_ops(sp, s, op_set)[0], b0, b0) for s in self.slots),
+                            layers=tuple(LayerSpec(s.name, _valid_ops(sp, s, op_set)[0], b0, b0,
+                                                   max(self.widths) if s.name in free else None) for s in self.slots),
                             adq=adq and sp.has_adq, anchor=anchor)
         self.template = template
         self.net = build_model(template)
         self.mixed = nn.ModuleDict()
         for slot in self.slots:
             key = slot.name.replace(".", "_")
-            layer = MixedLayer(slot, _valid_ops(sp, slot, op_set), self.bits, mode)
+            layer = MixedLayer(slot, _valid_ops(sp, slot, op_set), self.bits, mode,
+                               self.widths if slot.name in free else ())
             _replace(self.net, self.net.layers[key], layer)
             self.mixed[key] = layer
         if anchor != "none":  # the residual starts small, as in the space's own network

@@ -82,3 +82,57 @@ def test_one_shot_training_trains_the_sampled_path_only(tiny_data):
             assert moved == (e == i), (k, e)
         steps = trained.mixed[k].edges[i].convs[0].weight_q
         assert bool(steps[j].initialized) and not any(bool(q.initialized) for b, q in enumerate(steps) if b != j)
+
+
+@pytest.mark.parametrize("space", ["mobile", "basic"])
+def test_a_width_path_is_the_subnet_that_inherits_it(space, tiny_data):
+    """The one-shot supernet on a path with narrower widths computes what the fixed network of
+    that path computes with the inherited (leading-slice) weights: 0 difference, same quantizers."""
+    from qnas_deploy.search.inherit import inherit_from
+    from qnas_deploy.spaces import build_model
+    from qnas_deploy.spec import ArchSpec, LayerSpec
+
+    widths = (16, 24) if space == "mobile" else (12, 24)
+    cfg = OneShotConfig(space=space, channels=8 if space == "mobile" else 12, blocks=1, widths=widths, bits=(4, 8))
+    net = build_supernet(cfg)
+    net.train()
+    for seed in range(3):
+        sample_path(net, np.random.default_rng([9, seed]))
+        x = torch.rand(2, 3, 10, 12)
+        net(x)  # initialise every chosen quantizer, ranges included, on this path
+        net.eval()
+        layers, t = [], net.template
+        for key, m in net.mixed.items():
+            i, j = m.path[:2]
+            w = m.widths[m.path[2]] if m.widths else None
+            layers.append(LayerSpec(m.slot.name, m.ops[i], m.bits[j], m.bits[j], w))
+        spec = ArchSpec(space=space, scale=4, channels=t.channels, blocks=t.blocks, layers=tuple(layers),
+                        adq=t.adq, anchor=t.anchor)
+        model = build_model(spec)
+        model(x)  # marks its quantizers initialised, then overwritten by the inherited state
+        inherit_from(model, spec, net)
+        model.eval()
+        with torch.no_grad():
+            assert torch.equal(model(x), net(x)), seed
+        net.train()
+
+
+def test_width_search_writes_version_2_found_json_that_exports_exactly(tiny_data, tmp_path, capsys):
+    out = tmp_path / "found.json"
+    assert _search("random", tiny_data, out, "--widths", "8,16") == 0
+    spec = load(out)
+    r = json.loads((tmp_path / "found.trials.json").read_text())
+    assert any(k.endswith(".width") for t in r["trials"] for k in t["params"])
+    assert spec.to_dict()["version"] == 2
+    ck = r["best"]["checkpoint"]
+    onnx = tmp_path / "m.onnx"
+    assert main(["export", ck, "-o", str(onnx)]) == 0
+    js = tmp_path / "p.json"
+    assert main(["bench", "parity", ck, str(onnx), "--data", str(tiny_data), "--json", str(js),
+                 "--tolerance-db", "100"]) == 0
+    e = json.loads(js.read_text())["files"]
+    assert all(v["max_abs_diff"] == 0 for k, v in e.items() if k not in ("pytorch", "reference"))
+    assert main(["search", "--space", "mobile", "--widths", "all", "--quick", "-o", str(tmp_path / "d.json")]) == 2
+    assert "DNAS searches the space's fixed widths" in capsys.readouterr().err
+    assert _search("random", tiny_data, tmp_path / "e.json", "--widths", "12") == 2
+    assert "multiple of 8" in capsys.readouterr().err

@@ -1,16 +1,26 @@
-"""Search strategies at equal CPU budget on the Basic space (the measured latency table's):
-DNAS with the BitOps penalty, DNAS with the latency-table penalty, and the Optuna sampling
-strategies (evolution, bayes, random) on one one-shot supernet; the one-shot estimate
-against stand-alone training (Kendall tau), and predicted against measured latency.
+"""Search strategies at equal supernet budget on one space: DNAS with the BitOps penalty, DNAS
+with the latency-table penalty, and the Optuna sampling strategies (evolution, bayes, random)
+on one one-shot supernet (widths searched too); the one-shot estimate against stand-alone
+training (Kendall tau), and the table's predicted against measured latency (MAPE).
 
-    python benchmarks/search_strategies.py [--steps 400] [--trials 16] [--subnets 12] [--work DIR]
+    python benchmarks/search_strategies.py --space mobile [--steps 1500] [--trials 40] [--subnets 12]
+        [--train-steps 1000] [--subnet-steps 600] [--no-widths] [--work DIR]
 
-Budget: every search trains its supernet for ``--steps`` steps (batch 8, LR patch 24, one
-thread, BSD100); the sampling strategies then spend ``--trials`` one-shot evaluations and
-two 100-step fine-tunes, timed. Candidates are scored on Set5; cost is the latency table's
-onnxruntime prediction (128x128, one thread). Every found architecture is trained 300
-steps from scratch and scored on Set5 (its PSNR in the front), exported and timed in
-onnxruntime (predicted vs measured: MAPE). Results: ``results/search_strategies.{json,md,png}``.
+1. The latency table (onnxruntime and LiteRT XNNPACK, 128x128 LR, one thread, bits 4 and 8,
+   the space's widths) is measured by ``bench bitops`` and judged on 12 held-out random
+   architectures: ``results/latency_table_SPACE.json``, ``results/bitops_SPACE.json``.
+2. Budget: every supernet trains ``--steps`` steps (batch 8, LR patch 24, one thread, BSD100,
+   bicubic anchor); DNAS derives its architecture; the sampling strategies share one one-shot
+   supernet (its time counted in each) and spend ``--trials`` one-shot estimates and two
+   100-step fine-tunes. Wall times are measured.
+3. Every found architecture is trained ``--train-steps`` steps from scratch (the default recipe)
+   and scored on Set5 and Set14, exported, and timed in onnxruntime (128x128, one thread,
+   median of 10 round-robin rounds) against the table's prediction.
+4. ``--subnets`` random architectures: one-shot estimate against ``--subnet-steps`` stand-alone
+   steps, Kendall tau.
+
+Resumable: everything finished is kept in ``--work``. Results:
+``results/search_strategies_SPACE.{json,md,png}``.
 """
 from __future__ import annotations
 
@@ -22,137 +32,234 @@ import time
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent / "results"
-TABLE = OUT / "latency_table_basic.json"
+SIZE = (128, 128)
+SETTINGS = {"mobile": dict(channels=32, blocks=4), "basic_lrtail": dict(channels=36, blocks=3),
+            "basic": dict(channels=36, blocks=3)}
+
+
+def build_table(space: str, widths, work: Path) -> Path:
+    from qnas_deploy._io import write_json
+    from qnas_deploy.bench.bitops import bitops_vs_latency, markdown
+
+    path = OUT / f"latency_table_{space}.json"
+    if path.is_file() and json.loads(path.read_text()).get("widths") == list(widths):
+        return path
+    r = bitops_vs_latency(space, 12, SIZE, runs=5, threads=1, seed=0, work=work / "table", progress=False,
+                          table=True, fit=3, table_runs=10, bits=(4, 8), widths=widths, **SETTINGS[space])
+    write_json(path, r["table"])
+    write_json(OUT / f"bitops_{space}.json", {k: v for k, v in r.items() if k != "table"})
+    (OUT / f"bitops_{space}.md").write_text(markdown(r))
+    return path
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=400)
-    ap.add_argument("--trials", type=int, default=16)
+    ap.add_argument("--space", default="mobile", choices=sorted(SETTINGS))
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--trials", type=int, default=40)
     ap.add_argument("--subnets", type=int, default=12)
-    ap.add_argument("--train-steps", type=int, default=300, help="steps each found architecture is trained")
-    ap.add_argument("--subnet-steps", type=int, default=150, help="stand-alone steps of each random subnet")
-    ap.add_argument("--work", default="/tmp/qnas_strategies")
+    ap.add_argument("--train-steps", type=int, default=1000, help="steps each found architecture is trained")
+    ap.add_argument("--subnet-steps", type=int, default=600, help="stand-alone steps of each random subnet")
+    ap.add_argument("--widths", action=argparse.BooleanOptionalAction, default=True,
+                    help="the sampling strategies search the free layers' widths too")
+    ap.add_argument("--work", default=None)
     args = ap.parse_args(argv)
     import numpy as np
     import torch
     from scipy.stats import kendalltau
 
+    from qnas_deploy.checkpoint import load_checkpoint
     from qnas_deploy.cost.latency import load as load_table, predict
-    from qnas_deploy.data import cached_training_store, load_pairs
+    from qnas_deploy.data import PatchDataset, cached_training_store, load_pairs, patch_loader
+    from qnas_deploy.evaluate import bicubic_upscaler, evaluate_sets
+    from qnas_deploy.exporters.export import export
+    from qnas_deploy.runtimes.timing import Job, round_robin
     from qnas_deploy.search.config import SearchConfig
     from qnas_deploy.search.oneshot import OneShotConfig, estimate_psnr, train_oneshot
-    from qnas_deploy.search.run import search
+    from qnas_deploy.search.run import checkpoint_path, search
     from qnas_deploy.search.sampling import SamplingConfig, sampling_search
+    from qnas_deploy.spaces import get_space
     from qnas_deploy.spec import ArchSpec, LayerSpec, load
     from qnas_deploy.train import TrainConfig, train, validate
     sys.path.insert(0, str(Path(__file__).parent))
     from train_zoo import machine
 
     torch.set_num_threads(1)
-    work = Path(args.work)
+    space, st = args.space, SETTINGS[args.space]
+    sp = get_space(space)
+    widths = tuple(sp.width_choices) if args.widths else ()
+    work = Path(args.work or f"runs/strategies_{space}")
     work.mkdir(parents=True, exist_ok=True)
-    table = load_table(str(TABLE))
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    t0 = time.perf_counter()
+    table_path = build_table(space, widths, work)
+    table = load_table(table_path)
+    log(f"table: {len(table['entries'])} entries, {time.perf_counter() - t0:.0f} s")
     store = cached_training_store("BSD100", 4, None)
-    pairs = load_pairs("BSD100", 4, None, training=True)
+    pairs = load_pairs("BSD100", 4, None, training=True)  # DNAS splits the images in two halves
     val = load_pairs("Set5", 4, None, training=False)
     res = {"command": "python benchmarks/search_strategies.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "machine": machine(), "steps": args.steps, "trials": args.trials, "strategies": {}}
+           "machine": machine(), "space": space, **st, "widths": list(widths), "steps": args.steps,
+           "trials": args.trials, "table": str(table_path.relative_to(OUT.parent.parent)), "strategies": {}}
     found: dict[str, Path] = {}
+    times_path = work / "wall.json"
+    walls = json.loads(times_path.read_text()) if times_path.is_file() else {}
 
-    # DNAS, BitOps and latency-table penalties: the same supernet budget in steps.
-    for label, table_path in (("dnas-bitops", None), ("dnas-latency", str(TABLE))):
+    def timed(label, fn):
+        if label not in walls:
+            t = time.perf_counter()
+            fn()
+            walls[label] = time.perf_counter() - t
+            times_path.write_text(json.dumps(walls))
+        return walls[label]
+
+    for label, tp in (("dnas-bitops", None), ("dnas-latency", str(table_path))):
         f = work / label / "found.json"
         f.parent.mkdir(exist_ok=True)
-        t0 = time.perf_counter()
-        if not f.is_file():
-            cfg = SearchConfig(space="basic", bits=(4, 8), channels=36, blocks=3, epochs=2, iters=args.steps // 2,
-                               batch=8, patch=24, lr=1e-2, latency_table=table_path, data="BSD100")
-            search(cfg, pairs, f, progress=False, log=lambda m: None)
-        res["strategies"][label] = {"wall_s": time.perf_counter() - t0}
+        cfg = SearchConfig(space=space, bits=(4, 8), epochs=2, iters=args.steps // 2, batch=8, patch=24, lr=1e-2,
+                           latency_table=tp, data="BSD100", anchor="bicubic", **st)
+        res["strategies"][label] = {"wall_s": timed(label, lambda: search(
+            cfg, pairs, f, resume=checkpoint_path(f).is_file(), progress=False, log=lambda m: None))}
         found[label] = f
-        print(label, res["strategies"][label], file=sys.stderr, flush=True)
+        log(f"{label}: {res['strategies'][label]}")
 
-    oc = OneShotConfig(space="basic", bits=(4, 8), channels=36, blocks=3, iters=args.steps, batch=8, patch=24)
-    t0 = time.perf_counter()
-    net = train_oneshot(oc, store, work / "oneshot.pt", progress=False, log=lambda m: None)
-    oneshot_s = time.perf_counter() - t0
+    oc = OneShotConfig(space=space, bits=(4, 8), anchor="bicubic", widths=widths, iters=args.steps, batch=8,
+                       patch=24, **st)
+    oneshot_s = timed("oneshot", lambda: train_oneshot(oc, store, work / "oneshot.pt", progress=False, log=log))
+    net = train_oneshot(oc, store, work / "oneshot.pt", progress=False, log=log)  # finished: loads it
     res["oneshot_s"] = oneshot_s
     for strategy in ("evolution", "bayes", "random"):
         f = work / strategy / "found.json"
         f.parent.mkdir(exist_ok=True)
-        shutil.copy(work / "oneshot.pt", f.with_name("found.oneshot.pt"))  # the shared supernet
-        cfg = SamplingConfig(strategy=strategy, trials=args.trials, oneshot=oc, latency_table=str(TABLE), top=2,
+        if not f.with_name("found.oneshot.pt").is_file():
+            shutil.copy(work / "oneshot.pt", f.with_name("found.oneshot.pt"))  # the shared supernet
+        cfg = SamplingConfig(strategy=strategy, trials=args.trials, oneshot=oc, latency_table=str(table_path), top=2,
                              qaft_iters=100)
-        r = sampling_search(cfg, store, val, f, progress=False, log=lambda m: None)
-        res["strategies"][strategy] = {"wall_s": oneshot_s + r["wall_s"],
+        out = {}
+        wall = timed(strategy, lambda: out.update(sampling_search(cfg, store, val, f, progress=False, log=lambda m: None)))
+        r = out or json.loads(f.with_name("found.trials.json").read_text())
+        res["strategies"][strategy] = {"wall_s": oneshot_s + wall,
+                                       "trials": [(t["cost"], t["estimated_psnr_db"]) for t in r["trials"]],
                                        "front": [(t["cost"], t["estimated_psnr_db"]) for t in r["trials"]
                                                  if t["number"] in r["front"]]}
         found[strategy] = f
-        print(strategy, r["best"], file=sys.stderr, flush=True)
+        log(f"{strategy}: best {r['best']}")
 
-    # Every found architecture: 300 steps from scratch, Set5; predicted vs measured latency.
-    from qnas_deploy.checkpoint import load_checkpoint
-    from qnas_deploy.exporters.export import export
-    from qnas_deploy.runtimes.timing import Job, round_robin
-
+    # Every found architecture: trained from scratch, scored; predicted vs measured latency.
     jobs, labels = [], []
     for label, f in found.items():
         spec = load(f)
         ck = work / label / "scratch.pt"
-        if not ck.is_file():
-            train(spec, store, ck, TrainConfig(epochs=1, iters=args.train_steps, batch=8, patch=24), progress=False, log=lambda m: None)
+        if not ck.is_file() or not load_checkpoint(ck).calibrated:
+            train(spec, store, ck, TrainConfig(epochs=1, iters=args.train_steps, batch=8, patch=24),
+                  resume=ck.is_file(), progress=False, log=lambda m: None)
+        model = load_checkpoint(ck).model.eval()
+        from qnas_deploy.infer import grey_aware, torch_runner
+
+        scores = evaluate_sets(grey_aware(torch_runner(model)), ["Set5", "Set14"], 4, None)
         s = res["strategies"][label]
-        s["psnr_set5"] = validate(load_checkpoint(ck).model, val, 4)
-        s["predicted_ms"] = float(predict(table, spec, "onnxruntime"))
+        s.update(layers=[[l.name, l.op, l.w_bits, l.width] for l in spec.layers],
+                 bitops_32x32=spec.cost["bitops_32x32"] if spec.cost else None,
+                 psnr_set5=scores["sets"]["Set5"]["mean"]["psnr_db"], psnr_set14=scores["sets"]["Set14"]["mean"]["psnr_db"],
+                 predicted_ms=float(predict(table, spec, "onnxruntime")))
         onnx = work / label / "m.onnx"
         if not onnx.is_file():
-            export(str(f), str(onnx), fmt="onnx", log=lambda m: None)
-        jobs.append(Job(str(onnx), "onnxruntime", (128, 128), image=True))
+            export(str(ck), str(onnx), fmt="onnx", log=lambda m: None)
+        jobs.append(Job(str(onnx), "onnxruntime", SIZE, image=True))
         labels.append(label)
-    timings = round_robin(jobs, 1, 10, 2).timings
-    for label, t in zip(labels, timings):
+        log(f"{label}: {s['psnr_set5']:.2f} dB, predicted {s['predicted_ms']:.2f} ms")
+    for label, t in zip(labels, round_robin(jobs, 1, 10, 2).timings):
         s = res["strategies"][label]
         s["measured_ms"] = t.median_ms
         s["ape"] = abs(s["predicted_ms"] - t.median_ms) / t.median_ms
     res["mape"] = float(np.mean([s["ape"] for s in res["strategies"].values()]))
+    bic = evaluate_sets(bicubic_upscaler(4), ["Set5", "Set14"], 4, None)
+    res["bicubic"] = {k: bic["sets"][k]["mean"]["psnr_db"] for k in ("Set5", "Set14")}
 
-    # One-shot estimate against stand-alone training on random subnets.
+    # One-shot estimate against stand-alone training on random subnets (widths drawn too).
     rng = np.random.default_rng(1)
-    est, real = [], []
-    from qnas_deploy.data import PatchDataset, patch_loader
     calib = [b for b, _ in patch_loader(PatchDataset(store, 4, 24, 7, 32), 8)]
+    est, real, subs = [], [], []
     for k in range(args.subnets):
-        layers = tuple(LayerSpec(s.name, m.ops[rng.integers(len(m.ops))], b, b)
-                       for s, m in zip(net.slots, net.mixed.values()) for b in [int(rng.choice(m.bits))])
-        spec = ArchSpec(space="basic", scale=4, channels=36, blocks=3, layers=layers)
+        layers = []
+        for s, m in zip(net.slots, net.mixed.values()):
+            b = int(rng.choice(m.bits))
+            layers.append(LayerSpec(s.name, m.ops[rng.integers(len(m.ops))], b, b,
+                                    int(rng.choice(m.widths)) if m.widths else None))
+        spec = ArchSpec(space=space, scale=4, channels=st["channels"], blocks=st["blocks"], layers=tuple(layers),
+                        adq=sp.has_adq, anchor="bicubic")
         est.append(estimate_psnr(net, spec, calib, val))
         ck = work / f"sub{k}.pt"
-        if not ck.is_file():
-            train(spec, store, ck, TrainConfig(epochs=1, iters=args.subnet_steps, batch=8, patch=24), progress=False, log=lambda m: None)
+        if not ck.is_file() or not load_checkpoint(ck).calibrated:
+            train(spec, store, ck, TrainConfig(epochs=1, iters=args.subnet_steps, batch=8, patch=24),
+                  resume=ck.is_file(), progress=False, log=lambda m: None)
         real.append(validate(load_checkpoint(ck).model, val, 4))
-        print("subnet", k, est[-1], real[-1], file=sys.stderr, flush=True)
+        subs.append([[l.op, l.w_bits, l.width] for l in spec.layers])
+        log(f"subnet {k}: estimate {est[-1]:.2f}, stand-alone {real[-1]:.2f}")
     tau = kendalltau(est, real)
     res["oneshot_vs_standalone"] = {"kendall_tau": float(tau.statistic), "p": float(tau.pvalue), "estimates": est,
-                                    "standalone": real, "standalone_steps": args.subnet_steps}
-    (OUT / "search_strategies.json").write_text(json.dumps(res, indent=1) + "\n")
-    md = ["# Search strategies at equal supernet budget (Basic space)", "", f"Command: `{res['command'].strip()}`  ",
-          f"Machine: {res['machine']}.", "",
-          f"Every supernet trained {args.steps} steps (batch 8, LR patch 24, BSD100); sampling strategies: "
-          f"{args.trials} one-shot trials and two 100-step fine-tunes. Each found architecture then trained "
-          f"{args.train_steps} steps from scratch and scored on Set5; latency: onnxruntime, 128x128, one thread, predicted by the "
-          "latency table and measured (median of 10, round robin).", "",
-          f"| strategy | wall time | Set5 PSNR ({args.train_steps} steps) | predicted ms | measured ms | error |", "|---|---|---|---|---|---|"]
-    for label, s in res["strategies"].items():
-        md.append(f"| {label} | {s['wall_s']:.0f} s | {s['psnr_set5']:.2f} | {s['predicted_ms']:.1f} | "
-                  f"{s['measured_ms']:.1f} | {100 * s['ape']:.0f}% |")
-    o = res["oneshot_vs_standalone"]
-    md += ["", f"Latency prediction MAPE over the found architectures: {100 * res['mape']:.0f}%.  ",
-           f"One-shot estimate against stand-alone training ({args.subnet_steps} steps) on {args.subnets} random subnets: "
-           f"Kendall tau {o['kendall_tau']:.2f} (p = {o['p']:.2g})."]
-    (OUT / "search_strategies.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+                                    "standalone": real, "standalone_steps": args.subnet_steps, "subnets": subs}
+    name = f"search_strategies_{space}"
+    (OUT / f"{name}.json").write_text(json.dumps(res, indent=1) + "\n")
+    (OUT / f"{name}.md").write_text(markdown(res, args))
+    plot(res, OUT / f"{name}.png")
+    print(markdown(res, args))
     return 0
+
+
+def markdown(res: dict, args) -> str:
+    b = res["bicubic"]
+    md = [f"# Search strategies at equal supernet budget ({res['space']} space)", "",
+          f"Command: `{res['command'].strip()}`  ", f"Machine: {res['machine']}.", "",
+          f"Every supernet trained {res['steps']} steps (batch 8, LR patch 24, BSD100, bicubic anchor, bits 4/8); "
+          f"the sampling strategies share one one-shot supernet (its {res['oneshot_s']:.0f} s counted in each)"
+          + (f" that also samples the free layers' widths {res['widths']}" if res["widths"] else "")
+          + f", then {res['trials']} one-shot trials and two 100-step fine-tunes. Each found architecture then "
+          f"trained {args.train_steps} steps from scratch (default recipe) and scored on Set5 / Set14 (bicubic "
+          f"{b['Set5']:.2f} / {b['Set14']:.2f}); latency: onnxruntime, 128x128, one thread, predicted by the latency "
+          f"table ({res['table']}) and measured (median of 10, round robin).", "",
+          "| strategy | search wall time | Set5 PSNR | Set14 PSNR | predicted ms | measured ms | error |",
+          "|---|---|---|---|---|---|---|"]
+    for label, s in res["strategies"].items():
+        md.append(f"| {label} | {s['wall_s']:.0f} s | {s['psnr_set5']:.2f} | {s['psnr_set14']:.2f} | "
+                  f"{s['predicted_ms']:.2f} | {s['measured_ms']:.2f} | {100 * s['ape']:.0f}% |")
+    o = res["oneshot_vs_standalone"]
+    md += ["", f"Latency prediction MAPE over the found architectures: {100 * res['mape']:.1f}%.  ",
+           f"One-shot estimate against stand-alone training ({o['standalone_steps']} steps) on {len(o['estimates'])} "
+           f"random subnets: Kendall tau {o['kendall_tau']:.2f} (p = {o['p']:.2g})."]
+    return "\n".join(md) + "\n"
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    ax = axes[0]
+    for i, (label, s) in enumerate(res["strategies"].items()):
+        ax.scatter([s["measured_ms"]], [s["psnr_set5"]], s=60, color=f"C{i}", label=label, marker="*")
+    ax.axhline(res["bicubic"]["Set5"], color="0.5", ls=":", lw=1, label="bicubic")
+    ax.set_xlabel("measured onnxruntime latency, 128x128 (ms)")
+    ax.set_ylabel("Set5 PSNR after training (dB)")
+    ax.set_title("found architectures")
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    for i, (label, s) in enumerate(res["strategies"].items()):
+        if "trials" in s:
+            c, p = zip(*s["trials"])
+            ax.scatter(c, p, s=8, color=f"C{i}", alpha=0.4)
+            fc, fp = zip(*sorted(s["front"]))
+            ax.plot(fc, fp, color=f"C{i}", marker="o", ms=3, label=f"{label} front")
+    ax.set_xlabel("predicted latency (ms, table)")
+    ax.set_ylabel("one-shot PSNR estimate, Set5 (dB)")
+    ax.set_title("sampling trials and fronts")
+    ax.legend(fontsize=7)
+    fig.suptitle(f"{res['space']}: {res['steps']} supernet steps", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

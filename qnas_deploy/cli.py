@@ -415,12 +415,20 @@ def export(source: str, fmt: str, out: str | None, weights: str | None, calib: s
 @click.option("--qaft-iters", type=click.IntRange(1), default=None, help="Sampling: fine-tune steps each [200].")
 @click.option("--val", default=None, metavar="DATA",
               help="Sampling: images the candidates are scored on (default: four of the search images).")
+@click.option("--latency-live", metavar="RUNTIME", default=None,
+              help="Sampling: measure each candidate's latency in this runtime (onnxruntime, litert-xnnpack, "
+                   "litert-builtin, openvino, ...) instead of a table: exported with initialised weights, timed.")
+@click.option("--latency-target", metavar="aarch64[:CPU]", default=None,
+              help="Sampling, with --latency-live: time there (emulated under qemu: `qnas-deploy target setup`).")
+@click.option("--latency-size", callback=lambda c, p, v: _parse_size(v), default="128x128", show_default=True,
+              metavar="HxW", help="Sampling, with --latency-live: the LR size timed.")
 @click.option("--widths", "widths_list", metavar="all|LIST", default=None,
               help="Sampling: also search each free layer's width ('all': the space's choices, or a list like "
                    "16,32,48); found.json version 2.")
 def search(space, bits, penalty, entropy_coef, data, datasets_root, out, epochs, iters, patch, batch, channels,
            seed, device, mode, quick, resume, latency_table, latency_backend, anchor, strategy, trials,
-           latency_budget, oneshot_iters, top, qaft_iters, val, widths_list) -> None:
+           latency_budget, oneshot_iters, top, qaft_iters, val, latency_live, latency_target, latency_size,
+           widths_list) -> None:
     """Architecture search -> found.json: QuantNAS DNAS (SAN, BitMixer, entropy, BitOps or
     measured-latency penalty), or evolutionary / Bayesian / random sampling on Optuna."""
     from .errors import BadInput
@@ -435,7 +443,11 @@ def search(space, bits, penalty, entropy_coef, data, datasets_root, out, epochs,
     if strategy != "dnas":
         return _sampling_search(space, bit_list, data, datasets_root, out, patch, batch, channels, seed, quick,
                                 latency_table, latency_backend, anchor, strategy, trials, latency_budget,
-                                oneshot_iters, top, qaft_iters, val, _widths(widths_list, space))
+                                oneshot_iters, top, qaft_iters, val, _widths(widths_list, space),
+                                (latency_live, latency_target, latency_size))
+    if latency_live or latency_target:
+        raise BadInput("--latency-live: DNAS penalises a latency table (--latency-table); live measurement is for "
+                       "--strategy evolution, bayes or random")
     if widths_list is not None:
         raise BadInput("--widths: DNAS searches the space's fixed widths; use --strategy evolution, bayes or random")
     check_writable(*output_paths(out))
@@ -459,7 +471,7 @@ def search(space, bits, penalty, entropy_coef, data, datasets_root, out, epochs,
 
 def _sampling_search(space, bits, data, datasets_root, out, patch, batch, channels, seed, quick, latency_table,
                      latency_backend, anchor, strategy, trials, budget, oneshot_iters, top, qaft_iters, val,
-                     widths) -> None:
+                     widths, live) -> None:
     from .data import load_pairs
     from .search import embedded_pairs
     from .search.config import QUICK_CHANNELS
@@ -474,7 +486,8 @@ def _sampling_search(space, bits, data, datasets_root, out, patch, batch, channe
                        batch=batch or (4 if q else 16), patch=patch or (16 if q else 32), seed=seed)
     cfg = SamplingConfig(strategy=strategy, trials=trials or (8 if q else 40), oneshot=oc, latency_table=latency_table,
                          latency_backend=latency_backend, latency_budget=budget, top=top or (2 if q else 3),
-                         qaft_iters=qaft_iters or (20 if q else 200), seed=seed)
+                         qaft_iters=qaft_iters or (20 if q else 200), seed=seed, latency_live=live[0],
+                         latency_target=live[1], latency_size=live[2])
     pairs = load_pairs(data, 4, datasets_root, training=True) if data else embedded_pairs(4)
     val_pairs = load_pairs(val, 4, datasets_root, training=False) if val else pairs[:4]
     r = sampling_search(cfg, pairs, val_pairs, out, log=lambda m: click.echo(m, err=True))

@@ -4,7 +4,9 @@ scored by the one-shot supernet's PSNR estimate and by its cost, on the engine's
 Strategies: ``evolution`` (NSGA-II, the PSNR-latency front; seed 004 evolves on measured
 latency), ``bayes`` (Optuna's multi-objective TPE: BOMP-NAS's Bayesian optimisation) and
 ``random`` (the floor). Cost: the latency table's prediction for a backend when a table is
-given (``bench bitops --table-json``), else BitOps. ``latency_budget`` is a constraint
+given (``bench bitops --table-json``); or the latency measured live (``latency_live``: each
+candidate exported with initialised weights and timed in that runtime, on this machine or
+an emulated aarch64 one, as ``bench latency`` times it); else BitOps. ``latency_budget`` is a constraint
 (trials over it are infeasible, and the samplers steer away). The best candidates of the
 feasible front then get a short quantization-aware fine-tune from their inherited weights
 (BOMP-NAS's QAFT) and their real PSNR.
@@ -47,7 +49,11 @@ class SamplingConfig:
     oneshot: OneShotConfig = field(default_factory=OneShotConfig)
     latency_table: str | None = None
     latency_backend: str = "onnxruntime"
-    latency_budget: float | None = None     # ms (with a table) or GBitOps (without)
+    latency_live: str | None = None         # a RUNTIMES name: measure each candidate there instead
+    latency_target: str | None = None       # with latency_live: "aarch64[:CPU]" (emulated) or None (this machine)
+    latency_size: tuple[int, int] = (128, 128)  # LR size of the live measurement
+    latency_runs: int = 10
+    latency_budget: float | None = None     # ms (with a table or live) or GBitOps (neither)
     top: int = 3                            # front candidates fine-tuned
     qaft_iters: int = 200
     calib_batches: int = 4
@@ -58,6 +64,23 @@ class SamplingConfig:
             raise BadInput(f"--strategy must be dnas or one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if self.trials < 1 or self.top < 1:
             raise BadInput("--trials and --top must be at least 1")
+        if self.latency_live and self.latency_table:
+            raise BadInput("--latency-live and --latency-table: choose one cost")
+        if self.latency_target and not self.latency_live:
+            raise BadInput("--latency-target needs --latency-live RUNTIME")
+        if self.latency_live:
+            from ..runtimes import RUNTIMES
+
+            if self.latency_live not in RUNTIMES:
+                raise BadInput(f"--latency-live must be one of {', '.join(RUNTIMES)}, got {self.latency_live!r}")
+            if self.latency_target:
+                from ..emulation.aarch64 import parse_target
+
+                parse_target(self.latency_target)
+
+    @property
+    def cost_unit(self) -> str:
+        return "ms" if self.latency_table or self.latency_live else "GBitOps"
 
 
 def sampler(cfg: SamplingConfig, constraints):
@@ -79,7 +102,7 @@ def paths(found: str | Path) -> dict[str, Path]:
     f = Path(found)
     return {"oneshot": f.with_name(f.stem + ".oneshot.pt"), "db": f.with_name(f.stem + ".optuna.db"),
             "front": f.with_name(f.stem + ".front"), "plot": f.with_name(f.stem + ".front.png"),
-            "trials": f.with_name(f.stem + ".trials.json")}
+            "trials": f.with_name(f.stem + ".trials.json"), "live": f.with_name(f.stem + ".live")}
 
 
 def sampling_search(cfg: SamplingConfig, pairs, val_pairs, found: str | Path, progress: bool = True,
@@ -113,9 +136,13 @@ def sampling_search(cfg: SamplingConfig, pairs, val_pairs, found: str | Path, pr
         return ArchSpec(space=template.space, scale=template.scale, channels=template.channels,
                         blocks=template.blocks, layers=layers, adq=template.adq, anchor=template.anchor)
 
+    live = LiveLatency(cfg, P["live"]) if cfg.latency_live else None
+
     def cost(spec) -> float:
         if table is not None:
             return float(predict(table, spec, cfg.latency_backend))
+        if live is not None:
+            return live(spec)
         return summary(spec)["bitops_32x32"] / 1e9
 
     def constraints(trial) -> list[float]:
@@ -164,7 +191,7 @@ def sampling_search(cfg: SamplingConfig, pairs, val_pairs, found: str | Path, pr
         psnr, ck = _qaft(net, spec, store, val_pairs, P["front"] / f"trial{t.number}.pt", cfg, log)
         spec = spec.with_(search={"strategy": cfg.strategy, "trial": t.number, "estimated_psnr_db": t.values[0],
                                   "qaft_psnr_db": psnr, "cost": t.values[1],
-                                  "cost_unit": "ms" if table is not None else "GBitOps",
+                                  "cost_unit": cfg.cost_unit, "cost_source": _cost_source(cfg),
                                   "latency_budget": cfg.latency_budget})
         spec = spec.with_(cost=summary(spec))
         save(spec, P["front"] / f"trial{t.number}.json")
@@ -176,7 +203,7 @@ def sampling_search(cfg: SamplingConfig, pairs, val_pairs, found: str | Path, pr
     with atomic_path(found) as tmp:
         Path(tmp).write_text(Path(best["found"]).read_text())
     out = {"strategy": cfg.strategy, "config": _jsonable(asdict(cfg)), "oneshot_s": oneshot_s, "search_s": search_s,
-           "wall_s": time.perf_counter() - t0, "cost_unit": "ms" if table is not None else "GBitOps",
+           "wall_s": time.perf_counter() - t0, "cost_unit": cfg.cost_unit, "cost_source": _cost_source(cfg),
            "trials": [{"number": t.number, "estimated_psnr_db": t.values[0], "cost": t.values[1],
                        "feasible": t.user_attrs.get("over_budget", 0.0) <= 0, "params": t.params} for t in trials],
            "front": [t.number for t in front], "finetuned": results, "best": best}
@@ -184,6 +211,51 @@ def sampling_search(cfg: SamplingConfig, pairs, val_pairs, found: str | Path, pr
         Path(tmp).write_text(json.dumps(out, indent=1) + "\n")
     _plot(out, P["plot"])
     return out
+
+
+def _cost_source(cfg: SamplingConfig) -> str:
+    if cfg.latency_table:
+        return f"latency table {Path(cfg.latency_table).name}, {cfg.latency_backend}"
+    if cfg.latency_live:
+        where = f"{cfg.latency_target} (emulated under qemu)" if cfg.latency_target else "this machine"
+        return (f"measured: {cfg.latency_live} on {where}, {cfg.latency_size[0]}x{cfg.latency_size[1]}, "
+                f"one thread, median of {cfg.latency_runs}")
+    return "BitOps at 32x32"
+
+
+class LiveLatency:
+    """A candidate's latency measured in a runtime: exported with initialised weights (the
+    speed of integer kernels does not depend on the values), timed on one LR image, median
+    of ``latency_runs`` after two warm-up runs. Measured once per architecture, kept in
+    ``folder/latency.json`` so that a resumed search does not time them again."""
+
+    def __init__(self, cfg: SamplingConfig, folder: Path):
+        self.cfg, self.folder = cfg, folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / "latency.json"
+        self.known = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.env = self.cpu = None
+        if cfg.latency_target:
+            from ..emulation import aarch64
+
+            self.cpu, self.env = aarch64.parse_target(cfg.latency_target), aarch64.load()
+
+    def __call__(self, spec) -> float:
+        from ..bench.bitops import export_architecture
+        from ..bench.latency import _measure_emulated, measure
+        from ..runtimes import RUNTIMES
+
+        k = json.dumps([[l.op, l.w_bits, l.a_bits, l.width] for l in spec.layers])
+        if k not in self.known:
+            c = self.cfg
+            _, onnx_path, tfl_path = export_architecture(spec.with_(name="candidate"), c.latency_size, self.folder)
+            path = onnx_path if RUNTIMES[c.latency_live].suffix == ".onnx" else tfl_path
+            row = (_measure_emulated(self.env, self.cpu, path, c.latency_live, c.latency_size, 1, c.latency_runs, 2)
+                   if self.env else measure(path, c.latency_live, c.latency_size, 1, c.latency_runs, 2, isolate=False))
+            self.known[k] = row.median_ms
+            with atomic_path(self.path) as tmp:
+                Path(tmp).write_text(json.dumps(self.known))
+        return float(self.known[k])
 
 
 def _front(trials):

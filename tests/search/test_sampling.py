@@ -136,3 +136,26 @@ def test_width_search_writes_version_2_found_json_that_exports_exactly(tiny_data
     assert "DNAS searches the space's fixed widths" in capsys.readouterr().err
     assert _search("random", tiny_data, tmp_path / "e.json", "--widths", "12") == 2
     assert "multiple of 8" in capsys.readouterr().err
+
+
+def test_live_latency_is_measured_per_candidate_and_bounds_the_result(tiny_data, tmp_path, capsys):
+    """--latency-live: every trial's cost is its file timed in onnxruntime (ms, kept for a
+    resume), the budget is a constraint on those measurements, and found.json says so."""
+    out = tmp_path / "found.json"
+    assert _search("random", tiny_data, out, "--latency-live", "onnxruntime", "--latency-size", "16x16",
+                   "--widths", "8,16") == 0
+    r = json.loads((tmp_path / "found.trials.json").read_text())
+    measured = json.loads((tmp_path / "found.live" / "latency.json").read_text())
+    assert r["cost_unit"] == "ms" and "measured: onnxruntime on this machine, 16x16" in r["cost_source"]
+    assert sorted(measured.values()) == sorted({t["cost"] for t in r["trials"]})  # one timing per architecture
+    assert all(0 < v < 1000 for v in measured.values())
+    budget = sorted(t["cost"] for t in r["trials"])[1]
+    out2 = tmp_path / "b" / "found.json"
+    out2.parent.mkdir()
+    assert _search("random", tiny_data, out2, "--latency-live", "onnxruntime", "--latency-size", "16x16",
+                   "--widths", "8,16", "--latency-budget", str(budget * 1.5)) == 0
+    assert load(out2).search["cost"] <= budget * 1.5 and load(out2).search["cost_unit"] == "ms"
+    capsys.readouterr()
+    assert _search("random", tiny_data, tmp_path / "c.json", "--latency-live", "tensorrt") == 2
+    assert "--latency-live must be one of" in capsys.readouterr().err
+    assert _search("dnas", tiny_data, tmp_path / "d.json", "--latency-live", "onnxruntime") == 2

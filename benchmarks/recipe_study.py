@@ -1,6 +1,6 @@
 """The training-recipe study: which settings converge, and which starts get closer sooner.
 
-    python benchmarks/recipe_study.py [--iters 3000] [--work DIR] [--threads 1] [--redo]
+    python benchmarks/recipe_study.py [--iters 3000] [--runs LABEL,...] [--work DIR] [--threads 1] [--redo]
 
 Every run trains ``mobile_w8a8`` (narrow weight grid, as shipped) on BSD100 with seed 0,
 batch 16, LR patch 32 for ``--iters`` iterations (3000: about 5 minutes of one core of
@@ -16,6 +16,9 @@ the README's training section; a recipe study on them compares nothing.)
   the entry's path (a search of the same space, sizes and anchor: 300 iterations, timed
   separately and reported).
 
+A CPU-time budget is set as iterations: 3000 took 4.6 to 5.7 minutes of one core here, so
+``--iters 5500`` is the 10-CPU-minute point (each run's own time is reported); results of
+other ``--iters`` go to ``results/recipe_study_ITERS.{json,md}``. ``--runs`` picks starts.
 The longer point of ``default`` is the shipped weights' run (``benchmarks/train_zoo.py``,
 the same settings for 10000 iterations). Results go to ``results/recipe_study.json`` as each
 run finishes (an interrupted study continues; ``--redo`` starts again).
@@ -95,7 +98,12 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--datasets-root", default=None)
     ap.add_argument("--redo", action="store_true")
+    ap.add_argument("--runs", default=",".join(RUNS), help="comma-separated starts (labels of RUNS)")
     args = ap.parse_args(argv)
+    labels = [l for l in args.runs.split(",") if l]
+    for l in labels:
+        if l not in RUNS:
+            ap.error(f"--runs: {l!r} is not one of {', '.join(RUNS)}")
     import torch
 
     from qnas_deploy.evaluate import bicubic_upscaler, evaluate_sets
@@ -105,7 +113,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    path = OUT / "recipe_study.json"
+    stem = "recipe_study" if args.iters == 3000 else f"recipe_study_{args.iters}"
+    path = OUT / f"{stem}.json"
     res = json.loads(path.read_text()) if path.is_file() and not args.redo else {}
     if res.get("iters") != args.iters:
         res = {}
@@ -115,15 +124,15 @@ def main(argv=None) -> int:
                 "bicubic": {k: bic["sets"][k]["mean"]["psnr_db"] for k in ("Set5", "Set14")}})
     res.setdefault("runs", {})
     for label, over in RUNS.items():
-        if label not in res["runs"]:
+        if label in labels and label not in res["runs"]:
             res["runs"][label] = run_one(label, over, args.iters, work, args.datasets_root)
             print(label, res["runs"][label], file=sys.stderr, flush=True)
             path.write_text(json.dumps(res, indent=1) + "\n")
-    write_md(res)
+    write_md(res, stem)
     return 0
 
 
-def write_md(res: dict) -> None:
+def write_md(res: dict, stem: str = "recipe_study") -> None:
     b = res["bicubic"]
     md = ["# Training recipes", "", f"Command: `{res['command'].strip()}`  ", f"Machine: {res['machine']}.", "",
           f"{res['entry']} (narrow weight grid), BSD100, seed 0, batch 16, LR patch 32, {res['iters']} iterations "
@@ -142,7 +151,7 @@ def write_md(res: dict) -> None:
         md += ["", f"Longer run of `default`: the shipped {ENTRY} ({it} iterations, "
                f"{z['train_seconds'] / 60:.0f} min): Set5 {z['scores']['Set5']['psnr_db']:.2f}, "
                f"Set14 {z['scores']['Set14']['psnr_db']:.2f} dB."]
-    (OUT / "recipe_study.md").write_text("\n".join(md) + "\n")
+    (OUT / f"{stem}.md").write_text("\n".join(md) + "\n")
 
 
 if __name__ == "__main__":

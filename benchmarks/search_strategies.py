@@ -7,12 +7,14 @@ training (Kendall tau), and the table's predicted against measured latency (MAPE
         [--train-steps 1000] [--subnet-steps 600] [--no-widths] [--work DIR]
 
 1. The latency table (onnxruntime and LiteRT XNNPACK, 128x128 LR, one thread, bits 4 and 8,
-   the space's widths) is measured by ``bench bitops`` and judged on 12 held-out random
+   the space's widths, its fixed part fitted on architectures with the bicubic anchor) is measured by ``bench bitops`` and judged on 12 held-out random
    architectures: ``results/latency_table_SPACE.json``, ``results/bitops_SPACE.json``.
-2. Budget: every supernet trains ``--steps`` steps (batch 8, LR patch 24, one thread, BSD100,
-   bicubic anchor); DNAS derives its architecture; the sampling strategies share one one-shot
-   supernet (its time counted in each) and spend ``--trials`` one-shot estimates and two
-   100-step fine-tunes. Wall times are measured.
+2. Budget: each DNAS supernet trains ``--steps`` steps (batch 8, LR patch 24, one thread,
+   BSD100, bicubic anchor) and derives its architecture; the sampling strategies share one
+   one-shot supernet (its time counted in each) trained for ``--oneshot-steps`` (default: as
+   many as fit in DNAS-BitOps's wall time, from a timed 50-step probe: equal CPU budget; a
+   single-path step costs a fraction of a DNAS step) and spend ``--trials`` one-shot
+   estimates and two 100-step fine-tunes. Wall times are measured.
 3. Every found architecture is trained ``--train-steps`` steps from scratch (the default recipe)
    and scored on Set5 and Set14, exported, and timed in onnxruntime (128x128, one thread,
    median of 10 round-robin rounds) against the table's prediction.
@@ -33,6 +35,7 @@ from pathlib import Path
 
 OUT = Path(__file__).resolve().parent / "results"
 SIZE = (128, 128)
+ANCHOR = "bicubic"  # every architecture here has it (the table's fixed part includes it)
 SETTINGS = {"mobile": dict(channels=32, blocks=4), "basic_lrtail": dict(channels=36, blocks=3),
             "basic": dict(channels=36, blocks=3)}
 
@@ -42,10 +45,12 @@ def build_table(space: str, widths, work: Path) -> Path:
     from qnas_deploy.bench.bitops import bitops_vs_latency, markdown
 
     path = OUT / f"latency_table_{space}.json"
-    if path.is_file() and json.loads(path.read_text()).get("widths") == list(widths):
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    if old.get("widths") == list(widths) and old.get("anchor") == ANCHOR:
         return path
     r = bitops_vs_latency(space, 12, SIZE, runs=5, threads=1, seed=0, work=work / "table", progress=False,
-                          table=True, fit=3, table_runs=10, bits=(4, 8), widths=widths, **SETTINGS[space])
+                          table=True, fit=3, table_runs=10, bits=(4, 8), widths=widths, anchor=ANCHOR,
+                          **SETTINGS[space])
     write_json(path, r["table"])
     write_json(OUT / f"bitops_{space}.json", {k: v for k, v in r.items() if k != "table"})
     (OUT / f"bitops_{space}.md").write_text(markdown(r))
@@ -56,6 +61,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--space", default="mobile", choices=sorted(SETTINGS))
     ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--oneshot-steps", type=int, default=None,
+                    help="one-shot supernet steps (default: DNAS-BitOps's wall time's worth)")
     ap.add_argument("--trials", type=int, default=40)
     ap.add_argument("--subnets", type=int, default=12)
     ap.add_argument("--train-steps", type=int, default=1000, help="steps each found architecture is trained")
@@ -117,26 +124,39 @@ def main(argv=None) -> int:
         f = work / label / "found.json"
         f.parent.mkdir(exist_ok=True)
         cfg = SearchConfig(space=space, bits=(4, 8), epochs=2, iters=args.steps // 2, batch=8, patch=24, lr=1e-2,
-                           latency_table=tp, data="BSD100", anchor="bicubic", **st)
+                           latency_table=tp, data="BSD100", anchor=ANCHOR, **st)
         res["strategies"][label] = {"wall_s": timed(label, lambda: search(
             cfg, pairs, f, resume=checkpoint_path(f).is_file(), progress=False, log=lambda m: None))}
         found[label] = f
         log(f"{label}: {res['strategies'][label]}")
 
-    oc = OneShotConfig(space=space, bits=(4, 8), anchor="bicubic", widths=widths, iters=args.steps, batch=8,
+    steps = args.oneshot_steps
+    if steps is None:  # equal CPU budget: the one-shot supernet gets DNAS-BitOps's wall time
+        if "probe_step_s" not in walls:
+            probe = OneShotConfig(space=space, bits=(4, 8), anchor=ANCHOR, widths=widths, iters=50, batch=8,
+                                  patch=24, **st)
+            t = time.perf_counter()
+            train_oneshot(probe, store, work / "probe.pt", progress=False, log=lambda m: None)
+            walls["probe_step_s"] = (time.perf_counter() - t) / 50
+            times_path.write_text(json.dumps(walls))
+        steps = int(walls["dnas-bitops"] / walls["probe_step_s"])
+    res["oneshot_steps"] = steps
+    oc = OneShotConfig(space=space, bits=(4, 8), anchor=ANCHOR, widths=widths, iters=steps, batch=8,
                        patch=24, **st)
-    oneshot_s = timed("oneshot", lambda: train_oneshot(oc, store, work / "oneshot.pt", progress=False, log=log))
-    net = train_oneshot(oc, store, work / "oneshot.pt", progress=False, log=log)  # finished: loads it
+    tag = f"os{steps}"
+    oneshot_s = timed(f"oneshot-{tag}", lambda: train_oneshot(oc, store, work / f"oneshot_{tag}.pt", progress=False,
+                                                              log=log))
+    net = train_oneshot(oc, store, work / f"oneshot_{tag}.pt", progress=False, log=log)  # finished: loads it
     res["oneshot_s"] = oneshot_s
     for strategy in ("evolution", "bayes", "random"):
-        f = work / strategy / "found.json"
+        f = work / f"{strategy}_{tag}" / "found.json"
         f.parent.mkdir(exist_ok=True)
         if not f.with_name("found.oneshot.pt").is_file():
-            shutil.copy(work / "oneshot.pt", f.with_name("found.oneshot.pt"))  # the shared supernet
+            shutil.copy(work / f"oneshot_{tag}.pt", f.with_name("found.oneshot.pt"))  # the shared supernet
         cfg = SamplingConfig(strategy=strategy, trials=args.trials, oneshot=oc, latency_table=str(table_path), top=2,
                              qaft_iters=100)
         out = {}
-        wall = timed(strategy, lambda: out.update(sampling_search(cfg, store, val, f, progress=False, log=lambda m: None)))
+        wall = timed(f"{strategy}-{tag}", lambda: out.update(sampling_search(cfg, store, val, f, progress=False, log=lambda m: None)))
         r = out or json.loads(f.with_name("found.trials.json").read_text())
         res["strategies"][strategy] = {"wall_s": oneshot_s + wall,
                                        "trials": [(t["cost"], t["estimated_psnr_db"]) for t in r["trials"]],
@@ -149,7 +169,7 @@ def main(argv=None) -> int:
     jobs, labels = [], []
     for label, f in found.items():
         spec = load(f)
-        ck = work / label / "scratch.pt"
+        ck = f.parent / "scratch.pt"
         if not ck.is_file() or not load_checkpoint(ck).calibrated:
             train(spec, store, ck, TrainConfig(epochs=1, iters=args.train_steps, batch=8, patch=24),
                   resume=ck.is_file(), progress=False, log=lambda m: None)
@@ -162,7 +182,7 @@ def main(argv=None) -> int:
                  bitops_32x32=spec.cost["bitops_32x32"] if spec.cost else None,
                  psnr_set5=scores["sets"]["Set5"]["mean"]["psnr_db"], psnr_set14=scores["sets"]["Set14"]["mean"]["psnr_db"],
                  predicted_ms=float(predict(table, spec, "onnxruntime")))
-        onnx = work / label / "m.onnx"
+        onnx = f.parent / "m.onnx"
         if not onnx.is_file():
             export(str(ck), str(onnx), fmt="onnx", log=lambda m: None)
         jobs.append(Job(str(onnx), "onnxruntime", SIZE, image=True))
@@ -187,7 +207,7 @@ def main(argv=None) -> int:
             layers.append(LayerSpec(s.name, m.ops[rng.integers(len(m.ops))], b, b,
                                     int(rng.choice(m.widths)) if m.widths else None))
         spec = ArchSpec(space=space, scale=4, channels=st["channels"], blocks=st["blocks"], layers=tuple(layers),
-                        adq=sp.has_adq, anchor="bicubic")
+                        adq=sp.has_adq, anchor=ANCHOR)
         est.append(estimate_psnr(net, spec, calib, val))
         ck = work / f"sub{k}.pt"
         if not ck.is_file() or not load_checkpoint(ck).calibrated:
@@ -211,8 +231,9 @@ def markdown(res: dict, args) -> str:
     b = res["bicubic"]
     md = [f"# Search strategies at equal supernet budget ({res['space']} space)", "",
           f"Command: `{res['command'].strip()}`  ", f"Machine: {res['machine']}.", "",
-          f"Every supernet trained {res['steps']} steps (batch 8, LR patch 24, BSD100, bicubic anchor, bits 4/8); "
-          f"the sampling strategies share one one-shot supernet (its {res['oneshot_s']:.0f} s counted in each)"
+          f"Each DNAS supernet trained {res['steps']} steps (batch 8, LR patch 24, BSD100, bicubic anchor, bits 4/8); "
+          f"the sampling strategies share one one-shot supernet of {res['oneshot_steps']} single-path steps "
+          f"(its {res['oneshot_s']:.0f} s counted in each)"
           + (f" that also samples the free layers' widths {res['widths']}" if res["widths"] else "")
           + f", then {res['trials']} one-shot trials and two 100-step fine-tunes. Each found architecture then "
           f"trained {args.train_steps} steps from scratch (default recipe) and scored on Set5 / Set14 (bicubic "

@@ -778,8 +778,10 @@ def target_list() -> None:
 @click.option("--widths", "widths_list", metavar="all|LIST", default=None,
               help="Draw each free layer's width too ('all': the space's choices, or a list like 16,32), "
                    "and measure the table at those widths.")
+@click.option("--anchor", type=click.Choice(["none", "nearest", "bicubic"]), default="none", show_default=True,
+              help="The architectures' anchor (in the table's fixed part: a table predicts that anchor only).")
 def bench_bitops(space, samples, size, runs, threads, seed, json_path, md_path, plot_path, bits_list, channels,
-                 blocks, with_table, table_path, fit, table_runs, widths_list) -> None:
+                 blocks, with_table, table_path, fit, table_runs, widths_list, anchor) -> None:
     """Kendall tau and Pearson r between BitOps and measured latency of random architectures
     (onnxruntime and LiteRT + XNNPACK, initialised weights), and of an FBNet-style per-layer
     latency table measured on the same machine."""
@@ -793,7 +795,7 @@ def bench_bitops(space, samples, size, runs, threads, seed, json_path, md_path, 
         raise click.UsageError(f"--bits {bits_list}: choose from 2, 4, 8 (the integer exporters' widths)")
     result = bitops_vs_latency(space, samples, size, runs, threads=threads, seed=seed, table=with_table, fit=fit,
                                table_runs=table_runs, bits=bits, channels=channels, blocks=blocks,
-                               widths=_widths(widths_list, space))
+                               widths=_widths(widths_list, space), anchor=anchor)
     if table_path:
         write_json(table_path, result["table"])
     if plot_path:

@@ -19,7 +19,7 @@ from .latency_table import BACKENDS
 
 
 def random_spec(space: str, rng: np.random.Generator, bits=(2, 4, 8), index: int = 0, channels: int | None = None,
-                blocks: int | None = None, widths=()):
+                blocks: int | None = None, widths=(), anchor: str = "none"):
     """A random architecture: per layer an operation of the quantized set, a bit width and,
     with ``widths``, a width for each free layer (drawn again until the operations' groups
     divide them)."""
@@ -38,7 +38,7 @@ def random_spec(space: str, rng: np.random.Generator, bits=(2, 4, 8), index: int
             w = int(rng.choice(widths)) if widths and s.free_width else None
             layers.append(LayerSpec(s.name, str(ops[rng.integers(len(ops))]), b, b, w))
         try:
-            return ArchSpec(space=space, scale=4, channels=channels, blocks=blocks, adq=sp.has_adq,
+            return ArchSpec(space=space, scale=4, channels=channels, blocks=blocks, adq=sp.has_adq, anchor=anchor,
                             layers=tuple(layers), name=f"{space}_random_{index}")
         except SpecError:
             continue
@@ -98,11 +98,12 @@ def export_architecture(spec, size, work: Path):
 def bitops_vs_latency(space: str, samples: int, size: tuple[int, int], runs: int = 5, warmup: int = 1,
                       threads: int = 1, seed: int = 0, work: str | Path | None = None, progress: bool = True,
                       table: bool = True, fit: int = 3, table_runs: int = 10, bits=(2, 4, 8),
-                      channels: int | None = None, blocks: int | None = None, widths=()) -> dict:
+                      channels: int | None = None, blocks: int | None = None, widths=(), anchor: str = "none") -> dict:
     """Time ``samples`` random architectures; with ``table``, also build the per-layer latency
     table, fix its constant part on ``fit`` other random architectures, and judge it on the
     ``samples`` (held out: the table never saw them). ``widths``: the free layers' widths
-    are drawn from these too, and the table covers them."""
+    are drawn from these too, and the table covers them. ``anchor``: the architectures'
+    anchor (its cost is in the table's fixed part, so a table serves one anchor)."""
     import tempfile
 
     from ..cost.latency import evaluate, fit_fixed
@@ -122,19 +123,20 @@ def bitops_vs_latency(space: str, samples: int, size: tuple[int, int], runs: int
     work = Path(work or tempfile.mkdtemp(prefix="qnas-bitops-"))
     work.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    specs = [random_spec(space, rng, bits, i, channels, blocks, widths) for i in range(samples)]
+    specs = [random_spec(space, rng, bits, i, channels, blocks, widths, anchor) for i in range(samples)]
     fit_rng = np.random.default_rng([seed, 1])  # another stream: the fit architectures are not held-out ones
-    fit_specs = [random_spec(space, fit_rng, bits, samples + i, channels, blocks, widths)
+    fit_specs = [random_spec(space, fit_rng, bits, samples + i, channels, blocks, widths, anchor)
                  for i in range(fit if table else 0)]
     # Held-out and fit architectures are timed in the same rounds, so that the table's
     # constant part is fixed under the conditions the held-out ones are measured in.
     timed = _measure_archs(specs + fit_specs, size, runs, warmup, threads, work, progress, f"bitops {space}: export")
     rows, fit_rows = timed[:samples], timed[samples:]
     result = {"space": space, "bits": list(bits), "samples": samples, "size": f"{size[0]}x{size[1]}", "threads": threads, "runs": runs,
-              "seed": seed, "widths": list(widths), "rows": rows, "correlation": correlations(rows)}
+              "seed": seed, "widths": list(widths), "anchor": anchor, "rows": rows, "correlation": correlations(rows)}
     if table:
         tab = build_table(space, size, bits, threads=threads, runs=table_runs, work=work / "table", progress=progress,
                           channels=channels, blocks=blocks, widths=widths)
+        tab["anchor"] = anchor
         fit_fixed(tab, fit_rows)
         result.update(table=tab, fit_rows=fit_rows, table_accuracy=evaluate(tab, rows))
     return result

@@ -4,7 +4,8 @@ A table (``bench bitops --table-json``; measured by :mod:`qnas_deploy.bench.late
 holds, per backend, the milliseconds of every searchable layer candidate (operation x
 weight bits x activation bits x input and output channels at its slot's input size) timed
 alone, and one constant per backend, ``fixed_ms``, for what the layers do not cover (the
-fixed ops and the runtime's per-call overhead). A network's predicted latency is
+fixed ops, the anchor, and the runtime's per-call overhead: fitted on architectures with
+the table's ``anchor``, and only used for those). A network's predicted latency is
 ``fixed_ms + sum of its layers' entries``; in a search, the entries take the place of
 eq. 8's BitOps.
 
@@ -71,6 +72,10 @@ def predict(table: dict, spec, backend: str) -> float:
     """Predicted whole-network latency (ms) of ``spec`` at the table's LR size."""
     if spec.space != table["space"]:
         raise BadInput(f"latency table is for the {table['space']!r} space, the spec is {spec.space!r}")
+    anchor = getattr(spec, "anchor", "none")
+    if anchor != table.get("anchor", "none"):
+        raise BadInput(f"latency table's fixed part was fitted on architectures with anchor "
+                       f"{table.get('anchor', 'none')!r}, the spec has {anchor!r} (bench bitops --anchor {anchor})")
     fixed = table["fixed_ms"].get(backend)
     if fixed is None:
         raise BadInput(f"latency table has no fixed part for {backend} (not calibrated)")

@@ -178,3 +178,18 @@ def test_the_latency_model_imports_without_pytorch(latency_table, tmp_path):
             f"print(predict(load({str(path)!r}), spec, 'onnxruntime'))\n")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert float(out) == 2.0 + len(layers)
+
+
+def test_a_table_predicts_only_the_anchor_its_fixed_part_was_fitted_with(latency_table):
+    from qnas_deploy.cost.latency import predict
+    from qnas_deploy.errors import BadInput
+    from qnas_deploy.spec import uniform
+
+    table = latency_table(space="basic", channels=6, blocks=1, fixed_ms=2.0)
+    spec = uniform("basic", {"head": "simple_3x3", "body": "simple_3x3", "skip": "simple_1x1",
+                             "upsample": "simple_3x3", "tail": "simple_3x3"}, 8, channels=6, blocks=1)
+    assert predict(table, spec, "onnxruntime") == 2.0 + len(spec.layers)
+    with pytest.raises(BadInput, match="anchor 'none', the spec has 'bicubic'"):
+        predict(table, spec.with_(anchor="bicubic"), "onnxruntime")
+    table["anchor"] = "bicubic"
+    assert predict(table, spec.with_(anchor="bicubic"), "onnxruntime") == 2.0 + len(spec.layers)

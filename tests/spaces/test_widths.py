@@ -19,7 +19,7 @@ from qnas_deploy.spaces import get_space
 
 def _widths_spec(space: str) -> S.ArchSpec:
     base = S.uniform(space, {"head": "simple_3x3", "body": "conv_3x1_1x3", "skip": "simple_1x1",
-                             "upsample": "simple_3x3", "tail": "simple_3x3"}, 8, blocks=2, anchor="bicubic",
+                             "upsample": "simple_3x3", "tail": "simple_3x3"}, 8, blocks=1, anchor="bicubic",
                      weight_grid="narrow")
     free = [s.name for s in get_space(space).slots_of(base) if s.free_width]
     choices = get_space(space).width_choices

@@ -29,6 +29,11 @@ WEIGHTS = ROOT / "qnas_deploy" / "zoo" / "weights"
 PLAN = {"espcn_w8a8": (16, 500), "mobile_w8a8": (20, 500), "basic_lrtail_bicubic": (14, 500),
         "rfdn_mixed": (20, 200)}
 DATA, GRID, SEED = "BSD100", "narrow", 0
+# Trained by the plan, not copied into the package: why (a shipped file must equal the trained
+# model on every runtime the README names; tests/zoo/test_weights.py checks it).
+HELD = {"rfdn_mixed": "its LiteRT XNNPACK file differs from PyTorch by 0.065 dB on Set5 crops: XNNPACK's "
+                      "fixed-point ADD (20-bit scale ratios) rounds block.3.out otherwise on 0.01% of values, "
+                      "and ESA's mask spreads it; exact against XNNPACK's own arithmetic"}
 
 
 def machine() -> str:
@@ -121,6 +126,9 @@ def main(argv=None) -> int:
             ap.error(f"{name}: not in the plan ({', '.join(PLAN)})")
         t0 = time.perf_counter()
         ck = train_entry(name, work, args.datasets_root, log=lambda m: print(m, file=sys.stderr, flush=True))
+        if name in HELD:
+            print(f"{name}: trained ({ck}), not shipped: {HELD[name]}", file=sys.stderr, flush=True)
+            continue
         rows[name] = ship(name, ck, args.datasets_root, command.strip())
         print(f"{name}: shipped, {time.perf_counter() - t0:.0f} s, {rows[name]['scores']}", file=sys.stderr, flush=True)
         write_summary(rows, args.datasets_root)

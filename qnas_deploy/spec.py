@@ -271,9 +271,7 @@ class ArchSpec:
         object.__setattr__(self, "layers", tuple(
             replace(l, width=None) if l.width == self.channels else l
             for l in (l if isinstance(l, LayerSpec) else LayerSpec(**l) for l in self.layers)))
-        if self.version < VERSION:
-            object.__setattr__(self, "version", migrate(self.to_dict())["version"])
-        validate_document(self.to_dict())
+        object.__setattr__(self, "version", validate_document(self.to_dict())["version"])
 
     @property
     def float_only(self) -> bool:
@@ -334,10 +332,9 @@ def load(path: str | Path) -> ArchSpec:
 def upgrade(path: str | Path, out: str | Path | None = None) -> tuple[int, int]:
     """Rewrite the found.json at ``path`` (or into ``out``) at the current format version;
     returns ``(old version, new version)``. Nothing is written if the document is invalid."""
-    p = Path(path)
-    spec = load(p)
-    old = json.loads(p.read_text(encoding="utf-8"))["version"]
-    save(spec, out or p)
+    spec = load(path)
+    old = json.loads(Path(path).read_text(encoding="utf-8"))["version"]  # valid: load read it
+    save(spec, out or path)
     return old, spec.version
 
 

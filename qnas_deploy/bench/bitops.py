@@ -21,28 +21,21 @@ from .latency_table import BACKENDS
 def random_spec(space: str, rng: np.random.Generator, bits=(2, 4, 8), index: int = 0, channels: int | None = None,
                 blocks: int | None = None, widths=(), anchor: str = "none"):
     """A random architecture: per layer an operation of the quantized set, a bit width and,
-    with ``widths``, a width for each free layer (drawn again until the operations' groups
-    divide them)."""
-    from ..errors import SpecError
+    with ``widths`` (``Space.width_problem`` passed), a width for each free layer."""
     from ..spaces import get_space
     from ..spec import ArchSpec, LayerSpec
 
     sp = get_space(space)
     channels, blocks = channels or sp.default_channels, blocks or sp.default_blocks
     slots = sp.layout(channels, blocks, 4)
-    for _ in range(1000):
-        layers = []
-        for s in slots:
-            ops = sp.ops_for(s.role, "small")
-            b = int(rng.choice(bits))
-            w = int(rng.choice(widths)) if widths and s.free_width else None
-            layers.append(LayerSpec(s.name, str(ops[rng.integers(len(ops))]), b, b, w))
-        try:
-            return ArchSpec(space=space, scale=4, channels=channels, blocks=blocks, adq=sp.has_adq, anchor=anchor,
-                            layers=tuple(layers), name=f"{space}_random_{index}")
-        except SpecError:
-            continue
-    raise BadInput(f"no architecture of the {space} space takes the widths {', '.join(map(str, widths))}")
+    layers = []
+    for s in slots:
+        ops = sp.ops_for(s.role, "small")
+        b = int(rng.choice(bits))
+        w = int(rng.choice(widths)) if widths and s.free_width else None
+        layers.append(LayerSpec(s.name, str(ops[rng.integers(len(ops))]), b, b, w))
+    return ArchSpec(space=space, scale=4, channels=channels, blocks=blocks, adq=sp.has_adq, anchor=anchor,
+                    layers=tuple(layers), name=f"{space}_random_{index}")
 
 
 def timing_jobs(onnx_path, tflite_path, size: tuple[int, int]) -> list:
@@ -74,17 +67,18 @@ def _measure_archs(specs, size, runs, warmup, threads, work: Path, progress: boo
     return rows
 
 
-def export_architecture(spec, size, work: Path):
-    """``spec`` with initialised weights, calibrated, lowered and written in both formats by
+def export_architecture(spec, size, work: Path, formats=("onnx", "tflite")):
+    """``spec`` with initialised weights, calibrated, lowered and written in ``formats`` by
     the export pipeline (metadata and the runtimes' checks included; onnxsim off, as the
-    architectures were always timed)."""
+    architectures were always timed). Returns the row and the ONNX and TFLite paths (None
+    for a format not written)."""
     from ..cost import summary
     from ..exporters.export import ExportOptions, lower, metadata, prepare, write
     from ..spaces import get_space
 
     p = prepare(spec, log=lambda _: None)
-    paths = {}
-    for fmt in ("onnx", "tflite"):
+    paths = dict.fromkeys(("onnx", "tflite"))
+    for fmt in formats:
         opts = ExportOptions(format=fmt, input_size=size, simplify=False)
         paths[fmt] = work / f"{spec.name}.{fmt}"
         write(lower(p.model, opts), paths[fmt], opts, metadata(p, opts))
@@ -111,11 +105,9 @@ def bitops_vs_latency(space: str, samples: int, size: tuple[int, int], runs: int
 
     from ..spaces import get_space
 
-    check = get_space(space).check_width
-    for w in widths:
-        why = check(w) if check else None
-        if why:
-            raise BadInput(f"--widths: {why}")
+    why = get_space(space).width_problem(widths, channels, blocks)
+    if why:
+        raise BadInput(f"--widths: {why}")
     if samples < 3:
         raise BadInput(f"--samples {samples}: need at least 3 architectures for a rank correlation")
     if table and fit < 1:

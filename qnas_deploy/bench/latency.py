@@ -60,8 +60,9 @@ def measure(path: str, backend: str, size: tuple[int, int], threads: int, runs: 
                       t.p90_ms, t.min_ms, r.peak_rss_kb / 1024, (r.peak_rss_kb - r.base_rss_kb) / 1024)
 
 
-def _measure_emulated(env, cpu, path: str, backend: str, size: tuple[int, int], threads: int, runs: int,
+def measure_emulated(env, cpu, path: str, backend: str, size: tuple[int, int], threads: int, runs: int,
                       warmup: int) -> LatencyRow:
+    """:func:`measure` in the aarch64 environment ``env`` on ``cpu`` (emulated under qemu)."""
     from ..emulation import aarch64
 
     r = aarch64.round_robin(env, cpu, [Job(str(path), backend, tuple(size), image=True)], threads, runs, warmup)
@@ -97,7 +98,7 @@ def latency(files: list[str], size: tuple[int, int], threads: list[int], runs: i
     with bar(len(jobs), "latency", progress) as pbar:
         rows = []
         for f, b, t in jobs:
-            rows.append(_measure_emulated(env, cpu, f, b, size, t, runs, warmup) if env
+            rows.append(measure_emulated(env, cpu, f, b, size, t, runs, warmup) if env
                         else measure(f, b, size, t, runs, warmup, isolate))
             pbar.update(1)
     if env:

@@ -77,8 +77,7 @@ def _candidates(space: str, bits, channels: int | None = None, blocks: int | Non
     candidate at least once: per operation index and bits, one spec per pair ``(a, b)``
     of ``widths`` with the free layers' widths alternating ``a, b, a, ...`` (consecutive
     free layers, as in the mobile space, then meet every pair). Specs that add no new
-    candidate are dropped by the caller."""
-    from ..errors import SpecError
+    candidate are dropped by the caller. ``widths`` must pass ``Space.width_problem``."""
     from ..spaces import get_space
     from ..spec import ArchSpec, LayerSpec
 
@@ -95,11 +94,8 @@ def _candidates(space: str, bits, channels: int | None = None, blocks: int | Non
                 w = {n: (a, c)[k % 2] for k, n in enumerate(free)} if a is not None else {}
                 layers = tuple(LayerSpec(s.name, sp.ops_for(s.role, "small")[i % len(sp.ops_for(s.role, "small"))],
                                          b, b, w.get(s.name)) for s in slots)
-                try:
-                    specs.append(ArchSpec(space=space, scale=4, channels=channels, blocks=blocks, layers=layers,
-                                          adq=sp.has_adq, name=f"{space}_table_{i}_{b}_{a}_{c}"))
-                except SpecError:  # an operation whose groups do not divide a width: not a candidate
-                    continue
+                specs.append(ArchSpec(space=space, scale=4, channels=channels, blocks=blocks, layers=layers,
+                                      adq=sp.has_adq, name=f"{space}_table_{i}_{b}_{a}_{c}"))
     return specs
 
 
@@ -117,8 +113,9 @@ def build_table(space: str, size: tuple[int, int], bits=(2, 4, 8), threads: int 
 
     sp = get_space(space)
     widths = tuple(widths or ())
-    if widths and not sp.width_choices:
-        raise BadInput(f"--widths: the {space} space has no layer widths")
+    why = sp.width_problem(widths, channels, blocks)
+    if why:
+        raise BadInput(f"--widths: {why}")
     work = Path(work or tempfile.mkdtemp(prefix="qnas-table-"))
     work.mkdir(parents=True, exist_ok=True)
     sizes = slot_sizes(space, size, channels, blocks)

@@ -83,7 +83,9 @@ class LSQWeightPerChannel(nn.Module):
         if not bool(self.initialized):
             self.init_from(w)
         gs = F.lsq_grad_scale(w[0].numel(), self.qmax)
-        return F.fake_quant_lsq(w, self.step.abs(), self.qmin, self.qmax, gs)
+        # The leading channels' steps for the leading rows of a wider layer's weights (a
+        # width path of the one-shot supernet); all of them otherwise.
+        return F.fake_quant_lsq(w, self.step[:w.shape[0]].abs(), self.qmin, self.qmax, gs)
 
     @property
     def scale(self) -> torch.Tensor:

@@ -47,33 +47,12 @@ class OneShotConfig:
     seed: int = 0
 
 
-def check_widths(space: str, widths, channels: int | None = None, blocks: int | None = None) -> None:
-    """Every width takes every operation the free layers offer (or a one-line ``BadInput``)."""
-    from ..ops import get_op
+def build_supernet(cfg: OneShotConfig) -> Supernet:
     from ..spaces import get_space
 
-    sp = get_space(space)
-    if not widths:
-        return
-    if not sp.width_choices:
-        raise BadInput(f"--widths: the {space} space has no layer widths")
-    slots = sp.layout(channels or sp.default_channels, blocks or sp.default_blocks, 4)
-    for w in widths:
-        why = sp.check_width(w) if sp.check_width else None
-        for i, s in enumerate(slots):
-            if why is None and s.free_width:
-                for op in sp.ops_for(s.role, "small"):
-                    why = why or get_op(op).check(s.c_in, w, w)
-                    if why is None and i + 1 < len(slots):
-                        n = slots[i + 1]
-                        why = next((get_op(o).check(w, n.c_out, n.c_mid) for o in sp.ops_for(n.role, "small")
-                                    if get_op(o).check(w, n.c_out, n.c_mid)), None)
-        if why:
-            raise BadInput(f"--widths: width {w}: {why}")
-
-
-def build_supernet(cfg: OneShotConfig) -> Supernet:
-    check_widths(cfg.space, cfg.widths, cfg.channels, cfg.blocks)
+    why = get_space(cfg.space).width_problem(cfg.widths, cfg.channels, cfg.blocks)
+    if why:
+        raise BadInput(f"--widths: {why}")
     torch.manual_seed(cfg.seed)
     return Supernet(cfg.space, cfg.bits, "shared", cfg.channels, cfg.blocks, cfg.scale, anchor=cfg.anchor,
                     widths=cfg.widths)

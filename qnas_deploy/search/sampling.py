@@ -71,8 +71,9 @@ class SamplingConfig:
         if self.latency_live:
             from ..runtimes import RUNTIMES
 
-            if self.latency_live not in RUNTIMES:
-                raise BadInput(f"--latency-live must be one of {', '.join(RUNTIMES)}, got {self.latency_live!r}")
+            live = [n for n, r in RUNTIMES.items() if r.suffix in (".onnx", ".tflite")]  # what a candidate is exported as
+            if self.latency_live not in live:
+                raise BadInput(f"--latency-live must be one of {', '.join(live)}, got {self.latency_live!r}")
             if self.latency_target:
                 from ..emulation.aarch64 import parse_target
 
@@ -242,15 +243,17 @@ class LiveLatency:
 
     def __call__(self, spec) -> float:
         from ..bench.bitops import export_architecture
-        from ..bench.latency import _measure_emulated, measure
+        from ..bench.latency import measure, measure_emulated
         from ..runtimes import RUNTIMES
 
         k = json.dumps([[l.op, l.w_bits, l.a_bits, l.width] for l in spec.layers])
         if k not in self.known:
             c = self.cfg
-            _, onnx_path, tfl_path = export_architecture(spec.with_(name="candidate"), c.latency_size, self.folder)
-            path = onnx_path if RUNTIMES[c.latency_live].suffix == ".onnx" else tfl_path
-            row = (_measure_emulated(self.env, self.cpu, path, c.latency_live, c.latency_size, 1, c.latency_runs, 2)
+            fmt = RUNTIMES[c.latency_live].suffix[1:]
+            _, onnx_path, tfl_path = export_architecture(spec.with_(name="candidate"), c.latency_size, self.folder,
+                                                         (fmt,))
+            path = onnx_path or tfl_path
+            row = (measure_emulated(self.env, self.cpu, path, c.latency_live, c.latency_size, 1, c.latency_runs, 2)
                    if self.env else measure(path, c.latency_live, c.latency_size, 1, c.latency_runs, 2, isolate=False))
             self.known[k] = row.median_ms
             with atomic_path(self.path) as tmp:

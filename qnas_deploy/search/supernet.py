@@ -31,7 +31,6 @@ from torch import nn
 
 from ..ops import ConvDef, QConv2d, QOp, get_op
 from ..quant import FLOAT_BITS, HWGQAct, LSQWeightPerChannel
-from ..quant import functional as qf
 from ..spaces import Slot, build_model, get_space
 from ..spec import ArchSpec, LayerSpec
 
@@ -69,20 +68,14 @@ class MixedConv(nn.Module):
                 cd: ConvDef | None = None) -> torch.Tensor:
         """``bit``: the index of the one bit width to run (a single sampled path), else the mix.
         ``cd``: the conv at narrower channels (a width path): the leading slice of the weights."""
-        if cd is not None and (cd.c_in, cd.c_out) != (self.cd.c_in, self.cd.c_out):
-            w, b = self.weight[:cd.c_out, :cd.c_in // cd.groups], self.bias[:cd.c_out]
-            q = self.weight_q[bit]
-            if not q.enabled:
-                wm = w
-            else:
-                if not bool(q.initialized):
-                    q.init_from(self.weight)
-                wm = qf.fake_quant_lsq(w, q.step[:cd.c_out].abs(), q.qmin, q.qmax, qf.lsq_grad_scale(w[0].numel(), q.qmax))
-            return TF.conv2d(self.act_q[bit](x), wm, b, cd.stride, cd.pad, cd.dilation, cd.groups)
-        c = self.cd
+        c = cd or self.cd
         if self.mode == "shared" and bit is not None:
-            xm, wm = self.act_q[bit](x), self.weight_q[bit](self.weight)
-        elif self.mode == "shared":
+            q = self.weight_q[bit]
+            if q.enabled and not bool(q.initialized):
+                q.init_from(self.weight)  # every channel's step, from the widest weights
+            w, b = self.weight[:c.c_out, :c.c_in // c.groups], self.bias[:c.c_out]
+            return TF.conv2d(self.act_q[bit](x), q(w), b, c.stride, c.pad, c.dilation, c.groups)
+        if self.mode == "shared":
             xm = sum(a * q(x) for a, q in zip(ahat, self.act_q))
             wm = sum(a * q(self.weight) for a, q in zip(ahat, self.weight_q))
         else:  # san

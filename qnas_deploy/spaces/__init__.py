@@ -79,6 +79,28 @@ class Space:
         """The layout of a spec, its layers' ``width`` fields applied."""
         return self.slots(spec.channels, spec.blocks, spec.scale, spec_widths(spec))
 
+    def width_problem(self, widths, channels: int | None = None, blocks: int | None = None,
+                      op_set: str = "small") -> str | None:
+        """Why ``widths`` cannot be offered to every free layer with every operation of
+        ``op_set`` (the layer's and its reader's), or None."""
+        from ..ops import get_op
+
+        if widths and not self.width_choices:
+            return f"the {self.name} space has no layer widths"
+        channels, blocks = channels or self.default_channels, blocks or self.default_blocks
+        free = [s.name for s in self.layout(channels, blocks, 4) if s.free_width] if widths else []
+        for w in widths:
+            why = self.check_width(w) if self.check_width else None
+            if why:
+                return why
+            # Every free layer at ``w``: each free layer and each reader meets ``w`` on one side.
+            for s in self.slots(channels, blocks, 4, dict.fromkeys(free, w)):
+                for op in self.ops_for(s.role, op_set):
+                    why = get_op(op).check(s.c_in, s.c_out, s.c_mid)
+                    if why:
+                        return f"width {w}: {s.name}: {why}"
+        return None
+
     def ops_for(self, role: str, op_set: str | None = None) -> tuple[str, ...]:
         """Operations a layer of ``role`` may take (the union of all sets when ``op_set`` is None)."""
         sets = self.op_sets[role]
@@ -130,15 +152,12 @@ class SpaceNet(nn.Module):
     """What every space's fixed network starts with: its spec, scale, tensor bits and
     searchable layers (``layers``, keyed as :func:`build_layers` keys them)."""
 
-    def __init__(self, spec, layout: Callable[..., list[Slot]]):
+    def __init__(self, spec):
         super().__init__()
         self.spec = spec
         self.scale = spec.scale
         self.tbits = tensor_bits(spec)
-        widths = spec_widths(spec)
-        slots = layout(spec.channels, spec.blocks, spec.scale, widths) if widths else \
-            layout(spec.channels, spec.blocks, spec.scale)
-        self.layers = build_layers(spec, slots)
+        self.layers = build_layers(spec, get_space(spec.space).slots_of(spec))
 
 
 def shuffle_up(net, y):

@@ -135,7 +135,7 @@ class BasicNet(SpaceNet):
     ANCHOR_INIT = {"upsample": 1e-3, "tail_1": 1e-3}
 
     def __init__(self, spec, lr_tail: bool = False):
-        super().__init__(spec, layout_lrtail if lr_tail else layout)
+        super().__init__(spec)
         self.lr_tail = lr_tail
         c, tbits, L = spec.channels, self.tbits, self.layers
         adq = spec.adq_mode if spec.adq else None

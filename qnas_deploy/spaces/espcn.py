@@ -33,7 +33,7 @@ def check(channels: int, blocks: int, scale: int) -> str | None:
 
 class ESPCNNet(SpaceNet):
     def __init__(self, spec):
-        super().__init__(spec, layout)
+        super().__init__(spec)
         tbits = self.tbits
         self.q_in = Uint8AffineTensor(signed=False, fixed_scale=1 / 255, bits=tbits)
         self.q_image = Uint8AffineTensor(signed=False, fixed_scale=1 / 255, bits=tbits)

@@ -71,7 +71,7 @@ class MobileNet(SpaceNet):
     ANCHOR_INIT = {"upsample": 0.1}  # see BasicNet.ANCHOR_INIT
 
     def __init__(self, spec):
-        super().__init__(spec, layout)
+        super().__init__(spec)
         tbits, s = self.tbits, spec.scale
         self.q_in = Uint8AffineTensor(signed=False, fixed_scale=1 / 255, bits=tbits)
         self.anchor = Anchor(spec.anchor, s, tbits, at_lr=True) if spec.anchor != "none" else None

@@ -204,7 +204,7 @@ class RFDNNet(SpaceNet):
     """The fixed network of an RFDN-space spec (see the module docstring)."""
 
     def __init__(self, spec):
-        super().__init__(spec, layout)
+        super().__init__(spec)
         c, tbits, L = spec.channels, self.tbits, self.layers
         fbits = FLOAT_BITS if spec.float_only else spec.fixed_bits
         adq = spec.adq_mode if spec.adq else None

@@ -17,7 +17,8 @@ the README's training section; a recipe study on them compares nothing.)
   separately and reported).
 
 A CPU-time budget is set as iterations: 3000 took 4.6 to 5.7 minutes of one core here, so
-``--iters 5500`` is the 10-CPU-minute point (each run's own time is reported); results of
+``--iters 5500`` is the 10-CPU-minute point and ``--iters 33000`` the 60-minute one (each run's
+own time is reported; two studies with different ``--runs`` may share the cores); results of
 other ``--iters`` go to ``results/recipe_study_ITERS.{json,md}``. ``--runs`` picks starts.
 The longer point of ``default`` is the shipped weights' run (``benchmarks/train_zoo.py``,
 the same settings for 10000 iterations). Results go to ``results/recipe_study.json`` as each
@@ -125,9 +126,17 @@ def main(argv=None) -> int:
     res.setdefault("runs", {})
     for label, over in RUNS.items():
         if label in labels and label not in res["runs"]:
-            res["runs"][label] = run_one(label, over, args.iters, work, args.datasets_root)
-            print(label, res["runs"][label], file=sys.stderr, flush=True)
-            path.write_text(json.dumps(res, indent=1) + "\n")
+            row = run_one(label, over, args.iters, work, args.datasets_root)
+            print(label, row, file=sys.stderr, flush=True)
+            # Two studies of the same --iters may run side by side (one per core): merge with what
+            # the other has written since this one started, so neither loses the other's rows.
+            if path.is_file():
+                res["runs"] = {**json.loads(path.read_text()).get("runs", {}), **res["runs"]}
+            res["runs"][label] = row
+            tmp = path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(res, indent=1) + "\n")
+            tmp.replace(path)
+    res["runs"] = {k: res["runs"][k] for k in RUNS if k in res["runs"]}
     write_md(res, stem)
     return 0
 

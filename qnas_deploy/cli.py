@@ -224,6 +224,9 @@ def eval_cmd(model: str | None, bicubic: bool, data: str, datasets_root: str | N
               help="Decode the training images into memory instead of the memory-mapped cache "
                    "(~/.cache/qnas-deploy/decoded, or $QNAS_CACHE/decoded).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N, or auto.")
+@click.option("--amp", type=click.Choice(["off", "bf16", "fp16"]), default="off", show_default=True,
+              help="Mixed precision: convolutions in bfloat16 (CPU or CUDA) or float16 (CUDA, loss-scaled); "
+                   "the quantizers stay float32, and evaluation and export are unchanged.")
 @click.option("--resume", is_flag=True, help="Continue the run saved at --output.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--for-target", metavar="NAME", default=None,
@@ -234,7 +237,7 @@ def train(spec: str, data: str, out: str, val: str | None, datasets_root: str | 
           epochs: int | None, iters: int | None, batch: int | None, patch: int | None, lr: float | None,
           optimizer: str | None, warmup: float | None, float_warmup: float | None, loss: str | None,
           init_from: str | None, seed: int, calib_batches: int, workers: int, no_cache: bool, device: str,
-          resume: bool, no_progress: bool, for_target: str | None) -> None:
+          amp: str, resume: bool, no_progress: bool, for_target: str | None) -> None:
     """Quantization-aware training of SPEC (found.json or zoo name)."""
     from .data import cached_training_store, load_pairs
     from .train import TrainConfig, train as run_train
@@ -248,7 +251,7 @@ def train(spec: str, data: str, out: str, val: str | None, datasets_root: str | 
         arch = arch.with_(weight_grid=get_target(for_target).weight_grid)
     cfg = TrainConfig.from_recipe(recipe, epochs=epochs, iters=iters, batch=batch, patch=patch, lr=lr,
                                   optimizer=optimizer, warmup=warmup, float_warmup=float_warmup, loss=loss,
-                                  seed=seed, calib_batches=calib_batches, init=init_from)
+                                  seed=seed, calib_batches=calib_batches, init=init_from, amp=amp)
     dev = _device(device)
     if no_cache:
         pairs = load_pairs(data, arch.scale, datasets_root, training=True)

@@ -38,6 +38,9 @@ from .spec import ArchSpec
 
 OPTIMIZERS = ("sgd", "adam")
 LOSSES = ("l1", "l2")
+# Mixed precision: the convolutions in the low precision, every quantizer in float32
+# (quant.modules.float32_math). float16 needs loss scaling and a CUDA device.
+AMP = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # What each recipe sets; anything given explicitly overrides it. ``default``: Adam at 2e-3
 # with a short linear warm-up and a cosine decay to zero converges from 150 iterations to
@@ -73,12 +76,15 @@ class TrainConfig:
     calib_batches: int = 8
     recipe: str = "default"
     init: str | None = None    # a search's found.json whose supernet weights start the run
+    amp: str = "off"           # mixed precision: off, bf16 or fp16 (see AMP)
 
     def __post_init__(self):
         if self.recipe not in RECIPES:
             raise BadInput(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
         if self.optimizer not in OPTIMIZERS:
             raise BadInput(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.amp not in AMP:
+            raise BadInput(f"amp must be one of {', '.join(AMP)}, got {self.amp!r}")
         if self.loss not in LOSSES:
             raise BadInput(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         for name in ("epochs", "iters", "batch", "patch", "calib_batches"):
@@ -216,6 +222,13 @@ def train(spec: ArchSpec, train_pairs: list[Pair] | PairStore, out: str | Path, 
         _load_schedule(sched, opt, cfg, state["scheduler"])
     loss_fn = nn.L1Loss() if cfg.loss == "l1" else nn.MSELoss()
     cuda = str(device).startswith("cuda")
+    if cfg.amp == "fp16" and not cuda:
+        raise BadInput("--amp fp16 needs a CUDA device (on CPU use --amp bf16)")
+    # float16 gradients underflow without loss scaling; bfloat16 has float32's exponent range.
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16")
+    if state.get("grad_scaler"):
+        scaler.load_state_dict(state["grad_scaler"])
+    dev_type = torch.device(device).type
     elapsed = float(history[-1].get("elapsed_s", 0.0)) if history else 0.0
 
     for epoch in range(start_epoch, cfg.epochs):
@@ -225,11 +238,14 @@ def train(spec: ArchSpec, train_pairs: list[Pair] | PairStore, out: str | Path, 
         first = epoch * cfg.iters
         loader = patch_loader(ds, cfg.batch, first * cfg.batch, workers, pin_memory=cuda, rank=rank, world=world)
         for i, (lr_b, hr_b) in zip(range(cfg.iters), loader):
-            with quantizers_off(model, first + i < cfg.float_iters):
-                loss = loss_fn(net(lr_b.to(device, non_blocking=cuda)), hr_b.to(device, non_blocking=cuda))
+            with quantizers_off(model, first + i < cfg.float_iters), \
+                    torch.autocast(dev_type, dtype=AMP[cfg.amp], enabled=cfg.amp != "off"):
+                sr = net(lr_b.to(device, non_blocking=cuda))
+            loss = loss_fn(sr.float(), hr_b.to(device, non_blocking=cuda))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             total += loss.item()
             bar.update(1)
@@ -253,6 +269,8 @@ def train(spec: ArchSpec, train_pairs: list[Pair] | PairStore, out: str | Path, 
         log(_epoch_line(entry))
         record = {"config": asdict(cfg), "epoch": epoch + 1, "history": history}
         state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+        if scaler.is_enabled():
+            state["grad_scaler"] = scaler.state_dict()
         if main:
             save_checkpoint(out, spec, model, calibrated=False, record=record, state=state)
         if world > 1:

@@ -196,3 +196,39 @@ def test_cli_train_defaults_to_the_default_recipe(tmp_path, tiny_spec, sr_folder
     assert main(["train", str(spec_path), "--data", str(folder), "-o", str(tmp_path / "p.pt"), "--recipe", "paper",
                  "--epochs", "1", "--iters", "1", "--batch", "2", "--patch", "8", "--no-progress"]) == 0
     assert load_checkpoint(tmp_path / "p.pt").record["config"]["optimizer"] == "sgd"
+
+
+def test_bf16_mixed_precision_trains_and_exports_exactly(tmp_path, tiny_spec, data, monkeypatch):
+    """--amp bf16: the convolutions run in bfloat16, the quantizers in float32, and the
+    trained model exports to a file onnxruntime runs equal to PyTorch (0 steps: evaluation
+    and export do not use the low precision, so nothing of it reaches the file's grids)."""
+    from qnas_deploy.exporters.export import export
+    from qnas_deploy.runtimes import RUNTIMES
+
+    dtypes = []
+    real = torch.nn.functional.conv2d
+
+    def spy(x, w, *a, **k):
+        y = real(x, w, *a, **k)
+        dtypes.append(y.dtype)
+        return y
+
+    monkeypatch.setattr(torch.nn.functional, "conv2d", spy)
+    cfg = TrainConfig(**{**TINY, "amp": "bf16"})
+    ck = train(tiny_spec, data, tmp_path / "b.pt", cfg, progress=False, log=_quiet)
+    assert torch.bfloat16 in dtypes
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "b.pt").record["config"]["amp"] == "bf16"
+    e = export(str(tmp_path / "b.pt"), tmp_path / "b.onnx", log=_quiet)
+    x = (np.random.default_rng(0).random((13, 11, 3)) * 255).astype(np.uint8)
+    y = RUNTIMES["onnxruntime"].image_runner(e.path, threads=1)(x)
+    want = torch_runner(ck.model.eval())(x)
+    assert np.array_equal(y, want)
+
+
+def test_amp_choices_are_checked(tmp_path, tiny_spec, data):
+    with pytest.raises(BadInput, match="amp must be one of"):
+        TrainConfig(**{**TINY, "amp": "fp8"})
+    with pytest.raises(BadInput, match="fp16 needs a CUDA device"):
+        train(tiny_spec, data, tmp_path / "h.pt", TrainConfig(**{**TINY, "amp": "fp16"}), progress=False, log=_quiet)
+    assert not (tmp_path / "h.pt").exists()

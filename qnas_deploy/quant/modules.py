@@ -12,8 +12,9 @@ which gives ordinary float networks from the same code.
 """
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -38,6 +39,25 @@ def _track(stat: torch.Tensor, initialized: torch.Tensor, value: torch.Tensor, m
         initialized.fill_(True)
     else:
         stat.mul_(1 - momentum).add_(momentum * value)
+
+def float32_math(forward: Callable) -> Callable:
+    """Run a quantizer in float32 even inside ``torch.autocast`` (mixed-precision training).
+
+    ``round(x / step)`` needs the quotient to a fraction of one step: bfloat16 keeps 8
+    significant bits and float16 11, so a value near 200 steps would already round onto
+    the wrong level, and range statistics would drift. Autocast leaves round, clamp, div
+    and mul in their input's dtype, so the quantizer takes its input back to float32 and
+    turns autocast off; only the convolutions between quantizers run in the low precision.
+    """
+    @functools.wraps(forward)
+    def wrapped(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        if torch.is_autocast_enabled(x.device.type):
+            with torch.autocast(x.device.type, enabled=False):
+                return forward(self, x.float(), *args, **kwargs)
+        return forward(self, x, *args, **kwargs)
+
+    return wrapped
+
 
 # The 8-bit integer ranges of the narrower weight grids (``spec.WEIGHT_GRIDS``).
 GRID_RANGES = {"full": (-128, 127), "narrow": (-127, 127), "7bit": (-64, 63)}
@@ -77,6 +97,7 @@ class LSQWeightPerChannel(nn.Module):
             self.step.copy_(F.lsq_init_step(w, self.qmax))
             self.initialized.fill_(True)
 
+    @float32_math
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return w
@@ -156,6 +177,7 @@ class HWGQAct(nn.Module):
         with torch.no_grad():
             _track(self.sigma, self.initialized, global_std(x).clamp_min(1e-8), self.momentum)
 
+    @float32_math
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return torch.relu(x)
@@ -222,6 +244,7 @@ class Uint8AffineTensor(nn.Module):
             m = global_max(m)
             _track(self.absmax, self.initialized, m.float().clamp_min(1e-8), self.momentum)
 
+    @float32_math
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return x
@@ -238,6 +261,7 @@ class Uint8AffineTensor(nn.Module):
         q = F.requantize(acc, s_in, s_w, self.scale, self.zero_point, self.qmin, self.qmax, mult)
         return (q - self.zero_point) * self.scale
 
+    @float32_math
     def frozen(self, x: torch.Tensor) -> torch.Tensor:
         """Quantize onto this quantizer's grid without observing ``x``.
 

@@ -144,3 +144,31 @@ def test_adq_bn_calibrates_on_unclipped_values():
         adq.bn_quant.train()  # calibration: the quantizer measures while ADQ runs in inference
         adq.normalize(x, torch.tensor(0.05))
     assert float(adq.bn_quant.absmax) > 0.1
+
+
+@pytest.mark.parametrize("make", [lambda: HWGQAct(8), lambda: Uint8AffineTensor(signed=True)],
+                         ids=["hwgq", "uint8_affine"])
+def test_quantizers_stay_float32_under_autocast(make):
+    """Mixed-precision training: a bfloat16 input is quantized in float32 onto the same grid
+    as without autocast (in bfloat16 ``x / step`` near 200 steps is off by a whole step)."""
+    torch.manual_seed(0)
+    x = (torch.randn(2, 4, 8, 8) * 3).bfloat16()
+    plain, mixed = make(), make()
+    want = plain(x.float())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = mixed(x)
+    assert got.dtype == torch.float32
+    assert torch.equal(got, want)
+    step = plain.step if isinstance(plain, HWGQAct) else plain.scale
+    k = got / step
+    assert torch.allclose(k, k.round(), atol=1e-3)
+
+
+def test_lsq_weights_stay_float32_under_autocast():
+    torch.manual_seed(0)
+    w = torch.randn(6, 4, 3, 3)
+    q = LSQWeightPerChannel(8, 6)
+    want = q(w)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = q(w)
+    assert got.dtype == torch.float32 and torch.equal(got, want)

@@ -7,7 +7,10 @@ integer graph freezes all three, so they are re-measured on the final weights, i
 1. BatchNorm running statistics and the ADQ static scale: an exact average over the
    calibration batches (BN in training mode with ``momentum=None``; quantizers frozen);
 2. every activation and tensor range, with BatchNorm and ADQ now in inference mode,
-   so each range is the one of the tensor the runtime will hold.
+   so each range is the one of the tensor the runtime will hold;
+3. the scales around each int8 add moved by a few parts per million where a runtime's
+   fixed-point ADD would otherwise round some input pair otherwise than the exact add
+   (``exporters/add_scales.py``).
 """
 from __future__ import annotations
 
@@ -22,8 +25,10 @@ from .quant import HWGQAct, Uint8AffineTensor
 _QUANTIZERS = (HWGQAct, Uint8AffineTensor)
 
 
-def calibrate(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
-    """Re-measure BN statistics, ADQ scales and quantizer ranges; returns the batches used."""
+def calibrate(model: nn.Module, batches: Iterable[torch.Tensor], exact_adds: bool = True) -> int:
+    """Re-measure BN statistics, ADQ scales and quantizer ranges; returns the batches used.
+
+    ``exact_adds``: then snap the add scales (step 3) of a network the exporter can lower."""
     batches = list(batches)
     if not batches:
         raise ValueError("calibration needs at least one batch")
@@ -52,7 +57,28 @@ def calibrate(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
         for m, mom in saved.items():
             m.momentum = mom
         model.eval()
+    if exact_adds:
+        snap_add_scales(model)
     return len(batches)
+
+
+def snap_add_scales(model: nn.Module) -> list:
+    """Step 3 alone, on a calibrated network (``exporters.add_scales.snap``): what moved.
+    Nothing for a network the exporter cannot lower."""
+    from .exporters import add_scales
+    from .spaces import get_space
+
+    spec = getattr(model, "spec", None)
+    if spec is None or get_space(spec.space).lower is None:
+        return []
+    return add_scales.snap(model.eval(), _lowered)
+
+
+def _lowered(model: nn.Module):
+    from .exporters.builder import lower_model
+
+    holders: dict = {}
+    return lower_model(model, holders=holders), holders
 
 
 def _run(model: nn.Module, batches: list[torch.Tensor], averaged: list[nn.Module]) -> None:

@@ -30,6 +30,7 @@ class GraphBuilder:
     def __init__(self):
         self.tensors: dict[str, Tensor] = {}
         self.nodes: list[Node] = []
+        self.holders: dict[str, Uint8AffineTensor] = {}  # tensor -> the model's quantizer that holds it
 
     def graph(self, x: str, out: str, scale: int) -> Graph:
         return Graph(self.tensors, self.nodes, x, out, scale)
@@ -48,8 +49,12 @@ class GraphBuilder:
         """The tensor a model's tensor quantizer ``q`` holds (float when ``q`` is off)."""
         if not q.enabled:
             return self.add_tensor(Tensor(name, channels))
-        scale = float(np.float32(float(q.scale) / divide_scale_by)) if divide_scale_by != 1.0 else float(q.scale)
-        return self.add_tensor(Tensor(name, channels, scale, q.zero_point, q.qmin, q.qmax))
+        if divide_scale_by != 1.0:
+            scale = float(np.float32(float(q.scale) / divide_scale_by))
+            return self.add_tensor(Tensor(name, channels, scale, q.zero_point, q.qmin, q.qmax))
+        t = self.add_tensor(Tensor(name, channels, float(q.scale), q.zero_point, q.qmin, q.qmax))
+        self.holders[t.name] = q
+        return t
 
     def grid_of(self, conv: QConv2d, name: str) -> Tensor:
         """The HWGQ activation grid ``conv`` reads its input on."""
@@ -175,10 +180,11 @@ class AdqLowering:
         return g.mul(r, g.adq_scale(self.adq, x, f"{p}.adq_scale"), g.held(f"{p}.prod", channels, self.q_prod or q_fallback))
 
 
-def lower_model(model, adq_mode: str | None = None) -> Graph:
+def lower_model(model, adq_mode: str | None = None, holders: dict | None = None) -> Graph:
     """The canonical integer graph of a calibrated model in inference mode, written by its
     space's ``lower`` hook. ``adq_mode``: ``static`` or ``dynamic`` overrides the spec's ADQ
-    mode (a model trained in static mode also tracks what dynamic mode needs)."""
+    mode (a model trained in static mode also tracks what dynamic mode needs). ``holders``,
+    when given, receives each tensor's quantizer in the model (:mod:`.add_scales`)."""
     from ..spaces import get_space
 
     spec = model.spec
@@ -192,4 +198,6 @@ def lower_model(model, adq_mode: str | None = None) -> Graph:
     x = g.held("image", 3, model.q_in)
     with torch.no_grad():
         out = space.lower(model, g, x.name, adq_mode)
+    if holders is not None:
+        holders.update(g.holders)
     return g.graph(x.name, out, spec.scale)

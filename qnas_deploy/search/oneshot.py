@@ -137,7 +137,7 @@ def subnet(net: Supernet, spec, calib_batches: list[torch.Tensor]) -> nn.Module:
 
     model = build_model(spec)
     inherit_from(model, spec, net, "one-shot")
-    calibrate(model, calib_batches)
+    calibrate(model, calib_batches, exact_adds=False)  # an estimate; never exported
     return model.eval()
 
 

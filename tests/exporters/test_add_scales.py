@@ -1,0 +1,54 @@
+"""Add scales snapped at calibration: every runtime's int8 ADD equals the exact add on all
+65536 input pairs of every quantized add (0 pairs differ, checked exhaustively)."""
+import numpy as np
+import pytest
+import torch
+
+from qnas_deploy.calibrate import _lowered, calibrate
+from qnas_deploy.exporters import add_scales
+from qnas_deploy.exporters.ir import Tensor
+from qnas_deploy.spaces import build_model
+from qnas_deploy.zoo import load_zoo
+
+WITH_ADDS = ["rfdn_mixed", "basic_mixed", "basic_lrtail_bicubic", "mobile_w8a8"]
+
+
+def _adds(model):
+    g, _ = _lowered(model)
+    return {n.output: add_scales.mismatches(*(g.tensor(t) for t in (*n.inputs, n.output)))
+            for n in g.nodes if add_scales._quantized_add(g, n)}
+
+
+def _calibrated(name, exact_adds):
+    torch.manual_seed(0)
+    m = build_model(load_zoo(name))
+    calibrate(m, [torch.rand(2, 3, 24, 24) for _ in range(2)], exact_adds=exact_adds)
+    return m
+
+
+def test_a_ratio_of_one_is_exact_and_a_generic_one_is_not():
+    t = lambda name, s: Tensor(name, 1, s, 128, 0, 255)
+    assert not any(add_scales.mismatches(t("a", 0.05), t("b", 0.05), t("c", 0.05)).values())
+    # XNNPACK keeps 20 bits of each ratio: a generic triple rounds some pair otherwise.
+    rng = np.random.default_rng(0)
+    found = [add_scales.mismatches(t("a", float(a)), t("b", float(b)), t("c", float(c)))["litert-xnnpack"]
+             for a, b, c in rng.uniform(0.01, 0.1, (20, 3)).astype(np.float32)]
+    assert max(found) > 0
+
+
+@pytest.mark.parametrize("name", WITH_ADDS)
+def test_calibration_makes_every_add_exact_in_every_kernel(name):
+    before = _adds(_calibrated(name, exact_adds=False))
+    model = _calibrated(name, exact_adds=True)
+    after = _adds(model)
+    assert before.keys() == after.keys() and after
+    assert all(not any(v.values()) for v in after.values()), {k: v for k, v in after.items() if any(v.values())}
+    if name == "rfdn_mixed":  # 22 adds: without the snap, some differ (the test can fail)
+        assert any(any(v.values()) for v in before.values())
+
+
+def test_the_snap_moves_scales_by_parts_per_million():
+    plain, snapped = _calibrated("rfdn_mixed", False), _calibrated("rfdn_mixed", True)
+    a = dict(plain.named_buffers())
+    rel = [abs(float(b) / float(a[k]) - 1) for k, b in snapped.named_buffers() if k.endswith("absmax")]
+    assert 0 < max(rel) < 1e-4

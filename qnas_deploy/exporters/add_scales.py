@@ -62,9 +62,21 @@ def mismatches(ta: Tensor, tb: Tensor, tc: Tensor) -> dict[str, int]:
     return {name: int(np.count_nonzero(k(g, node, values) != want)) for name, k in KERNELS.items()}
 
 
-def _quantized_add(graph: Graph, n: Node) -> bool:
+def quantized_add(graph: Graph, n: Node) -> bool:
     return n.op == "add" and n.attrs.mult == 1.0 and len(n.inputs) == 2 and \
         all(graph.tensor(t).quantized for t in (*n.inputs, n.output))
+
+
+def inexact(graph: Graph) -> dict[str, dict[str, int]]:
+    """The quantized adds of ``graph`` that some kernel rounds otherwise on some input pair:
+    add -> :func:`mismatches` (only the nonzero ones)."""
+    out = {}
+    for n in graph.nodes:
+        if quantized_add(graph, n):
+            bad = {k: v for k, v in mismatches(*(graph.tensor(t) for t in (*n.inputs, n.output))).items() if v}
+            if bad:
+                out[n.output] = bad
+    return out
 
 
 def _free(q) -> bool:
@@ -94,7 +106,7 @@ def snap(model, holders_of) -> list[SnappedAdd]:
         graph, holders = holders_of(model)
         todo = None
         for n in graph.nodes:
-            if _quantized_add(graph, n):
+            if quantized_add(graph, n):
                 ta, tb, tc = (graph.tensor(t) for t in (*n.inputs, n.output))
                 bad = mismatches(ta, tb, tc)
                 if any(bad.values()) and n.output not in done:

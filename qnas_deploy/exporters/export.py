@@ -242,6 +242,21 @@ def grid_hints(lowered, options, spec) -> list[str]:
     return hints
 
 
+def add_hints(lowered, options) -> list[str]:
+    """Adds that LiteRT's fixed-point ADD rounds otherwise than the trained model on some
+    input pair: a checkpoint calibrated before add scales were snapped (``add_scales``)."""
+    if options.format != "tflite":
+        return []
+    from . import add_scales
+
+    off = list(add_scales.inexact(lowered))
+    if not off:
+        return []
+    return [f"{len(off)} add(s) ({', '.join(off[:3])}{', ...' if len(off) > 3 else ''}) round some input pairs "
+            "otherwise in LiteRT's fixed-point ADD than in the trained model (a checkpoint calibrated before add "
+            "scales were snapped): export with --calib DATA to recalibrate, which snaps them, for a file exact there"]
+
+
 def export(source: str, out: str, fmt: str = "onnx", weights: str | None = None, calib: str | None = None,
            adq: str = "static", int4: str = "container", io: str = "uint8", datasets_root: str | None = None,
            simplify: bool = True, input_size: tuple[int, int] = (128, 128), target: str | None = None,
@@ -257,7 +272,7 @@ def export(source: str, out: str, fmt: str = "onnx", weights: str | None = None,
     p = prepare(source, weights, calib, datasets_root, log)
     graph = canonical(p.model, options)
     lowered = targets.get(options.target).lower(graph, options)
-    for hint in grid_hints(lowered, options, p.spec):
+    for hint in grid_hints(lowered, options, p.spec) + add_hints(lowered, options):
         log(hint)
     meta = metadata(p, options)
     write(lowered, out, options, meta)

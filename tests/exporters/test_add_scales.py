@@ -16,7 +16,7 @@ WITH_ADDS = ["rfdn_mixed", "basic_mixed", "basic_lrtail_bicubic", "mobile_w8a8"]
 def _adds(model):
     g, _ = _lowered(model)
     return {n.output: add_scales.mismatches(*(g.tensor(t) for t in (*n.inputs, n.output)))
-            for n in g.nodes if add_scales._quantized_add(g, n)}
+            for n in g.nodes if add_scales.quantized_add(g, n)}
 
 
 def _calibrated(name, exact_adds):
@@ -52,3 +52,18 @@ def test_the_snap_moves_scales_by_parts_per_million():
     a = dict(plain.named_buffers())
     rel = [abs(float(b) / float(a[k]) - 1) for k, b in snapped.named_buffers() if k.endswith("absmax")]
     assert 0 < max(rel) < 1e-4
+
+
+def test_export_names_adds_a_checkpoint_left_inexact(tmp_path):
+    """A checkpoint calibrated before the snap: the TFLite export says which adds and how
+    to fix them; the snapped one exports without the hint."""
+    from qnas_deploy.checkpoint import save_checkpoint
+    from qnas_deploy.exporters.export import export
+
+    for exact_adds, hinted in ((False, True), (True, False)):
+        m = _calibrated("rfdn_mixed", exact_adds)
+        ck = tmp_path / f"{exact_adds}.pt"
+        save_checkpoint(ck, m.spec, m, calibrated=True)
+        lines = []
+        export(str(ck), tmp_path / f"{exact_adds}.tflite", "tflite", input_size=(24, 24), log=lines.append)
+        assert any("--calib" in l and "add(s)" in l for l in lines) == hinted, lines

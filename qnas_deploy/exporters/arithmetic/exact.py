@@ -164,7 +164,8 @@ def crop(graph, node, values):
 
 def sigmoid(graph, node, values):
     v = real(graph.tensor(node.inputs[0]), values[node.inputs[0]])
-    return quantize(graph.tensor(node.output), (F32(1) / (F32(1) + np.exp(-v))).astype(F32))
+    with np.errstate(over="ignore"):  # exp(-v) = inf for v < -88: the sigmoid is 0, as in float32
+        return quantize(graph.tensor(node.output), (F32(1) / (F32(1) + np.exp(-v))).astype(F32))
 
 
 def adq_scale(graph, node, values):

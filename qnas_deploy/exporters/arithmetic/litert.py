@@ -198,7 +198,8 @@ def sigmoid(graph, node, values):
     xt, yt = graph.tensor(node.inputs[0]), graph.tensor(node.output)
     levels = np.arange(xt.qmin, xt.qmax + 1)
     x = F32(xt.scale) * (levels - xt.zero_point).astype(F32)
-    y = (F32(1) / (F32(1) + np.exp(-x))).astype(F32) * F32(1 / F32(yt.scale))
+    with np.errstate(over="ignore"):  # exp(-x) = inf for x < -88: the sigmoid is 0, as in float32
+        y = (F32(1) / (F32(1) + np.exp(-x))).astype(F32) * F32(1 / F32(yt.scale))
     table = np.clip(np.floor(np.abs(y) + 0.5) * np.sign(y) + yt.zero_point, yt.qmin, yt.qmax).astype(np.int32)
     return table[values[node.inputs[0]] - xt.qmin]
 

@@ -2,11 +2,17 @@
 sampling a single path per step, and subnet PSNR estimated from inherited weights.
 
 The supernet is the DNAS one (``supernet.py``) in ``shared`` mode: one set of weights per
-operation, a real fake-quantizer per bit width (LSQ weights, HWGQ activations). Each step
-draws one (operation, bits) per searchable layer uniformly, and a width per free layer
-when ``widths`` are searched (FGNAS's channel search; the widest weights, sliced), and
-trains that path only, so every path's weights and quantizer steps are trained for the
-sub-network they will be in.
+operation, a real fake-quantizer per bit width (LSQ weights, HWGQ activations). A path is
+one (operation, bits) per searchable layer, and a width per free layer when ``widths`` are
+searched (FGNAS's channel search; the widest weights, sliced). Training follows seed 004's
+sandwich rule (BigNAS): each step trains the largest path (most MACs, most bits, widest) on
+the HR patches, then the smallest and ``random_paths`` uniformly drawn ones on the largest
+path's output (in-place distillation), and takes one optimizer step on the summed gradients.
+``rule="single"`` trains one uniformly drawn path per step on the HR patches instead: on the
+mobile space with the bicubic anchor that collapses (random paths' residuals only hurt at
+first, the shared weights learn to switch the residual off, and every subnet then scores
+the anchor: Kendall tau 0.03 against stand-alone training); the largest path, trained on
+the data every step, keeps the residual alive, and the other paths learn to imitate it.
 A candidate is then estimated without training: its weights and the chosen bit widths'
 quantizer states are inherited (``inherit.py``), BatchNorm, ADQ and every range are
 recalibrated on a few batches (``calibrate.py``), and its PSNR is measured on the
@@ -29,6 +35,7 @@ from ..errors import BadInput
 from .supernet import Supernet
 
 FORMAT = "qnas-deploy oneshot supernet 1"
+RULES = ("sandwich", "single")
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,14 @@ class OneShotConfig:
     patch: int = 32
     lr: float = 2e-3
     seed: int = 0
+    rule: str = "sandwich"         # sandwich (largest + smallest + random, distilled) or single
+    random_paths: int = 2          # sandwich: random paths per step besides the largest and smallest
+
+    def __post_init__(self):
+        if self.rule not in RULES:
+            raise BadInput(f"one-shot rule must be one of {', '.join(RULES)}, got {self.rule!r}")
+        if self.random_paths < 0:
+            raise BadInput(f"random_paths must be at least 0, got {self.random_paths}")
 
 
 def build_supernet(cfg: OneShotConfig) -> Supernet:
@@ -62,6 +77,38 @@ def sample_path(net: Supernet, rng: np.random.Generator) -> None:
     for layer in net.mixed.values():
         path = (int(rng.integers(len(layer.ops))), int(rng.integers(len(layer.bits))))
         layer.path = path + (int(rng.integers(len(layer.widths))),) if layer.widths else path
+
+
+def extreme_path(net: Supernet, largest: bool) -> None:
+    """The largest (most MACs, most bits, widest) or the smallest path of every layer."""
+    pick = np.argmax if largest else np.argmin
+    for layer in net.mixed.values():
+        path = (int(pick(layer.macs((8, 8)).numpy())), int(pick(layer.bits)))
+        layer.path = path + (int(pick(layer.widths)),) if layer.widths else path
+
+
+def train_step(net: Supernet, cfg: OneShotConfig, lr_b: torch.Tensor, hr_b: torch.Tensor,
+               rng: np.random.Generator) -> float:
+    """Gradients of one step (the caller zeroes them before and steps after); the loss of the
+    path trained on the HR patches."""
+    loss_fn = nn.L1Loss()
+    if cfg.rule == "single":
+        sample_path(net, rng)
+        loss = loss_fn(net(lr_b), hr_b)
+        loss.backward()
+        return float(loss)
+    extreme_path(net, largest=True)
+    sr = net(lr_b)
+    loss = loss_fn(sr, hr_b)
+    loss.backward()
+    target = sr.detach()
+    for k in range(1 + cfg.random_paths):
+        if k == 0:
+            extreme_path(net, largest=False)
+        else:
+            sample_path(net, rng)
+        loss_fn(net(lr_b), target).backward()
+    return float(loss)
 
 
 def train_oneshot(cfg: OneShotConfig, pairs, out: str | Path, progress: bool = True,
@@ -89,15 +136,13 @@ def train_oneshot(cfg: OneShotConfig, pairs, out: str | Path, progress: bool = T
         log(f"one-shot supernet: continuing at step {start}")
     ds = PatchDataset(pairs if isinstance(pairs, PairStore) else PairStore(pairs=list(pairs)), cfg.scale, cfg.patch,
                       cfg.seed, cfg.iters * cfg.batch)
-    loss_fn = nn.L1Loss()
     net.train()
     t0 = time.perf_counter()
     b = bar(cfg.iters - start, "one-shot supernet", progress)
     for it, (lr_b, hr_b) in zip(range(start, cfg.iters), patch_loader(ds, cfg.batch, start * cfg.batch)):
-        sample_path(net, np.random.default_rng([cfg.seed, it]))  # the path of step ``it``, resumable
-        loss = loss_fn(net(lr_b), hr_b)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        # the paths of step ``it`` depend on it alone: a resumed run draws what an uninterrupted one would
+        train_step(net, cfg, lr_b, hr_b, np.random.default_rng([cfg.seed, it]))
         opt.step()
         sched.step()
         b.update(1)
@@ -114,6 +159,8 @@ def _cfg_dict(cfg: OneShotConfig) -> dict:
     d["widths"] = list(cfg.widths)
     if not cfg.widths:  # a supernet saved before widths existed is the same supernet
         del d["widths"]
+    if cfg.rule == "single":  # and one saved before the sandwich rule was single-path
+        del d["rule"], d["random_paths"]
     return d
 
 

@@ -7,6 +7,7 @@ import torch
 
 pytest.importorskip("optuna")
 
+from qnas_deploy.errors import BadInput
 from qnas_deploy.cli import main
 from qnas_deploy.search.oneshot import OneShotConfig, build_supernet, sample_path, train_oneshot
 from qnas_deploy.spec import load
@@ -67,21 +68,40 @@ def test_a_latency_budget_keeps_the_result_within_it(tiny_data, tmp_path, capsys
     assert any(not t["feasible"] for t in r["trials"])
 
 
-def test_one_shot_training_trains_the_sampled_path_only(tiny_data):
+@pytest.mark.parametrize("rule", ["single", "sandwich"])
+def test_one_shot_training_trains_the_sampled_paths_only(tiny_data, rule):
+    """One step trains exactly its paths: single, one drawn path; sandwich (seed 004), the
+    largest, the smallest and the drawn ones. Other operations' weights and other bit
+    widths' quantizers stay untouched."""
     from qnas_deploy.data import training_pairs
+    from qnas_deploy.search.oneshot import extreme_path
 
-    cfg = OneShotConfig(space="mobile", channels=8, blocks=1, iters=1, batch=2, patch=8)
+    cfg = OneShotConfig(space="mobile", channels=8, blocks=1, iters=1, batch=2, patch=8, rule=rule, random_paths=1)
     net = build_supernet(cfg)  # the same seeded initial weights train_oneshot starts from
-    sample_path(net, np.random.default_rng([cfg.seed, 0]))
-    paths = {k: m.path for k, m in net.mixed.items()}
-    trained = train_oneshot(cfg, training_pairs(tiny_data, 4), tiny_data.parent / "os.pt", progress=False,
+    used = {k: set() for k in net.mixed}
+    rng = np.random.default_rng([cfg.seed, 0])
+    steps = [lambda: sample_path(net, rng)] if rule == "single" else \
+        [lambda: extreme_path(net, True), lambda: extreme_path(net, False), lambda: sample_path(net, rng)]
+    for pick in steps:
+        pick()
+        for k, m in net.mixed.items():
+            used[k].add(m.path[:2])
+    if rule == "sandwich":
+        assert all(len({i for i, _ in u}) >= 2 for u in used.values())  # largest and smallest differ
+    trained = train_oneshot(cfg, training_pairs(tiny_data, 4), tiny_data.parent / f"os_{rule}.pt", progress=False,
                             log=lambda m: None)
-    for k, (i, j) in paths.items():
+    for k, u in used.items():
+        ops = {i for i, _ in u}
         for e, edge in enumerate(trained.mixed[k].edges):
             moved = not torch.equal(net.mixed[k].edges[e].convs[0].weight, edge.convs[0].weight)
-            assert moved == (e == i), (k, e)
-        steps = trained.mixed[k].edges[i].convs[0].weight_q
-        assert bool(steps[j].initialized) and not any(bool(q.initialized) for b, q in enumerate(steps) if b != j)
+            assert moved == (e in ops), (k, e)
+            qs = edge.convs[0].weight_q
+            assert {b for b, q in enumerate(qs) if bool(q.initialized)} == {j for i, j in u if i == e}, (k, e)
+
+
+def test_one_shot_rules_are_checked():
+    with pytest.raises(BadInput, match="rule must be one of"):
+        OneShotConfig(rule="sampled")
 
 
 @pytest.mark.parametrize("space", ["mobile", "basic"])

@@ -96,7 +96,7 @@ def train_step(net: Supernet, cfg: OneShotConfig, lr_b: torch.Tensor, hr_b: torc
         sample_path(net, rng)
         loss = loss_fn(net(lr_b), hr_b)
         loss.backward()
-        return float(loss)
+        return float(loss.detach())
     extreme_path(net, largest=True)
     sr = net(lr_b)
     loss = loss_fn(sr, hr_b)
@@ -108,7 +108,7 @@ def train_step(net: Supernet, cfg: OneShotConfig, lr_b: torch.Tensor, hr_b: torc
         else:
             sample_path(net, rng)
         loss_fn(net(lr_b), target).backward()
-    return float(loss)
+    return float(loss.detach())
 
 
 def train_oneshot(cfg: OneShotConfig, pairs, out: str | Path, progress: bool = True,

@@ -63,6 +63,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--oneshot-steps", type=int, default=None,
                     help="one-shot supernet steps (default: DNAS-BitOps's wall time's worth)")
+    ap.add_argument("--oneshot-rule", default="sandwich", choices=("sandwich", "single"),
+                    help="how the one-shot supernet trains (search/oneshot.py)")
     ap.add_argument("--trials", type=int, default=40)
     ap.add_argument("--subnets", type=int, default=12)
     ap.add_argument("--train-steps", type=int, default=1000, help="steps each found architecture is trained")
@@ -133,18 +135,26 @@ def main(argv=None) -> int:
 
     steps = args.oneshot_steps
     if steps is None:  # equal CPU budget: the one-shot supernet gets DNAS-BitOps's wall time
-        if "probe_step_s" not in walls:
-            probe = OneShotConfig(space=space, bits=(4, 8), anchor=ANCHOR, widths=widths, iters=50, batch=8,
-                                  patch=24, **st)
+        def probe(rule: str, path: Path) -> float:
+            cfg = OneShotConfig(space=space, bits=(4, 8), anchor=ANCHOR, widths=widths, iters=50, batch=8,
+                                patch=24, rule=rule, **st)
+            path.unlink(missing_ok=True)
             t = time.perf_counter()
-            train_oneshot(probe, store, work / "probe.pt", progress=False, log=lambda m: None)
-            walls["probe_step_s"] = (time.perf_counter() - t) / 50
-            times_path.write_text(json.dumps(walls))
-        steps = int(walls["dnas-bitops"] / walls["probe_step_s"])
-    res["oneshot_steps"] = steps
+            train_oneshot(cfg, store, path, progress=False, log=lambda m: None)
+            return (time.perf_counter() - t) / 50
+
+        key = "probe_step_s" + ("" if args.oneshot_rule == "single" else f"_{args.oneshot_rule}")
+        if "probe_step_s" not in walls:  # timed next to DNAS-BitOps's run
+            walls["probe_step_s"] = probe("single", work / "probe.pt")
+        if key not in walls:  # another rule: its cost relative to a single-path step, timed side by side now
+            ratio = probe(args.oneshot_rule, work / f"{key}.pt") / probe("single", work / "probe_ratio.pt")
+            walls[key] = walls["probe_step_s"] * ratio
+        times_path.write_text(json.dumps(walls))
+        steps = int(walls["dnas-bitops"] / walls[key])
+    res["oneshot_steps"], res["oneshot_rule"] = steps, args.oneshot_rule
     oc = OneShotConfig(space=space, bits=(4, 8), anchor=ANCHOR, widths=widths, iters=steps, batch=8,
-                       patch=24, **st)
-    tag = f"os{steps}"
+                       patch=24, rule=args.oneshot_rule, **st)
+    tag = f"os{steps}" + ("" if args.oneshot_rule == "single" else f"_{args.oneshot_rule}")
     oneshot_s = timed(f"oneshot-{tag}", lambda: train_oneshot(oc, store, work / f"oneshot_{tag}.pt", progress=False,
                                                               log=log))
     net = train_oneshot(oc, store, work / f"oneshot_{tag}.pt", progress=False, log=log)  # finished: loads it
@@ -234,7 +244,7 @@ def markdown(res: dict, args) -> str:
     md = [f"# Search strategies at equal supernet budget ({res['space']} space)", "",
           f"Command: `{res['command'].strip()}`  ", f"Machine: {res['machine']}.", "",
           f"Each DNAS supernet trained {res['steps']} steps (batch 8, LR patch 24, BSD100, bicubic anchor, bits 4/8); "
-          f"the sampling strategies share one one-shot supernet of {res['oneshot_steps']} single-path steps "
+          f"the sampling strategies share one one-shot supernet of {res['oneshot_steps']} {res.get('oneshot_rule', 'single')}-rule steps "
           f"(its {res['oneshot_s']:.0f} s counted in each)"
           + (f" that also samples the free layers' widths {res['widths']}" if res["widths"] else "")
           + f", then {res['trials']} one-shot trials and two 100-step fine-tunes. Each found architecture then "

@@ -100,26 +100,34 @@ def _candidates(q):
 def snap(model, holders_of) -> list[SnappedAdd]:
     """Move scales of ``model`` until every quantized add of its canonical graph is exact in
     every kernel of :data:`KERNELS`; returns what moved. ``holders_of(model)``: the lowered
-    graph and, per tensor name, the model's quantizer that holds it."""
+    graph and, per tensor name, the model's quantizer that holds it.
+
+    Adds are fixed in graph order, each seeing the scales moved before it (the tensors a moved
+    quantizer holds are updated in the graph); the model is then lowered again and checked,
+    since a tensor copied from a moved one (``GraphBuilder.like``) only changes there."""
     done, moved = set(), []
-    for _ in range(4 * 64):  # each pass fixes one add; a graph has far fewer
+    for _ in range(8):  # one pass fixes every add; a second finds none left
         graph, holders = holders_of(model)
-        todo = None
+        left = False
         for n in graph.nodes:
-            if quantized_add(graph, n):
-                ta, tb, tc = (graph.tensor(t) for t in (*n.inputs, n.output))
-                bad = mismatches(ta, tb, tc)
-                if any(bad.values()) and n.output not in done:
-                    todo = (n, bad)
-                    break
-        if todo is None:
+            if not quantized_add(graph, n):
+                continue
+            bad = mismatches(*(graph.tensor(t) for t in (*n.inputs, n.output)))
+            if not any(bad.values()):
+                continue
+            left = True
+            if n.output in done:  # moved once already and undone since: leave it (reported by export)
+                continue
+            done.add(n.output)
+            fixed = _fix(graph, holders, n)
+            if fixed is not None:
+                name, old, new = fixed
+                moved.append(SnappedAdd(n.output, name, old, new, bad))
+                for t, q in holders.items():
+                    if q is holders[name]:
+                        graph.tensor(t).scale = new
+        if not left:
             return moved
-        n, bad = todo
-        done.add(n.output)
-        fixed = _fix(graph, holders, n)
-        if fixed is not None:
-            name, old, new = fixed
-            moved.append(SnappedAdd(n.output, name, old, new, bad))
     return moved
 
 

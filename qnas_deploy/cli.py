@@ -414,6 +414,9 @@ def export(source: str, fmt: str, out: str | None, weights: str | None, calib: s
 @click.option("--latency-budget", type=float, default=None,
               help="Sampling strategies: the largest cost allowed: ms with --latency-table, else GBitOps (32x32).")
 @click.option("--oneshot-iters", type=click.IntRange(1), default=None, help="Sampling: supernet training steps [2000].")
+@click.option("--oneshot-rule", type=click.Choice(["sandwich", "single"]), default="sandwich", show_default=True,
+              help="Sampling: each supernet step trains the largest, smallest and two random paths (seed 004's "
+                   "sandwich rule, distilled from the largest) or one random path.")
 @click.option("--top", type=click.IntRange(1), default=None, help="Sampling: front candidates fine-tuned [3].")
 @click.option("--qaft-iters", type=click.IntRange(1), default=None, help="Sampling: fine-tune steps each [200].")
 @click.option("--val", default=None, metavar="DATA",
@@ -430,8 +433,8 @@ def export(source: str, fmt: str, out: str | None, weights: str | None, calib: s
                    "16,32,48); found.json version 2.")
 def search(space, bits, penalty, entropy_coef, data, datasets_root, out, epochs, iters, patch, batch, channels,
            seed, device, mode, quick, resume, latency_table, latency_backend, anchor, strategy, trials,
-           latency_budget, oneshot_iters, top, qaft_iters, val, latency_live, latency_target, latency_size,
-           widths_list) -> None:
+           latency_budget, oneshot_iters, oneshot_rule, top, qaft_iters, val, latency_live, latency_target,
+           latency_size, widths_list) -> None:
     """Architecture search -> found.json: QuantNAS DNAS (SAN, BitMixer, entropy, BitOps or
     measured-latency penalty), or evolutionary / Bayesian / random sampling on Optuna."""
     from .errors import BadInput
@@ -446,7 +449,7 @@ def search(space, bits, penalty, entropy_coef, data, datasets_root, out, epochs,
     if strategy != "dnas":
         return _sampling_search(space, bit_list, data, datasets_root, out, patch, batch, channels, seed, quick,
                                 latency_table, latency_backend, anchor, strategy, trials, latency_budget,
-                                oneshot_iters, top, qaft_iters, val, _widths(widths_list, space),
+                                (oneshot_iters, oneshot_rule), top, qaft_iters, val, _widths(widths_list, space),
                                 (latency_live, latency_target, latency_size))
     if latency_live or latency_target:
         raise BadInput("--latency-live: DNAS penalises a latency table (--latency-table); live measurement is for "
@@ -473,7 +476,7 @@ def search(space, bits, penalty, entropy_coef, data, datasets_root, out, epochs,
 
 
 def _sampling_search(space, bits, data, datasets_root, out, patch, batch, channels, seed, quick, latency_table,
-                     latency_backend, anchor, strategy, trials, budget, oneshot_iters, top, qaft_iters, val,
+                     latency_backend, anchor, strategy, trials, budget, oneshot, top, qaft_iters, val,
                      widths, live) -> None:
     from .data import load_pairs
     from .search import embedded_pairs
@@ -485,7 +488,7 @@ def _sampling_search(space, bits, data, datasets_root, out, patch, batch, channe
     q = quick
     oc = OneShotConfig(space=space, bits=bits, channels=channels or (QUICK_CHANNELS.get(space, 12) if q else None),
                        blocks=2 if q else None, anchor=anchor, widths=widths,
-                       iters=oneshot_iters or (100 if q else 2000),
+                       iters=oneshot[0] or (100 if q else 2000), rule=oneshot[1],
                        batch=batch or (4 if q else 16), patch=patch or (16 if q else 32), seed=seed)
     cfg = SamplingConfig(strategy=strategy, trials=trials or (8 if q else 40), oneshot=oc, latency_table=latency_table,
                          latency_backend=latency_backend, latency_budget=budget, top=top or (2 if q else 3),

@@ -54,10 +54,16 @@ class OneShotConfig:
     seed: int = 0
     rule: str = "sandwich"         # sandwich (largest + smallest + random, distilled) or single
     random_paths: int = 2          # sandwich: random paths per step besides the largest and smallest
+    # Linear warm-up over this fraction of the steps, as ``train``'s default recipe: Adam at
+    # full rate from the first step switches off the ReLUs of the un-normalised mobile chain
+    # (mobile_w8a8 itself stays at the anchor after 300 steps without it).
+    warmup: float = 0.02
 
     def __post_init__(self):
         if self.rule not in RULES:
             raise BadInput(f"one-shot rule must be one of {', '.join(RULES)}, got {self.rule!r}")
+        if not 0 <= self.warmup < 1:
+            raise BadInput(f"warmup must be a fraction of the steps in [0, 1), got {self.warmup}")
         if self.random_paths < 0:
             raise BadInput(f"random_paths must be at least 0, got {self.random_paths}")
 
@@ -77,6 +83,14 @@ def sample_path(net: Supernet, rng: np.random.Generator) -> None:
     for layer in net.mixed.values():
         path = (int(rng.integers(len(layer.ops))), int(rng.integers(len(layer.bits))))
         layer.path = path + (int(rng.integers(len(layer.widths))),) if layer.widths else path
+
+
+def lr_factor(cfg: OneShotConfig, it: int) -> float:
+    """The learning rate at step ``it`` over ``cfg.lr``: linear warm-up, then cosine to zero."""
+    warm = int(round(cfg.warmup * cfg.iters))
+    if it < warm:
+        return (it + 1) / warm
+    return 0.5 * (1 + math.cos(math.pi * min(it - warm, cfg.iters - warm) / max(1, cfg.iters - warm)))
 
 
 def extreme_path(net: Supernet, largest: bool) -> None:
@@ -121,7 +135,7 @@ def train_oneshot(cfg: OneShotConfig, pairs, out: str | Path, progress: bool = T
     out = Path(out)
     net = build_supernet(cfg)
     opt = torch.optim.Adam(net.weight_parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, cfg.iters) / cfg.iters)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: lr_factor(cfg, i))
     start = 0
     if out.is_file():
         st = torch.load(out, map_location="cpu", weights_only=True)
@@ -161,6 +175,8 @@ def _cfg_dict(cfg: OneShotConfig) -> dict:
         del d["widths"]
     if cfg.rule == "single":  # and one saved before the sandwich rule was single-path
         del d["rule"], d["random_paths"]
+    if cfg.warmup == 0:  # and without warm-up
+        del d["warmup"]
     return d
 
 

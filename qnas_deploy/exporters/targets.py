@@ -42,14 +42,17 @@ class Target:
 
 
 ONNX = (pack_int4.PASS, requant_as_conv.PASS, u8s8_weights.PASS)
-# OpenVINO's file differs from onnxruntime's in three rewrites, each against one of its CPU
-# plugin's departures from the graph: a copy between each conv and its add (its conv + sum
+# OpenVINO's file differs from onnxruntime's in four rewrites, each against one of its CPU
+# plugin's departures from the graph: every concat input requantised onto the concat's grid
+# first (its low-precision transformations otherwise align the writing convs' output
+# intervals to the concat's, which trained RFDN's four-grid concat rounds otherwise than the
+# arithmetic model on up to 30% of output pixels); a copy between each conv and its add (its conv + sum
 # fusion drops a rounding; 15% slower in onnxruntime, so the default file goes without);
 # a grouped conv that feeds a depth-to-space as a dense block-diagonal one (its AMX grouped
 # int8 kernel is wrong for ESA's upsampling conv when the output is under 12 pixels a side); and int8 weights as stored
 # (it runs uint8-stored weights as float32 convs, whose sums round; its int8 convs
 # accumulate in int32 and cannot saturate, so u8s8_weights is not needed).
-OPENVINO = (pack_int4.PASS, requant_as_conv.PASS, dense.PASS, conv_add_copy.PASS)
+OPENVINO = (pack_int4.PASS, concat_on_grid.PASS, requant_as_conv.PASS, dense.PASS, conv_add_copy.PASS)
 # One file serves LiteRT with and without XNNPACK: both LiteRT targets share this list.
 LITERT = (pack_int4.PASS, mult_as_view.PASS, concat_on_grid.PASS, requant_as_conv.PASS, tile_as_conv.PASS,
           dense.PASS, crd_to_dcr.PASS, widen.PASS)

@@ -86,6 +86,12 @@ def checkpoint(name: str, work: Path, iters: int, data: str, log) -> Path:
     return ck
 
 
+def _fresh(path: Path, ck: Path) -> bool:
+    """A cached file or cell made from this checkpoint: newer than it (a re-shipped or
+    retrained checkpoint makes its files and cells again)."""
+    return path.is_file() and path.stat().st_mtime >= Path(ck).stat().st_mtime
+
+
 def files_of(name: str, ck: Path, work: Path, packed: set[str] | None = None) -> dict[str, list[str]]:
     from qnas_deploy.exporters.export import export
 
@@ -94,7 +100,7 @@ def files_of(name: str, ck: Path, work: Path, packed: set[str] | None = None) ->
         paths = []
         for fmt in ("onnx", "tflite") if v == "uint8" else ("tflite",):  # packed INT4: TFLite builtin only
             p = work / "files" / f"{name}.{v}.{fmt}"
-            if not p.is_file():
+            if not _fresh(p, ck):
                 p.parent.mkdir(parents=True, exist_ok=True)
                 target = TFLITE_TARGET.get(v) if fmt == "tflite" else None
                 export(str(ck), str(p), fmt=fmt, log=lambda _: None, target=target, **VARIANTS[v])
@@ -108,7 +114,7 @@ def openvino_file(name: str, variant: str, ck: Path, work: Path) -> str:
     from qnas_deploy.exporters.export import export
 
     p = work / "files" / f"{name}.{variant}.openvino.onnx"
-    if not p.is_file():
+    if not _fresh(p, ck):
         export(str(ck), str(p), fmt="onnx", target="openvino", log=lambda _: None, **VARIANTS[variant])
     return str(p)
 
@@ -124,7 +130,7 @@ def cells(name: str, variant: str, ck: Path, files: list[str], machine: str, set
 
     tag = "+".join(onnx_runtimes + kernels)
     key = work / "cells" / f"{name}.{variant}.{machine.replace(':', '_')}.{tag}.json"
-    if key.is_file():
+    if _fresh(key, ck):
         return json.loads(key.read_text())
     if CACHED_ONLY:
         return []

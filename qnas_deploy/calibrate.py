@@ -71,14 +71,7 @@ def snap_add_scales(model: nn.Module) -> list:
     spec = getattr(model, "spec", None)
     if spec is None or get_space(spec.space).lower is None:
         return []
-    return add_scales.snap(model.eval(), _lowered)
-
-
-def _lowered(model: nn.Module):
-    from .exporters.builder import lower_model
-
-    holders: dict = {}
-    return lower_model(model, holders=holders), holders
+    return add_scales.snap(model.eval())
 
 
 def _run(model: nn.Module, batches: list[torch.Tensor], averaged: list[nn.Module]) -> None:

@@ -67,85 +67,71 @@ def quantized_add(graph: Graph, n: Node) -> bool:
         all(graph.tensor(t).quantized for t in (*n.inputs, n.output))
 
 
+def _mismatches_of(graph: Graph, n: Node) -> dict[str, int]:
+    """:func:`mismatches` of add ``n``, only the kernels that differ."""
+    return {k: v for k, v in mismatches(*(graph.tensor(t) for t in (*n.inputs, n.output))).items() if v}
+
+
 def inexact(graph: Graph) -> dict[str, dict[str, int]]:
     """The quantized adds of ``graph`` that some kernel rounds otherwise on some input pair:
     add -> :func:`mismatches` (only the nonzero ones)."""
-    out = {}
-    for n in graph.nodes:
-        if quantized_add(graph, n):
-            bad = {k: v for k, v in mismatches(*(graph.tensor(t) for t in (*n.inputs, n.output))).items() if v}
-            if bad:
-                out[n.output] = bad
-    return out
+    return {n.output: bad for n in graph.nodes if quantized_add(graph, n) and (bad := _mismatches_of(graph, n))}
 
 
-def _free(q) -> bool:
-    return q is not None and getattr(q, "fixed_scale", None) is None
-
-
-def _span(q) -> float:
-    return float((2 ** (q.bits - 1) - 1) if q.signed else q.qmax)
-
-
-def _candidates(q):
-    """``(absmax, scale)`` pairs near ``q``'s, nearest first, scale computed as ``q.scale`` is."""
-    base = q.absmax.detach().clone()
-    span = _span(q)
-    for k in range(1, MAX_STEPS + 1):
-        for sign in (1, -1):
-            a = (base.double() * (1 + sign * k * STEP)).float()
-            yield a, float((a.clamp_min(1e-8) / span).float())
-
-
-def snap(model, holders_of) -> list[SnappedAdd]:
-    """Move scales of ``model`` until every quantized add of its canonical graph is exact in
-    every kernel of :data:`KERNELS`; returns what moved. ``holders_of(model)``: the lowered
-    graph and, per tensor name, the model's quantizer that holds it.
+def snap(model) -> list[SnappedAdd]:
+    """Move scales of ``model`` (calibrated, lowerable) until every quantized add of its
+    canonical graph is exact in every kernel of :data:`KERNELS`; returns what moved.
 
     Adds are fixed in graph order, each seeing the scales moved before it (the tensors a moved
     quantizer holds are updated in the graph); the model is then lowered again and checked,
-    since a tensor copied from a moved one (``GraphBuilder.like``) only changes there."""
+    since a tensor copied from a moved one (``GraphBuilder.like``) only changes there. An add
+    no scale can fix (no free quantizer, or moved once and undone since) is left to the
+    export's hint."""
+    from .builder import lower_model
+
     done, moved = set(), []
-    for _ in range(8):  # one pass fixes every add; a second finds none left
-        graph, holders = holders_of(model)
-        left = False
+    while True:
+        holders: dict = {}
+        graph = lower_model(model, holders=holders)
+        moved_now = False
         for n in graph.nodes:
-            if not quantized_add(graph, n):
-                continue
-            bad = mismatches(*(graph.tensor(t) for t in (*n.inputs, n.output)))
-            if not any(bad.values()):
-                continue
-            left = True
-            if n.output in done:  # moved once already and undone since: leave it (reported by export)
+            if not quantized_add(graph, n) or n.output in done or not (bad := _mismatches_of(graph, n)):
                 continue
             done.add(n.output)
             fixed = _fix(graph, holders, n)
             if fixed is not None:
                 name, old, new = fixed
                 moved.append(SnappedAdd(n.output, name, old, new, bad))
+                moved_now = True
                 for t, q in holders.items():
                     if q is holders[name]:
                         graph.tensor(t).scale = new
-        if not left:
+        if not moved_now:
             return moved
-    return moved
 
 
 def _fix(graph: Graph, holders: dict, n: Node):
     """Find a scale for ``n``'s output (or, if that grid is fixed, for an input a conv
     writes) at which the add is exact in every kernel; set it on the quantizer."""
     names = [n.output] + [t for t in n.inputs if (p := graph.producer(t)) is not None and p.op == "conv"]
+    ts = {t: graph.tensor(t) for t in (*n.inputs, n.output)}
     for name in names:
         q = holders.get(name)
-        if not _free(q):
+        if q is None or q.fixed_scale is not None:
             continue
-        ts = {t: graph.tensor(t) for t in (*n.inputs, n.output)}
-        old = ts[name].scale
-        for absmax, scale in _candidates(q):
+        for absmax in _candidates(q.absmax.detach()):
+            scale = float(q.scale_for(absmax))
             trial = {t: (Tensor(v.name, v.channels, scale, v.zero_point, v.qmin, v.qmax) if t == name else v)
                      for t, v in ts.items()}
             if not any(mismatches(trial[n.inputs[0]], trial[n.inputs[1]], trial[n.output]).values()):
                 with torch.no_grad():
                     q.absmax.copy_(absmax)
-                return name, old, scale
+                return name, ts[name].scale, scale
     return None
+
+
+def _candidates(absmax: torch.Tensor):
+    """Ranges near ``absmax``, nearest first, in steps of :data:`STEP` of it."""
+    for k in range(1, MAX_STEPS + 1):
+        for sign in (1, -1):
+            yield (absmax.double() * (1 + sign * k * STEP)).float()

@@ -233,8 +233,12 @@ class Uint8AffineTensor(nn.Module):
     def scale(self) -> torch.Tensor:
         if self.fixed_scale is not None:
             return torch.tensor(self.fixed_scale, device=self.absmax.device)
+        return self.scale_for(self.absmax)
+
+    def scale_for(self, absmax: torch.Tensor) -> torch.Tensor:
+        """The scale this quantizer would hold with range ``absmax``."""
         span = (2 ** (self.bits - 1) - 1) if self.signed else self.qmax
-        return self.absmax.clamp_min(1e-8) / span
+        return absmax.clamp_min(1e-8) / span
 
     def observe(self, x: torch.Tensor) -> None:
         if self.fixed_scale is not None:

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from qnas_deploy.calibrate import _lowered, calibrate
+from qnas_deploy.calibrate import calibrate
 from qnas_deploy.exporters import add_scales
+from qnas_deploy.exporters.builder import lower_model
 from qnas_deploy.exporters.ir import Tensor
 from qnas_deploy.spaces import build_model
 from qnas_deploy.zoo import load_zoo
@@ -14,7 +15,7 @@ WITH_ADDS = ["rfdn_mixed", "basic_mixed", "basic_lrtail_bicubic", "mobile_w8a8"]
 
 
 def _adds(model):
-    g, _ = _lowered(model)
+    g = lower_model(model)
     return {n.output: add_scales.mismatches(*(g.tensor(t) for t in (*n.inputs, n.output)))
             for n in g.nodes if add_scales.quantized_add(g, n)}
 

@@ -62,6 +62,13 @@ def conv_int(x: np.ndarray, w: np.ndarray, stride: int, pad, dilation: int, grou
                                 * cg * kh * kw < 2.0 ** 53)
     acc_dtype = np.float64 if exact_in_f64 else (np.int64 if integer else np.float32)
     out = np.zeros((n, o, ho, wo), dtype=acc_dtype)
+    if cg == 1 and exact_in_f64:  # depthwise integer conv: one exact broadcast product per tap, not a loop
+        for i in range(kh):
+            for j in range(kw):
+                patch = xp[:, :, i * dilation: i * dilation + stride * (ho - 1) + 1: stride,
+                           j * dilation: j * dilation + stride * (wo - 1) + 1: stride].astype(acc_dtype)
+                out += np.repeat(patch, og, axis=1) * w[:, 0, i, j].astype(acc_dtype).reshape(1, o, 1, 1)
+        return out.astype(np.int64) if exact_in_f64 else out
     for g in range(groups):
         xg = xp[:, g * cg:(g + 1) * cg]
         wg = w[g * og:(g + 1) * og].astype(acc_dtype)

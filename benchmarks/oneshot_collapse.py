@@ -199,12 +199,17 @@ def main(argv=None) -> int:
                 raise SystemExit(f"--variants: {v!r} is not one of {', '.join(VARIANTS)}")
             t = time.perf_counter()
             res.setdefault("variants", {})[v] = run_variant(v, args.iters, args.lr)
+            res["settings"] = {"iters": args.iters, "lr": args.lr}
             print(f"{v}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
-        res["settings"] = {"iters": args.iters, "lr": args.lr}
+            _write(path, res)  # each variant as it finishes
+    _write(path, res)
+    return 0
+
+
+def _write(path: Path, res: dict) -> None:
     OUT.mkdir(exist_ok=True)
     path.write_text(json.dumps(res, indent=1) + "\n")
     (OUT / "oneshot_collapse.md").write_text(write_md(res))
-    return 0
 
 
 if __name__ == "__main__":

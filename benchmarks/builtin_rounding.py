@@ -1,0 +1,103 @@
+"""Where LiteRT builtin's distance to PyTorch comes from: the builtin arithmetic with one class
+of convs computed exactly instead, against the PyTorch model, per shipped model.
+
+    python benchmarks/builtin_rounding.py [--entries basic_lrtail_bicubic] [--sets Set5,Set14]
+
+For each arithmetic (``litert-builtin``: x86, ``litert-builtin-aarch64``) and each choice of
+convs computed in the exact arithmetic (``none``; ``pointwise``: the depthwise 1x1 convs, i.e.
+requantisations and ADQ BatchNorms, which the builtin depthwise kernel requantises in two
+roundings on both machines; ``full``: every other conv; ``all``), the largest and mean
+|PSNR - PyTorch's| over the images of the shipped model's LiteRT file as lowered (numpy
+reference; no runtime). ``none`` is what the runtimes compute (the exact matrix checks that
+they do). Results: ``results/builtin_rounding.{json,md}``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent / "results"
+ARITHMETICS = ("litert-builtin", "litert-builtin-aarch64")
+CHOICES = ("none", "pointwise", "full", "all")
+
+
+def _pointwise(node) -> bool:
+    a = node.attrs
+    return tuple(a.kernel) == (1, 1) and a.groups > 1 and a.groups == a.c_out
+
+
+def with_exact(kernels: dict, choice: str) -> dict:
+    """``kernels`` with the convs of ``choice`` computed in the exact arithmetic."""
+    from qnas_deploy.exporters.arithmetic import exact
+
+    base = kernels["conv"]
+
+    def conv(graph, node, values):
+        pw = _pointwise(node)
+        if choice == "all" or (choice == "pointwise" and pw) or (choice == "full" and not pw):
+            return exact.KERNELS["conv"](graph, node, values)
+        return base(graph, node, values)
+    return {**kernels, "conv": conv}
+
+
+def measure(entry: str, sets: list[str]) -> dict:
+    import numpy as np
+
+    from qnas_deploy import zoo
+    from qnas_deploy.data import benchmark_pairs, resolve_dataset
+    from qnas_deploy.exporters import reference
+    from qnas_deploy.exporters.export import lower, prepare
+    from qnas_deploy.exporters.options import ExportOptions
+    from qnas_deploy.metrics import psnr
+
+    p = prepare(str(zoo.shipped_weights(entry)), log=lambda m: None)
+    g = lower(p.model, ExportOptions(format="tflite", target="litert-builtin"))
+    pairs = [q for s in sets for q in benchmark_pairs(resolve_dataset(s), 4) if q.lr.ndim == 3]
+
+    def run(arith):
+        return [reference.runner(g, arith)(q.lr) for q in pairs]
+    truth = [psnr(y, q.hr, 4) for y, q in zip(run("pytorch"), pairs)]
+    out = {}
+    for ar in ARITHMETICS:
+        for choice in CHOICES:
+            reference.ARITHMETIC["_trial"] = with_exact(reference.ARITHMETIC[ar], choice)
+            try:
+                d = [abs(psnr(y, q.hr, 4) - t) for y, q, t in zip(run("_trial"), pairs, truth)]
+            finally:
+                del reference.ARITHMETIC["_trial"]
+            out[f"{ar}|{choice}"] = {"max_abs_dpsnr_db": float(max(d)), "mean_abs_dpsnr_db": float(np.mean(d))}
+            print(entry, ar, choice, round(max(d), 4), file=sys.stderr, flush=True)
+    return {"images": len(pairs), "cells": out}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--entries", default="basic_lrtail_bicubic")
+    ap.add_argument("--sets", default="Set5,Set14")
+    args = ap.parse_args(argv)
+    path = OUT / "builtin_rounding.json"
+    res = json.loads(path.read_text()) if path.is_file() else {}
+    cmd = "python benchmarks/builtin_rounding.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    for e in args.entries.split(","):
+        res[e] = {"command": cmd.strip(), "sets": args.sets, **measure(e, args.sets.split(","))}
+    path.write_text(json.dumps(res, indent=1) + "\n")
+    lines = ["# LiteRT builtin against PyTorch: which convs' rounding", "",
+             "Largest (mean) |PSNR - PyTorch's| over the images, the builtin arithmetic with the named convs "
+             "computed exactly instead (numpy reference of the shipped model's LiteRT file; `none` is what the "
+             "runtime computes). pointwise: depthwise 1x1 convs (requantisations, ADQ BatchNorms).", "",
+             "| entry | images | arithmetic | " + " | ".join(f"exact: {c}" for c in CHOICES) + " |",
+             "|---|---|---|" + "---|" * len(CHOICES)]
+    for e, r in res.items():
+        for ar in ARITHMETICS:
+            cells = [r["cells"][f"{ar}|{c}"] for c in CHOICES]
+            lines.append(f"| {e} | {r['images']} ({r['sets']}) | {ar} | " + " | ".join(
+                f"{c['max_abs_dpsnr_db']:.4f} ({c['mean_abs_dpsnr_db']:.4f})" for c in cells) + " |")
+    lines += ["", "Commands: " + "; ".join(sorted({f'`{r["command"]}`' for r in res.values()}))]
+    (OUT / "builtin_rounding.md").write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -23,11 +23,6 @@ ARITHMETICS = ("litert-builtin", "litert-builtin-aarch64")
 CHOICES = ("none", "pointwise", "full", "all")
 
 
-def _pointwise(node) -> bool:
-    a = node.attrs
-    return tuple(a.kernel) == (1, 1) and a.groups > 1 and a.groups == a.c_out
-
-
 def with_exact(kernels: dict, choice: str) -> dict:
     """``kernels`` with the convs of ``choice`` computed in the exact arithmetic."""
     from qnas_deploy.exporters.arithmetic import exact
@@ -35,7 +30,8 @@ def with_exact(kernels: dict, choice: str) -> dict:
     base = kernels["conv"]
 
     def conv(graph, node, values):
-        pw = _pointwise(node)
+        a = node.attrs
+        pw = tuple(a.kernel) == (1, 1) and a.depthwise(graph.tensor(node.inputs[0]).channels)
         if choice == "all" or (choice == "pointwise" and pw) or (choice == "full" and not pw):
             return exact.KERNELS["conv"](graph, node, values)
         return base(graph, node, values)
@@ -57,16 +53,14 @@ def measure(entry: str, sets: list[str]) -> dict:
     pairs = [q for s in sets for q in benchmark_pairs(resolve_dataset(s), 4) if q.lr.ndim == 3]
 
     def run(arith):
-        return [reference.runner(g, arith)(q.lr) for q in pairs]
+        one = reference.runner(g, arith)
+        return [one(q.lr) for q in pairs]
     truth = [psnr(y, q.hr, 4) for y, q in zip(run("pytorch"), pairs)]
     out = {}
     for ar in ARITHMETICS:
         for choice in CHOICES:
-            reference.ARITHMETIC["_trial"] = with_exact(reference.ARITHMETIC[ar], choice)
-            try:
-                d = [abs(psnr(y, q.hr, 4) - t) for y, q, t in zip(run("_trial"), pairs, truth)]
-            finally:
-                del reference.ARITHMETIC["_trial"]
+            trial = with_exact(reference.ARITHMETIC[ar], choice)
+            d = [abs(psnr(y, q.hr, 4) - t) for y, q, t in zip(run(trial), pairs, truth)]
             out[f"{ar}|{choice}"] = {"max_abs_dpsnr_db": float(max(d)), "mean_abs_dpsnr_db": float(np.mean(d))}
             print(entry, ar, choice, round(max(d), 4), file=sys.stderr, flush=True)
     return {"images": len(pairs), "cells": out}

@@ -77,10 +77,10 @@ def checkpoint(name: str, work: Path, iters: int, data: str, log) -> Path:
         done.write_text(json.dumps({"iters": c["epochs"] * c["iters"], "data": made["data"],
                                     "recipe": made["recipe"], "seconds": made["train_seconds"], "shipped": True}))
         return w
-    if done.is_file() and json.loads(done.read_text()).get("weight_grid") == GRID:
-        return ck
-    if done.is_file():  # trained on another weight grid before: train again
-        done.unlink()
+    if done.is_file():
+        if json.loads(done.read_text()).get("weight_grid") == GRID:
+            return ck
+        done.unlink()  # trained on another weight grid before: train again
         ck.unlink(missing_ok=True)
     spec = dataclasses.replace(load_zoo(name), weight_grid=GRID)
     pairs = training_pairs(resolve_dataset(data), spec.scale)

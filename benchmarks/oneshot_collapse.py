@@ -75,7 +75,7 @@ def run_variant(variant: str, iters: int, lr: float) -> list[dict]:
     from torch import nn
 
     from qnas_deploy.data import PatchDataset, patch_loader
-    from qnas_deploy.search.oneshot import extreme_path, lr_factor, train_step
+    from qnas_deploy.search.oneshot import extreme_path, lr_factor, sample_path, train_step
     from qnas_deploy.search.supernet import MixedConv
 
     oc, net, store, probe, paths = _setup(iters, lr)
@@ -110,11 +110,10 @@ def run_variant(variant: str, iters: int, lr: float) -> list[dict]:
             l1(net(lr_b), hr_b).backward()
         elif variant == "all-hr":
             rng = np.random.default_rng([oc.seed, it])
-            for k in range(2 + oc.random_paths):
+            for k in range(2 + oc.random_paths):  # the sandwich's paths, each on the HR patches
                 if k < 2:
                     extreme_path(net, k == 0)
                 else:
-                    from qnas_deploy.search.oneshot import sample_path
                     sample_path(net, rng)
                 l1(net(lr_b), hr_b).backward()
         else:  # sandwich, ps after its first 40%, no-bias

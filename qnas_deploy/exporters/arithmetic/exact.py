@@ -67,7 +67,8 @@ def conv_int(x: np.ndarray, w: np.ndarray, stride: int, pad, dilation: int, grou
             for j in range(kw):
                 patch = xp[:, :, i * dilation: i * dilation + stride * (ho - 1) + 1: stride,
                            j * dilation: j * dilation + stride * (wo - 1) + 1: stride].astype(acc_dtype)
-                out += np.repeat(patch, og, axis=1) * w[:, 0, i, j].astype(acc_dtype).reshape(1, o, 1, 1)
+                out += (patch if og == 1 else np.repeat(patch, og, axis=1)) * \
+                    w[:, 0, i, j].astype(acc_dtype).reshape(1, o, 1, 1)
         return out.astype(np.int64) if exact_in_f64 else out
     for g in range(groups):
         xg = xp[:, g * cg:(g + 1) * cg]

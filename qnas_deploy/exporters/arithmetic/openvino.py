@@ -30,7 +30,8 @@ as the plugin takes them (checked on every exported zoo entry, initialised and t
   output FakeQuantize and ``x1`` the input ``getNotEmpty`` picks
   (``eltwise_base_transformation.cpp``). In the add's subgraph the multiply and the sum are one
   fused multiply-add (``MulAddToFMA``); where the rescaled input is the copy of a conv output
-  nothing else reads, its ``(x1 - z1') s1 / s2`` runs in an Eltwise node of its own and the sum
+  nothing else reads, or an add's or mul's output that the other input is computed from
+  (``a + f(a)``), its ``(x1 - z1') s1 / s2`` runs in an Eltwise node of its own and the sum
   rounds apart. An add or mul read only by the next add's rescaled input is fused with it: that
   rescaling is folded into the first FakeQuantize's output range (LPT
   ``FuseSubtractToFakeQuantize``, ``FuseMultiplyToFakeQuantize``), ``fma(q, osc, osh)``.
@@ -255,13 +256,29 @@ def _chained(graph, name, node) -> bool:
         and (graph.tensor(name).qmin, graph.tensor(name).qmax) == (0, 255)
 
 
-def _rescaled_apart(graph, name) -> bool:
+def _rescaled_apart(graph, name, node) -> bool:
     """Whether the rescaled branch's ``(x - z') * s1 / s2`` runs in an Eltwise node of its own
     (then the sum is a separate rounding), not in the Snippets subgraph of the add, where
     the multiply and the add become one fused multiply-add (``MulAddToFMA``): the branch is
-    the copy of a conv output nothing else reads."""
+    the copy of a conv output nothing else reads; or it is an add's or mul's output that
+    the add's other input is computed from (a residual ``a + f(a)``: the rescaling joins
+    the subgraph that writes ``a``, and the sum cannot without a cycle through ``f``)."""
     p = graph.producer(name)
-    return p is not None and p.op == "max_pool" and len(graph.consumers(p.inputs[0])) == 1
+    if p is not None and p.op == "max_pool" and len(graph.consumers(p.inputs[0])) == 1:
+        return True
+    other = node.inputs[1] if node.inputs[0] == name else node.inputs[0]
+    return p is not None and p.op in ("add", "mul") and name in _ancestors(graph, other)
+
+
+def _ancestors(graph, name) -> set[str]:
+    seen, todo = set(), [name]
+    while todo:
+        p = graph.producer(todo.pop())
+        if p is not None:
+            new = [i for i in p.inputs if i not in seen]
+            seen.update(new)
+            todo += new
+    return seen
 
 
 def add(graph, node, values):
@@ -278,7 +295,7 @@ def add(graph, node, values):
     if _chained(graph, nf, node):
         osc, osh = dequantize_range(tf, sub, mul)
         u = (fma(xf, osc, osh) + xe).astype(F32)
-    elif _rescaled_apart(graph, nf):
+    elif _rescaled_apart(graph, nf, node):
         u = ((((xf - sub).astype(F32) * mul).astype(F32)) + xe).astype(F32)
     else:
         u = fma((xf - sub).astype(F32), mul, xe)

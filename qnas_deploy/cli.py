@@ -417,8 +417,15 @@ def export(source: str, fmt: str, out: str | None, weights: str | None, calib: s
 @click.option("--oneshot-rule", type=click.Choice(["sandwich", "single"]), default="sandwich", show_default=True,
               help="Sampling: each supernet step trains the largest, smallest and two random paths (seed 004's "
                    "sandwich rule, distilled from the largest) or one random path.")
+@click.option("--estimate", type=click.Choice(["train", "finetune", "recalibrate"]), default="train",
+              show_default=True, help="Sampling: how a trial's PSNR is estimated: trained briefly from initialised "
+              "weights (no supernet; ranks best, see benchmarks/results/oneshot_rules.md), the one-shot supernet's "
+              "weights fine-tuned briefly, or only recalibrated (seed 004).")
+@click.option("--estimate-iters", type=click.IntRange(1), default=None,
+              help="Sampling: training steps of each trial's estimate (train, finetune) [300].")
 @click.option("--top", type=click.IntRange(1), default=None, help="Sampling: front candidates fine-tuned [3].")
-@click.option("--qaft-iters", type=click.IntRange(1), default=None, help="Sampling: fine-tune steps each [200].")
+@click.option("--qaft-iters", type=click.IntRange(1), default=None,
+              help="Sampling: fine-tune steps each [200; with --estimate train: twice the estimate's].")
 @click.option("--val", default=None, metavar="DATA",
               help="Sampling: images the candidates are scored on (default: four of the search images).")
 @click.option("--latency-live", metavar="RUNTIME", default=None,
@@ -433,8 +440,8 @@ def export(source: str, fmt: str, out: str | None, weights: str | None, calib: s
                    "16,32,48); found.json version 2.")
 def search(space, bits, penalty, entropy_coef, data, datasets_root, out, epochs, iters, patch, batch, channels,
            seed, device, mode, quick, resume, latency_table, latency_backend, anchor, strategy, trials,
-           latency_budget, oneshot_iters, oneshot_rule, top, qaft_iters, val, latency_live, latency_target,
-           latency_size, widths_list) -> None:
+           latency_budget, oneshot_iters, oneshot_rule, estimate, estimate_iters, top, qaft_iters, val, latency_live,
+           latency_target, latency_size, widths_list) -> None:
     """Architecture search -> found.json: QuantNAS DNAS (SAN, BitMixer, entropy, BitOps or
     measured-latency penalty), or evolutionary / Bayesian / random sampling on Optuna."""
     from .errors import BadInput
@@ -449,7 +456,8 @@ def search(space, bits, penalty, entropy_coef, data, datasets_root, out, epochs,
     if strategy != "dnas":
         return _sampling_search(space, bit_list, data, datasets_root, out, patch, batch, channels, seed, quick,
                                 latency_table, latency_backend, anchor, strategy, trials, latency_budget,
-                                (oneshot_iters, oneshot_rule), top, qaft_iters, val, _widths(widths_list, space),
+                                (oneshot_iters, oneshot_rule), (estimate, estimate_iters), top, qaft_iters, val,
+                                _widths(widths_list, space),
                                 (latency_live, latency_target, latency_size))
     if latency_live or latency_target:
         raise BadInput("--latency-live: DNAS penalises a latency table (--latency-table); live measurement is for "
@@ -476,12 +484,12 @@ def search(space, bits, penalty, entropy_coef, data, datasets_root, out, epochs,
 
 
 def _sampling_search(space, bits, data, datasets_root, out, patch, batch, channels, seed, quick, latency_table,
-                     latency_backend, anchor, strategy, trials, budget, oneshot, top, qaft_iters, val,
+                     latency_backend, anchor, strategy, trials, budget, oneshot, estimate, top, qaft_iters, val,
                      widths, live) -> None:
     from .data import load_pairs
     from .search import embedded_pairs
     from .search.config import QUICK_CHANNELS
-    from .search.oneshot import OneShotConfig
+    from .search.oneshot import OneShotConfig, estimator
     from .search.sampling import SamplingConfig, paths, sampling_search
 
     check_writable(out, *(v for k, v in paths(out).items() if k != "front"))
@@ -490,16 +498,20 @@ def _sampling_search(space, bits, data, datasets_root, out, patch, batch, channe
                        blocks=2 if q else None, anchor=anchor, widths=widths,
                        iters=oneshot[0] or (100 if q else 2000), rule=oneshot[1],
                        batch=batch or (4 if q else 16), patch=patch or (16 if q else 32), seed=seed)
-    cfg = SamplingConfig(strategy=strategy, trials=trials or (8 if q else 40), oneshot=oc, latency_table=latency_table,
-                         latency_backend=latency_backend, latency_budget=budget, top=top or (2 if q else 3),
-                         qaft_iters=qaft_iters or (20 if q else 200), seed=seed, latency_live=live[0],
+    name, iters = estimate
+    est = estimator(name, iters if name == "recalibrate" else iters or (10 if q else 300), oc.batch, oc.patch)
+    if qaft_iters is None:
+        qaft_iters = 2 * est.iters if est.start == "initialised" else (20 if q else 200)
+    cfg = SamplingConfig(strategy=strategy, trials=trials or (8 if q else 40), oneshot=oc, estimate=est,
+                         latency_table=latency_table, latency_backend=latency_backend, latency_budget=budget,
+                         top=top or (2 if q else 3), qaft_iters=qaft_iters, seed=seed, latency_live=live[0],
                          latency_target=live[1], latency_size=live[2])
     pairs = load_pairs(data, 4, datasets_root, training=True) if data else embedded_pairs(4)
     val_pairs = load_pairs(val, 4, datasets_root, training=False) if val else pairs[:4]
     r = sampling_search(cfg, pairs, val_pairs, out, log=lambda m: click.echo(m, err=True))
     b = r["best"]
     click.echo(f"wrote {out} ({r['wall_s']:.0f} s): trial {b['trial']}, PSNR {b['qaft_psnr_db']:.2f} dB after "
-               f"fine-tuning (one-shot estimate {b['estimated_psnr_db']:.2f}), cost {b['cost']:.3g} {r['cost_unit']}; "
+               f"fine-tuning (estimate {b['estimated_psnr_db']:.2f}), cost {b['cost']:.3g} {r['cost_unit']}; "
                f"front in {paths(out)['front']}", err=True)
 
 

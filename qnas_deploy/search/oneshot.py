@@ -20,6 +20,7 @@ validation images as trained (PyTorch, integer inference).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -36,6 +37,7 @@ from .supernet import Supernet
 
 FORMAT = "qnas-deploy oneshot supernet 1"
 RULES = ("sandwich", "single")
+STARTS = ("inherited", "initialised")
 
 
 @dataclass(frozen=True)
@@ -204,8 +206,96 @@ def subnet(net: Supernet, spec, calib_batches: list[torch.Tensor]) -> nn.Module:
     return model.eval()
 
 
-def estimate_psnr(net: Supernet, spec, calib_batches: list[torch.Tensor], val_pairs) -> float:
-    """The one-shot PSNR estimate of ``spec`` (mean Y PSNR on ``val_pairs``)."""
+@dataclass(frozen=True)
+class Finetune:
+    """A short fine-tune of each inherited candidate before it is scored (0 steps: seed 004's
+    estimate, inherited weights recalibrated only). Adam with a linear warm-up over
+    ``warmup`` of the steps, then cosine to zero; L1 on the supernet's training patches, the
+    same patches for every candidate."""
+    iters: int = 0
+    lr: float = 5e-4
+    warmup: float = 0.05
+    batch: int = 8
+    patch: int = 24
+    seed: int = 11
+    start: str = "inherited"   # or "initialised": no supernet, a short stand-alone training (BOMP-NAS)
+
+    def __post_init__(self):
+        if self.iters < 0 or self.lr <= 0 or not 0 <= self.warmup < 1:
+            raise BadInput(f"fine-tune: steps must be at least 0, lr positive and warm-up in [0, 1), got "
+                           f"{self.iters}, {self.lr}, {self.warmup}")
+        if self.start not in STARTS:
+            raise BadInput(f"fine-tune start must be one of {', '.join(STARTS)}, got {self.start!r}")
+        if self.start == "initialised" and self.iters == 0:
+            raise BadInput("an estimate from initialised weights needs fine-tune steps")
+
+    @property
+    def needs_supernet(self) -> bool:
+        return self.start == "inherited"
+
+    def factor(self, it: int) -> float:
+        warm = int(round(self.warmup * self.iters))
+        if it < warm:
+            return (it + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * (it - warm) / max(1, self.iters - warm)))
+
+
+# How a candidate is scored, by name (``search --estimate``); the settings measured in
+# ``benchmarks/oneshot_rules.py`` (mobile space, batch 8, LR patch 24).
+ESTIMATES = {
+    "recalibrate": Finetune(),                                   # seed 004: inherited, recalibrated
+    "finetune": Finetune(iters=300, lr=1e-3),                    # inherited, then fine-tuned
+    "train": Finetune(iters=300, lr=2e-3, start="initialised"),  # no supernet: trained briefly
+}
+
+
+def estimator(name: str, iters: int | None = None, batch: int | None = None, patch: int | None = None) -> Finetune:
+    """The estimate ``name`` of :data:`ESTIMATES`, with its steps (and patches) overridden."""
+    if name not in ESTIMATES:
+        raise BadInput(f"--estimate must be one of {', '.join(ESTIMATES)}, got {name!r}")
+    ft = ESTIMATES[name]
+    if iters is not None and name == "recalibrate":
+        raise BadInput("--estimate-iters: the recalibrate estimate trains nothing")
+    kw = {k: v for k, v in (("iters", iters), ("batch", batch), ("patch", patch)) if v is not None}
+    return dataclasses.replace(ft, **kw)
+
+
+def finetune(model: nn.Module, store, scale: int, ft: Finetune) -> nn.Module:
+    """``ft.iters`` steps of quantization-aware training of ``model`` in place."""
+    from ..data import PatchDataset, patch_loader
+
+    if ft.iters == 0:
+        return model
+    opt = torch.optim.Adam(model.parameters(), lr=ft.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, ft.factor)
+    model.train()
+    ds = PatchDataset(store, scale, ft.patch, ft.seed, ft.iters * ft.batch)
+    for _, (lr_b, hr_b) in zip(range(ft.iters), patch_loader(ds, ft.batch)):
+        opt.zero_grad(set_to_none=True)
+        nn.functional.l1_loss(model(lr_b), hr_b).backward()
+        opt.step()
+        sched.step()
+    return model.eval()
+
+
+def estimate_psnr(net: Supernet, spec, calib_batches: list[torch.Tensor], val_pairs, ft: Finetune = Finetune(),
+                  store=None) -> float:
+    """The PSNR estimate of ``spec`` (mean Y PSNR on ``val_pairs``): its weights inherited
+    from ``net`` and recalibrated (or initialised, ``ft.start``), then fine-tuned
+    ``ft.iters`` steps on ``store``'s patches and recalibrated."""
+    from ..calibrate import calibrate
+    from ..spaces import build_model
     from ..train import validate
 
-    return validate(subnet(net, spec, calib_batches), val_pairs, spec.scale)
+    if ft.start == "initialised":
+        torch.manual_seed(ft.seed)
+        model = build_model(spec)
+        calibrate(model, calib_batches, exact_adds=False)
+    else:
+        model = subnet(net, spec, calib_batches)
+    if ft.iters:
+        if store is None:
+            raise ValueError("a fine-tuned estimate needs the training patches")
+        finetune(model, store, spec.scale, ft)
+        calibrate(model, calib_batches, exact_adds=False)
+    return validate(model.eval(), val_pairs, spec.scale)

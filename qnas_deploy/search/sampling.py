@@ -11,6 +11,14 @@ an emulated aarch64 one, as ``bench latency`` times it); else BitOps. ``latency_
 feasible front then get a short quantization-aware fine-tune from their inherited weights
 (BOMP-NAS's QAFT) and their real PSNR.
 
+How a trial's PSNR is estimated (``estimate``, ``oneshot.Finetune``): seed 004's one-shot
+estimate (the supernet's weights inherited and recalibrated, no steps), the same followed by
+a short fine-tune, or a short stand-alone training from initialised weights and no supernet
+(BOMP-NAS's per-candidate training). On the mobile space the supernet's weights rank worse
+than initialised ones (``benchmarks/results/oneshot_rules.md``: Kendall tau against 600
+stand-alone steps 0.03-0.30 recalibrated, 0.15-0.45 fine-tuned 300 steps, 0.64 trained 300
+steps from initialisation), so the command line defaults to the last.
+
 Everything lives beside ``found.json``: the supernet (``.oneshot.pt``), the Optuna study
 (``.optuna.db``, SQLite: a stopped search resumes with its trials), the fine-tuned
 candidates (``.front/``) and the front plot (``.front.png``). ``found.json`` is the
@@ -26,7 +34,7 @@ from typing import Callable
 
 from .._io import atomic_path
 from ..errors import BadInput
-from .oneshot import OneShotConfig, estimate_psnr, train_oneshot
+from .oneshot import Finetune, OneShotConfig, estimate_psnr, train_oneshot
 
 STRATEGIES = ("evolution", "bayes", "random")
 
@@ -47,6 +55,7 @@ class SamplingConfig:
     strategy: str = "evolution"
     trials: int = 40
     oneshot: OneShotConfig = field(default_factory=OneShotConfig)
+    estimate: Finetune = field(default_factory=Finetune)   # each trial's fine-tune before it is scored
     latency_table: str | None = None
     latency_backend: str = "onnxruntime"
     latency_live: str | None = None         # a RUNTIMES name: measure each candidate there instead
@@ -122,7 +131,12 @@ def sampling_search(cfg: SamplingConfig, pairs, val_pairs, found: str | Path, pr
         from ..cost.latency import load as load_table, predict
 
         table = load_table(cfg.latency_table)
-    net = train_oneshot(cfg.oneshot, pairs, P["oneshot"], progress, log)
+    if cfg.estimate.needs_supernet:
+        net = train_oneshot(cfg.oneshot, pairs, P["oneshot"], progress, log)
+    else:  # the space's choices only: every candidate trains from initialised weights
+        from .oneshot import build_supernet
+
+        net = build_supernet(cfg.oneshot).eval()
     oneshot_s = time.perf_counter() - t0
     oc = cfg.oneshot
     store = pairs if isinstance(pairs, PairStore) else PairStore(pairs=list(pairs))
@@ -162,7 +176,7 @@ def sampling_search(cfg: SamplingConfig, pairs, val_pairs, found: str | Path, pr
         trial.set_user_attr("over_budget", over)
         if NEW_CONSTRAINTS:
             trial.set_constraint("latency_budget", over)
-        return estimate_psnr(net, spec, calib, val_pairs), c
+        return estimate_psnr(net, spec, calib, val_pairs, cfg.estimate, store), c
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=cfg.strategy, storage=f"sqlite:///{P['db']}", load_if_exists=True,
@@ -269,6 +283,8 @@ def _front(trials):
 
 def _qaft(net, spec, store, val_pairs, ck: Path, cfg: SamplingConfig, log) -> tuple[float, Path]:
     """A short quantization-aware fine-tune of ``spec`` from the supernet's weights."""
+    import torch
+
     from ..checkpoint import load_checkpoint
     from ..train import TrainConfig, train, validate
     from ..spaces import build_model
@@ -276,10 +292,14 @@ def _qaft(net, spec, store, val_pairs, ck: Path, cfg: SamplingConfig, log) -> tu
 
     if not (ck.is_file() and load_checkpoint(ck).calibrated):
         oc = cfg.oneshot
-        tcfg = TrainConfig(epochs=1, iters=cfg.qaft_iters, batch=oc.batch, patch=oc.patch, lr=oc.lr / 4, warmup=0.0,
-                           seed=cfg.seed)
+        inherited = cfg.estimate.needs_supernet  # else from initialised weights, as the estimate trained
+        tcfg = TrainConfig(epochs=1, iters=cfg.qaft_iters, batch=oc.batch, patch=oc.patch,
+                           lr=oc.lr / 4 if inherited else cfg.estimate.lr,
+                           warmup=0.0 if inherited else cfg.estimate.warmup, seed=cfg.seed)
+        torch.manual_seed(cfg.seed)
         model = build_model(spec)
-        inherit_from(model, spec, net, "qaft")
+        if inherited:
+            inherit_from(model, spec, net, "qaft")
         train(spec, store, ck, tcfg, progress=False, log=lambda m: None, model=model)
     ck_ = load_checkpoint(ck)
     return validate(ck_.model, val_pairs, spec.scale), ck

@@ -179,3 +179,28 @@ def test_live_latency_is_measured_per_candidate_and_bounds_the_result(tiny_data,
     assert _search("random", tiny_data, tmp_path / "c.json", "--latency-live", "tensorrt") == 2
     assert "--latency-live must be one of" in capsys.readouterr().err
     assert _search("dnas", tiny_data, tmp_path / "d.json", "--latency-live", "onnxruntime") == 2
+
+
+@pytest.mark.parametrize("estimate", ["train", "finetune", "recalibrate"])
+def test_each_estimate_scores_the_trials_and_needs_a_supernet_only_to_inherit(estimate, tiny_data, tmp_path, capsys):
+    out = tmp_path / "found.json"
+    steps = [] if estimate == "recalibrate" else ["--estimate-iters", "2"]
+    assert _search("random", tiny_data, out, "--estimate", estimate, *steps) == 0
+    r = json.loads((tmp_path / "found.trials.json").read_text())
+    est = r["config"]["estimate"]
+    assert est["iters"] == (0 if estimate == "recalibrate" else 2)
+    assert est["start"] == ("initialised" if estimate == "train" else "inherited")
+    assert (tmp_path / "found.oneshot.pt").is_file() == (estimate != "train")
+    assert len(r["trials"]) == 4 and load(out).search["strategy"] == "random"
+
+
+def test_estimates_are_checked():
+    from qnas_deploy.search.oneshot import Finetune, estimator
+
+    with pytest.raises(BadInput, match="trains nothing"):
+        estimator("recalibrate", 5)
+    with pytest.raises(BadInput, match="--estimate must be one of"):
+        estimator("guess")
+    with pytest.raises(BadInput, match="needs fine-tune steps"):
+        Finetune(start="initialised")
+    assert estimator("train", 7, 4, 16) == Finetune(iters=7, lr=2e-3, batch=4, patch=16, start="initialised")

@@ -1,25 +1,27 @@
-"""Search strategies at equal supernet budget on one space: DNAS with the BitOps penalty, DNAS
-with the latency-table penalty, and the Optuna sampling strategies (evolution, bayes, random)
-on one one-shot supernet (widths searched too); the one-shot estimate against stand-alone
-training (Kendall tau), and the table's predicted against measured latency (MAPE).
+"""Search strategies at equal CPU budget on one space: DNAS with the BitOps penalty, DNAS
+with the latency-table penalty, and the Optuna sampling strategies (evolution, bayes, random,
+widths searched too); their trial estimate against stand-alone training (Kendall tau), and
+the table's predicted against measured latency (MAPE).
 
     python benchmarks/search_strategies.py --space mobile [--steps 1500] [--trials 40] [--subnets 12]
-        [--train-steps 1000] [--subnet-steps 600] [--no-widths] [--work DIR]
+        [--estimate train|finetune|recalibrate] [--estimate-steps 300] [--train-steps 1000]
+        [--subnet-steps 600] [--no-widths] [--work DIR]
 
 1. The latency table (onnxruntime and LiteRT XNNPACK, 128x128 LR, one thread, bits 4 and 8,
    the space's widths, its fixed part fitted on architectures with the bicubic anchor) is measured by ``bench bitops`` and judged on 12 held-out random
    architectures: ``results/latency_table_SPACE.json``, ``results/bitops_SPACE.json``.
 2. Budget: each DNAS supernet trains ``--steps`` steps (batch 8, LR patch 24, one thread,
-   BSD100, bicubic anchor) and derives its architecture; the sampling strategies share one
-   one-shot supernet (its time counted in each) trained for ``--oneshot-steps`` (default: as
-   many as fit in DNAS-BitOps's wall time, from a timed 50-step probe: equal CPU budget; a
-   single-path step costs a fraction of a DNAS step) and spend ``--trials`` one-shot
-   estimates and two 100-step fine-tunes. Wall times are measured.
+   BSD100, bicubic anchor) and derives its architecture. The sampling strategies score
+   ``--trials`` architectures by ``--estimate`` (``search --estimate``): ``train`` trains each
+   ``--estimate-steps`` steps from initialised weights, no supernet; ``finetune`` and
+   ``recalibrate`` inherit from one one-shot supernet (its time counted in each) trained for
+   ``--oneshot-steps`` (default: as many as fit in DNAS-BitOps's wall time, from a timed
+   50-step probe). Then the front's best two are fine-tuned (QAFT). Wall times are measured.
 3. Every found architecture is trained ``--train-steps`` steps from scratch (the default recipe)
    and scored on Set5 and Set14, exported, and timed in onnxruntime (128x128, one thread,
    median of 10 round-robin rounds) against the table's prediction.
-4. ``--subnets`` random architectures: one-shot estimate against ``--subnet-steps`` stand-alone
-   steps, Kendall tau.
+4. ``--subnets`` random architectures: the trials' estimate against ``--subnet-steps``
+   stand-alone steps, Kendall tau.
 
 Resumable: everything finished is kept in ``--work``. Results:
 ``results/search_strategies_SPACE.{json,md,png}``.
@@ -65,6 +67,9 @@ def main(argv=None) -> int:
                     help="one-shot supernet steps (default: DNAS-BitOps's wall time's worth)")
     ap.add_argument("--oneshot-rule", default="sandwich", choices=("sandwich", "single"),
                     help="how the one-shot supernet trains (search/oneshot.py)")
+    ap.add_argument("--estimate", default="train", choices=("train", "finetune", "recalibrate"),
+                    help="how a trial is scored (search --estimate); train needs no supernet")
+    ap.add_argument("--estimate-steps", type=int, default=300)
     ap.add_argument("--trials", type=int, default=40)
     ap.add_argument("--subnets", type=int, default=12)
     ap.add_argument("--train-steps", type=int, default=1000, help="steps each found architecture is trained")
@@ -85,7 +90,7 @@ def main(argv=None) -> int:
     from qnas_deploy.runtimes import RUNTIMES
     from qnas_deploy.runtimes.timing import Job, round_robin
     from qnas_deploy.search.config import SearchConfig
-    from qnas_deploy.search.oneshot import OneShotConfig, estimate_psnr, train_oneshot
+    from qnas_deploy.search.oneshot import OneShotConfig, build_supernet, estimate_psnr, estimator, train_oneshot
     from qnas_deploy.search.run import checkpoint_path, search
     from qnas_deploy.search.sampling import SamplingConfig, sampling_search
     from qnas_deploy.spaces import get_space
@@ -133,8 +138,11 @@ def main(argv=None) -> int:
         found[label] = f
         log(f"{label}: {res['strategies'][label]}")
 
+    est = estimator(args.estimate, None if args.estimate == "recalibrate" else args.estimate_steps, 8, 24)
     steps = args.oneshot_steps
-    if steps is None:  # equal CPU budget: the one-shot supernet gets DNAS-BitOps's wall time
+    if not est.needs_supernet:
+        steps = 0
+    elif steps is None:  # equal CPU budget: the one-shot supernet gets DNAS-BitOps's wall time
         def probe(rule: str, path: Path) -> float:
             cfg = OneShotConfig(space=space, bits=(4, 8), anchor=ANCHOR, widths=widths, iters=50, batch=8,
                                 patch=24, rule=rule, **st)
@@ -154,18 +162,26 @@ def main(argv=None) -> int:
     res["oneshot_steps"], res["oneshot_rule"] = steps, args.oneshot_rule
     oc = OneShotConfig(space=space, bits=(4, 8), anchor=ANCHOR, widths=widths, iters=steps, batch=8,
                        patch=24, rule=args.oneshot_rule, **st)
-    tag = f"os{steps}" + ("" if args.oneshot_rule == "single" else f"_{args.oneshot_rule}")
-    oneshot_s = timed(f"oneshot-{tag}", lambda: train_oneshot(oc, store, work / f"oneshot_{tag}.pt", progress=False,
-                                                              log=log))
-    net = train_oneshot(oc, store, work / f"oneshot_{tag}.pt", progress=False, log=log)  # finished: loads it
+    res["estimate"] = {"name": args.estimate, "iters": est.iters, "lr": est.lr, "start": est.start}
+    if est.needs_supernet:
+        tag = f"os{steps}" + ("" if args.oneshot_rule == "single" else f"_{args.oneshot_rule}")
+        if args.estimate != "recalibrate":
+            tag += f"_{args.estimate}{est.iters}"
+        oneshot_s = timed(f"oneshot-{tag}", lambda: train_oneshot(oc, store, work / f"oneshot_{tag}.pt",
+                                                                  progress=False, log=log))
+        net = train_oneshot(oc, store, work / f"oneshot_{tag}.pt", progress=False, log=log)  # finished: loads it
+    else:  # every trial trains from initialised weights: no supernet, its slots only
+        tag, oneshot_s, net = f"train{est.iters}", 0.0, build_supernet(oc).eval()
     res["oneshot_s"] = oneshot_s
+    # QAFT: 100 steps from inherited weights; from initialised ones, twice the estimate's training
+    qaft = 100 if est.needs_supernet else 2 * est.iters
     for strategy in ("evolution", "bayes", "random"):
         f = work / f"{strategy}_{tag}" / "found.json"
         f.parent.mkdir(exist_ok=True)
-        if not f.with_name("found.oneshot.pt").is_file():
+        if est.needs_supernet and not f.with_name("found.oneshot.pt").is_file():
             shutil.copy(work / f"oneshot_{tag}.pt", f.with_name("found.oneshot.pt"))  # the shared supernet
-        cfg = SamplingConfig(strategy=strategy, trials=args.trials, oneshot=oc, latency_table=str(table_path), top=2,
-                             qaft_iters=100)
+        cfg = SamplingConfig(strategy=strategy, trials=args.trials, oneshot=oc, estimate=est,
+                             latency_table=str(table_path), top=2, qaft_iters=qaft)
         out = {}
         wall = timed(f"{strategy}-{tag}", lambda: out.update(sampling_search(cfg, store, val, f, progress=False, log=lambda m: None)))
         r = out or json.loads(f.with_name("found.trials.json").read_text())
@@ -211,7 +227,7 @@ def main(argv=None) -> int:
     # One-shot estimate against stand-alone training on random subnets (widths drawn too).
     rng = np.random.default_rng(1)
     calib = [b for b, _ in patch_loader(PatchDataset(store, 4, 24, 7, 32), 8)]
-    est, real, subs = [], [], []
+    ests, real, subs = [], [], []
     for k in range(args.subnets):
         layers = []
         for s, m in zip(net.slots, net.mixed.values()):
@@ -220,16 +236,16 @@ def main(argv=None) -> int:
                                     int(rng.choice(m.widths)) if m.widths else None))
         spec = ArchSpec(space=space, scale=4, channels=st["channels"], blocks=st["blocks"], layers=tuple(layers),
                         adq=sp.has_adq, anchor=ANCHOR)
-        est.append(estimate_psnr(net, spec, calib, val))
+        ests.append(estimate_psnr(net, spec, calib, val, est, store))
         ck = work / f"sub{k}.pt"
         if not ck.is_file() or not load_checkpoint(ck).calibrated:
             train(spec, store, ck, TrainConfig(epochs=1, iters=args.subnet_steps, batch=8, patch=24),
                   resume=ck.is_file(), progress=False, log=lambda m: None)
         real.append(validate(load_checkpoint(ck).model, val, 4))
         subs.append([[l.op, l.w_bits, l.width] for l in spec.layers])
-        log(f"subnet {k}: estimate {est[-1]:.2f}, stand-alone {real[-1]:.2f}")
-    tau = kendalltau(est, real)
-    res["oneshot_vs_standalone"] = {"kendall_tau": float(tau.statistic), "p": float(tau.pvalue), "estimates": est,
+        log(f"subnet {k}: estimate {ests[-1]:.2f}, stand-alone {real[-1]:.2f}")
+    tau = kendalltau(ests, real)
+    res["oneshot_vs_standalone"] = {"kendall_tau": float(tau.statistic), "p": float(tau.pvalue), "estimates": ests,
                                     "standalone": real, "standalone_steps": args.subnet_steps, "subnets": subs}
     name = f"search_strategies_{space}"
     (OUT / f"{name}.json").write_text(json.dumps(res, indent=1) + "\n")
@@ -239,15 +255,25 @@ def main(argv=None) -> int:
     return 0
 
 
+def _sampling_budget(res: dict) -> str:
+    e = res.get("estimate", {"name": "recalibrate", "iters": 0})
+    widths = f" (the free layers' widths {res['widths']} searched too)" if res["widths"] else ""
+    if e["name"] == "train":
+        return (f"the sampling strategies{widths} score each of {res['trials']} trials by training it {e['iters']} "
+                f"steps from initialised weights (no supernet; lr {e['lr']:g}), then train the front's best two "
+                f"{2 * e['iters']} steps (QAFT).")
+    how = "recalibrated" if e["name"] == "recalibrate" else f"fine-tuned {e['iters']} steps and recalibrated"
+    return (f"the sampling strategies{widths} share one one-shot supernet of {res['oneshot_steps']} "
+            f"{res.get('oneshot_rule', 'single')}-rule steps (its {res['oneshot_s']:.0f} s counted in each); each of "
+            f"{res['trials']} trials inherits its weights, {how}; two 100-step fine-tunes (QAFT).")
+
+
 def markdown(res: dict, args) -> str:
     b = res["bicubic"]
-    md = [f"# Search strategies at equal supernet budget ({res['space']} space)", "",
+    md = [f"# Search strategies at equal CPU budget ({res['space']} space)", "",
           f"Command: `{res['command'].strip()}`  ", f"Machine: {res['machine']}.", "",
           f"Each DNAS supernet trained {res['steps']} steps (batch 8, LR patch 24, BSD100, bicubic anchor, bits 4/8); "
-          f"the sampling strategies share one one-shot supernet of {res['oneshot_steps']} {res.get('oneshot_rule', 'single')}-rule steps "
-          f"(its {res['oneshot_s']:.0f} s counted in each)"
-          + (f" that also samples the free layers' widths {res['widths']}" if res["widths"] else "")
-          + f", then {res['trials']} one-shot trials and two 100-step fine-tunes. Each found architecture then "
+          + _sampling_budget(res) + f" Each found architecture then "
           f"trained {args.train_steps} steps from scratch (default recipe) and scored on Set5 / Set14 (bicubic "
           f"{b['Set5']:.2f} / {b['Set14']:.2f}); latency: onnxruntime, 128x128, one thread, predicted by the latency "
           f"table ({res['table']}) and measured (raw input tensor as the table's entries, median of 10, round robin).", "",
@@ -258,7 +284,7 @@ def markdown(res: dict, args) -> str:
                   f"{s['predicted_ms']:.2f} | {s['measured_ms']:.2f} | {100 * s['ape']:.0f}% |")
     o = res["oneshot_vs_standalone"]
     md += ["", f"Latency prediction MAPE over the found architectures: {100 * res['mape']:.1f}%.  ",
-           f"One-shot estimate against stand-alone training ({o['standalone_steps']} steps) on {len(o['estimates'])} "
+           f"The trials' estimate against stand-alone training ({o['standalone_steps']} steps) on {len(o['estimates'])} "
            f"random subnets: Kendall tau {o['kendall_tau']:.2f} (p = {o['p']:.2g})."]
     return "\n".join(md) + "\n"
 

@@ -64,14 +64,16 @@ def train_entry(name: str, work: Path, root: str | None, log=print) -> Path:
 
 def ship(name: str, ck_path: Path, root: str | None, command: str) -> dict:
     """Score the finished run and copy it into the package with the record of how it was made."""
-    from qnas_deploy.calibrate import snap_add_scales
+    from qnas_deploy.calibrate import snap_add_scales, snap_batchnorms
     from qnas_deploy.checkpoint import load_checkpoint, save_checkpoint
     from qnas_deploy.evaluate import evaluate_sets
     from qnas_deploy.infer import grey_aware, torch_runner
 
     ck = load_checkpoint(ck_path)
-    # Runs calibrated before add scales were snapped get them here (a no-op on later runs).
+    # Runs calibrated before add scales (and ADQ BatchNorms) were snapped get them here (a
+    # no-op on later runs).
     snapped = snap_add_scales(ck.model)
+    bns = snap_batchnorms(ck.model)
     hist = ck.record.get("history", [])
     scores = evaluate_sets(grey_aware(torch_runner(ck.model.eval())), ["Set5", "Set14"], ck.spec.scale, root)
     made = {"command": command, "recipe": ck.record["config"]["recipe"], "seed": ck.record["config"]["seed"],
@@ -79,6 +81,7 @@ def ship(name: str, ck_path: Path, root: str | None, command: str) -> dict:
             "train_seconds": round(sum(h["seconds"] for h in hist), 1),
             "finished": datetime.fromtimestamp(ck_path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds"),
             "machine": machine(), "snapped_add_scales": [m.tensor for m in snapped],
+            "snapped_batchnorm_channels": len(bns) + ck.record.get("made_by", {}).get("snapped_batchnorm_channels", 0),
             "scores": {s: {k: scores["sets"][s]["mean"][k] for k in ("psnr_db", "ssim")} for s in ("Set5", "Set14")}}
     record = {**ck.record, "made_by": made}
     WEIGHTS.mkdir(parents=True, exist_ok=True)

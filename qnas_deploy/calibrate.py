@@ -10,7 +10,10 @@ integer graph freezes all three, so they are re-measured on the final weights, i
    so each range is the one of the tensor the runtime will hold;
 3. the scales around each int8 add moved by a few parts per million where a runtime's
    fixed-point ADD would otherwise round some input pair otherwise than the exact add
-   (``exporters/add_scales.py``).
+   (``exporters/add_scales.py``);
+4. ADQ's BatchNorm weights and biases moved as little where LiteRT's builtin depthwise
+   kernels would otherwise requantise some input level otherwise than the exact map
+   (``exporters/adq_exact.py``).
 """
 from __future__ import annotations
 
@@ -28,7 +31,8 @@ _QUANTIZERS = (HWGQAct, Uint8AffineTensor)
 def calibrate(model: nn.Module, batches: Iterable[torch.Tensor], exact_adds: bool = True) -> int:
     """Re-measure BN statistics, ADQ scales and quantizer ranges; returns the batches used.
 
-    ``exact_adds``: then snap the add scales (step 3) of a network the exporter can lower."""
+    ``exact_adds``: then snap the add scales and ADQ BatchNorms (steps 3 and 4) of a network
+    the exporter can lower."""
     batches = list(batches)
     if not batches:
         raise ValueError("calibration needs at least one batch")
@@ -59,6 +63,7 @@ def calibrate(model: nn.Module, batches: Iterable[torch.Tensor], exact_adds: boo
         model.eval()
     if exact_adds:
         snap_add_scales(model)
+        snap_batchnorms(model)
     return len(batches)
 
 
@@ -72,6 +77,18 @@ def snap_add_scales(model: nn.Module) -> list:
     if spec is None or get_space(spec.space).lower is None:
         return []
     return add_scales.snap(model.eval())
+
+
+def snap_batchnorms(model: nn.Module) -> list:
+    """Step 4 alone, on a calibrated network whose add scales are snapped
+    (``exporters.adq_exact.snap``): what moved. Nothing for a network the exporter cannot lower."""
+    from .exporters import adq_exact
+    from .spaces import get_space
+
+    spec = getattr(model, "spec", None)
+    if spec is None or get_space(spec.space).lower is None:
+        return []
+    return adq_exact.snap(model.eval())
 
 
 def _run(model: nn.Module, batches: list[torch.Tensor], averaged: list[nn.Module]) -> None:

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 from .ir import Graph
 from .passes import Pass, Property, run_passes
-from .passes import concat_on_grid, conv_add_copy, crd_to_dcr, dense, mult_as_view, pack_int4, requant_as_conv
+from .passes import concat_on_grid, conv_add_copy, crd_to_dcr, dense, mult_as_view, pack_int4, pointwise_exact, \
+    requant_as_conv
 from .passes import tile_as_conv
 from .passes import u8s8_weights, widen
 
@@ -55,7 +56,7 @@ ONNX = (pack_int4.PASS, requant_as_conv.PASS, u8s8_weights.PASS)
 OPENVINO = (pack_int4.PASS, concat_on_grid.PASS, requant_as_conv.PASS, dense.PASS, conv_add_copy.PASS)
 # One file serves LiteRT with and without XNNPACK: both LiteRT targets share this list.
 LITERT = (pack_int4.PASS, mult_as_view.PASS, concat_on_grid.PASS, requant_as_conv.PASS, tile_as_conv.PASS,
-          dense.PASS, crd_to_dcr.PASS, widen.PASS)
+          dense.PASS, crd_to_dcr.PASS, widen.PASS, pointwise_exact.PASS)
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
     # MLAS's x86 uint8 x int8 kernel without VNNI adds pairs of products into int16 with

@@ -34,7 +34,7 @@ from typing import Callable
 
 from .._io import atomic_path
 from ..errors import BadInput
-from .oneshot import Finetune, OneShotConfig, estimate_psnr, train_oneshot
+from .oneshot import ESTIMATES, Finetune, OneShotConfig, estimate_psnr, train_oneshot
 
 STRATEGIES = ("evolution", "bayes", "random")
 
@@ -55,7 +55,7 @@ class SamplingConfig:
     strategy: str = "evolution"
     trials: int = 40
     oneshot: OneShotConfig = field(default_factory=OneShotConfig)
-    estimate: Finetune = field(default_factory=Finetune)   # each trial's fine-tune before it is scored
+    estimate: Finetune = field(default_factory=lambda: ESTIMATES["train"])  # how each trial is scored
     latency_table: str | None = None
     latency_backend: str = "onnxruntime"
     latency_live: str | None = None         # a RUNTIMES name: measure each candidate there instead

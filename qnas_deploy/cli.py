@@ -500,6 +500,8 @@ def _sampling_search(space, bits, data, datasets_root, out, patch, batch, channe
                        batch=batch or (4 if q else 16), patch=patch or (16 if q else 32), seed=seed)
     name, iters = estimate
     est = estimator(name, iters if name == "recalibrate" else iters or (10 if q else 300), oc.batch, oc.patch)
+    if oneshot[0] is not None and not est.needs_supernet:
+        click.echo("--oneshot-iters: ignored; --estimate train trains no supernet", err=True)
     if qaft_iters is None:
         qaft_iters = 2 * est.iters if est.start == "initialised" else (20 if q else 200)
     cfg = SamplingConfig(strategy=strategy, trials=trials or (8 if q else 40), oneshot=oc, estimate=est,

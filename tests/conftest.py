@@ -74,19 +74,25 @@ def sr_folder():
 @pytest.fixture(scope="session")
 def zoo_model():
     """A factory of zoo networks with seeded weights, calibrated on smooth random images, in eval mode."""
+    import copy
+
     import torch
 
     from qnas_deploy.calibrate import calibrate
     from qnas_deploy.spaces import build_model
     from qnas_deploy.zoo import load_zoo
 
+    made = {}
+
     def make(name):
-        torch.manual_seed(0)
-        m = build_model(load_zoo(name))
-        g = torch.Generator().manual_seed(1)
-        calibrate(m, [torch.nn.functional.interpolate(torch.rand(2, 3, 8, 8, generator=g), size=(24, 24),
-                                                       mode="bilinear") for _ in range(3)])
-        return m.eval()
+        if name not in made:  # calibration (with its exactness snaps) once per session
+            torch.manual_seed(0)
+            m = build_model(load_zoo(name))
+            g = torch.Generator().manual_seed(1)
+            calibrate(m, [torch.nn.functional.interpolate(torch.rand(2, 3, 8, 8, generator=g), size=(24, 24),
+                                                           mode="bilinear") for _ in range(3)])
+            made[name] = m.eval()
+        return copy.deepcopy(made[name])  # a test may change its copy
 
     return make
 

@@ -131,8 +131,15 @@ def _checked(xt, yt, attrs, w: int, s: np.float32):
     return exact_representation(xt, yt, attrs, w, s)
 
 
+# A channel's answer depends only on its grids and (w, s): kept across exports of the same
+# model (a test session, a search exporting its candidates), bounded.
+_CACHE: dict = {}
+
+
 def run(graph: Graph, options=None) -> Graph:
-    cache: dict = {}
+    if len(_CACHE) > 4096:
+        _CACHE.clear()
+    cache = _CACHE
     return graph.with_nodes([Node(n.op, n.inputs, n.output, exact_pointwise(graph, n, cache), n.name)
                              if pointwise(graph, n) else n for n in graph.nodes])
 

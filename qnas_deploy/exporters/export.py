@@ -11,6 +11,8 @@ serializer.
 from __future__ import annotations
 
 import contextlib
+import copy
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,9 +93,27 @@ def prepare(source, weights: str | None = None, calib: str | None = None, datase
     A model without calibrated ranges (initialised weights, an unfinished run) or with
     ``calib`` given is calibrated here."""
     spec, model, calibrated, wdesc = load_model(source, weights, log)
-    if calib or not calibrated:
+    if wdesc == "initialised" and not calib:
+        model = _initialised(spec, model)
+    elif calib or not calibrated:
         calibrate(model, calibration_batches(spec, calib, datasets_root))
     return Prepared(spec, model.eval(), wdesc, calib or ("checkpoint" if calibrated else "synthetic"))
+
+
+# Initialised weights calibrated on the synthetic batches are a function of the spec alone;
+# their calibration (with its exactness snaps, seconds on the larger nets) is kept per
+# process for the next export of the same spec (latency sweeps, a search's candidates).
+_INITIALISED: dict[str, torch.nn.Module] = {}
+
+
+def _initialised(spec, model: torch.nn.Module) -> torch.nn.Module:
+    key = json.dumps(spec.to_dict(), sort_keys=True, default=str)
+    if key not in _INITIALISED:
+        if len(_INITIALISED) >= 16:
+            _INITIALISED.clear()
+        calibrate(model, calibration_batches(spec, None, None))
+        _INITIALISED[key] = model.eval()
+    return copy.deepcopy(_INITIALISED[key])
 
 
 def canonical(model: torch.nn.Module, options: ExportOptions) -> Graph:

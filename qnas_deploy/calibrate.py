@@ -71,24 +71,23 @@ def snap_add_scales(model: nn.Module) -> list:
     """Step 3 alone, on a calibrated network (``exporters.add_scales.snap``): what moved.
     Nothing for a network the exporter cannot lower."""
     from .exporters import add_scales
-    from .spaces import get_space
 
-    spec = getattr(model, "spec", None)
-    if spec is None or get_space(spec.space).lower is None:
-        return []
-    return add_scales.snap(model.eval())
+    return add_scales.snap(model.eval()) if _lowerable(model) else []
 
 
 def snap_batchnorms(model: nn.Module) -> list:
     """Step 4 alone, on a calibrated network whose add scales are snapped
     (``exporters.adq_exact.snap``): what moved. Nothing for a network the exporter cannot lower."""
     from .exporters import adq_exact
+
+    return adq_exact.snap(model.eval()) if _lowerable(model) else []
+
+
+def _lowerable(model: nn.Module) -> bool:
     from .spaces import get_space
 
     spec = getattr(model, "spec", None)
-    if spec is None or get_space(spec.space).lower is None:
-        return []
-    return adq_exact.snap(model.eval())
+    return spec is not None and get_space(spec.space).lower is not None
 
 
 def _run(model: nn.Module, batches: list[torch.Tensor], averaged: list[nn.Module]) -> None:

@@ -119,13 +119,18 @@ class TrainConfig:
         return int(round(self.float_warmup * self.total))
 
 
-def lr_factor(cfg: TrainConfig, it: int) -> float:
-    """The learning rate at iteration ``it`` over ``cfg.lr``: a linear warm-up over
-    ``warmup`` of the run, then a cosine decay to zero over the rest."""
-    warm = int(round(cfg.warmup * cfg.total))
+def warmup_cosine(it: int, total: int, warmup: float) -> float:
+    """A learning-rate factor at step ``it`` of ``total``: a linear warm-up over the fraction
+    ``warmup`` of the steps, then a cosine decay to zero over the rest."""
+    warm = int(round(warmup * total))
     if it < warm:
         return (it + 1) / warm
-    return 0.5 * (1 + math.cos(math.pi * min(it - warm, cfg.total - warm) / max(1, cfg.total - warm)))
+    return 0.5 * (1 + math.cos(math.pi * min(it - warm, total - warm) / max(1, total - warm)))
+
+
+def lr_factor(cfg: TrainConfig, it: int) -> float:
+    """The learning rate at iteration ``it`` over ``cfg.lr`` (:func:`warmup_cosine`)."""
+    return warmup_cosine(it, cfg.total, cfg.warmup)
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:

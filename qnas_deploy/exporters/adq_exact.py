@@ -28,7 +28,7 @@ import torch
 
 from . import ir
 from .ir import Graph, Tensor
-from .passes.pointwise_exact import ARITHMETICS, SIMD, tables
+from .passes.pointwise_exact import SIMD, exact_channels
 
 STEP, MAX_STEPS = 2.0 ** -21, 1024   # relative step of the weight, and how far (0.05%)
 BIAS = 4                             # integer bias units the bias may move, each way
@@ -57,11 +57,8 @@ def _maps(adq, weights: torch.Tensor, biases: torch.Tensor, c: int, x_scale: flo
 
 def _exact(xt: Tensor, yt: Tensor, like: ir.Conv, sign, ws, bias) -> np.ndarray:
     k = len(ws)
-    attrs = like.replace(weight=(127 * sign).astype(np.int8).reshape(k, 1, 1, 1), w_scale=ws.astype(np.float32),
-                         bias=bias.astype(np.int32), groups=k)
-    t = tables(xt, yt, attrs)
-    want = t.pop("pytorch")
-    return np.all([np.all(v == want, axis=1) for v in t.values()], axis=0)
+    return exact_channels(xt, yt, like.replace(weight=(127 * sign).astype(np.int8).reshape(k, 1, 1, 1),
+                                               w_scale=ws.astype(np.float32), bias=bias.astype(np.int32), groups=k))
 
 
 def _both_paths(xt, yt, like, sign, ws, bias) -> np.ndarray:
@@ -122,9 +119,7 @@ def _fix(adq, xt: Tensor, yt: Tensor, like: ir.Conv, c: int) -> tuple[float, flo
 
 
 def bad_channels(graph: Graph, node) -> np.ndarray:
-    t = tables(graph.tensor(node.inputs[0]), graph.tensor(node.output), node.attrs)
-    want = t.pop("pytorch")
-    return np.flatnonzero(np.any([np.any(v != want, axis=1) for v in t.values()], axis=0))
+    return np.flatnonzero(~exact_channels(graph.tensor(node.inputs[0]), graph.tensor(node.output), node.attrs))
 
 
 def snap(model) -> list[SnappedChannel]:

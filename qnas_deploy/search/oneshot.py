@@ -21,7 +21,6 @@ validation images as trained (PyTorch, integer inference).
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -89,10 +88,9 @@ def sample_path(net: Supernet, rng: np.random.Generator) -> None:
 
 def lr_factor(cfg: OneShotConfig, it: int) -> float:
     """The learning rate at step ``it`` over ``cfg.lr``: linear warm-up, then cosine to zero."""
-    warm = int(round(cfg.warmup * cfg.iters))
-    if it < warm:
-        return (it + 1) / warm
-    return 0.5 * (1 + math.cos(math.pi * min(it - warm, cfg.iters - warm) / max(1, cfg.iters - warm)))
+    from ..train import warmup_cosine
+
+    return warmup_cosine(it, cfg.iters, cfg.warmup)
 
 
 def extreme_path(net: Supernet, largest: bool) -> None:
@@ -233,11 +231,6 @@ class Finetune:
     def needs_supernet(self) -> bool:
         return self.start == "inherited"
 
-    def factor(self, it: int) -> float:
-        warm = int(round(self.warmup * self.iters))
-        if it < warm:
-            return (it + 1) / warm
-        return 0.5 * (1 + math.cos(math.pi * (it - warm) / max(1, self.iters - warm)))
 
 
 # How a candidate is scored, by name (``search --estimate``); the settings measured in
@@ -263,11 +256,12 @@ def estimator(name: str, iters: int | None = None, batch: int | None = None, pat
 def finetune(model: nn.Module, store, scale: int, ft: Finetune) -> nn.Module:
     """``ft.iters`` steps of quantization-aware training of ``model`` in place."""
     from ..data import PatchDataset, patch_loader
+    from ..train import warmup_cosine
 
     if ft.iters == 0:
         return model
     opt = torch.optim.Adam(model.parameters(), lr=ft.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, ft.factor)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: warmup_cosine(i, ft.iters, ft.warmup))
     model.train()
     ds = PatchDataset(store, scale, ft.patch, ft.seed, ft.iters * ft.batch)
     for _, (lr_b, hr_b) in zip(range(ft.iters), patch_loader(ds, ft.batch)):

@@ -21,12 +21,19 @@ from pathlib import Path
 OUT = Path(__file__).resolve().parent / "results"
 ARITHMETICS = ("litert-builtin", "litert-builtin-aarch64")
 CHOICES = ("none", "pointwise", "full", "all")
+# With every conv exact, each other kind of op the builtin arithmetic computes its own way
+# (arithmetic/litert.py BUILTIN) exact too, one at a time and together.
+OTHERS = ("add", "mul", "sigmoid")
+EXTRA = tuple(f"all+{o}" for o in OTHERS)
 
 
 def with_exact(kernels: dict, choice: str) -> dict:
-    """``kernels`` with the convs of ``choice`` computed in the exact arithmetic."""
+    """``kernels`` with the convs (and other ops) of ``choice`` computed in the exact arithmetic."""
     from qnas_deploy.exporters.arithmetic import exact
 
+    if "+" in choice:
+        choice, op = choice.split("+")
+        kernels = {**kernels, op: exact.KERNELS[op]}
     base = kernels["conv"]
 
     def conv(graph, node, values):
@@ -38,7 +45,7 @@ def with_exact(kernels: dict, choice: str) -> dict:
     return {**kernels, "conv": conv}
 
 
-def measure(entry: str, sets: list[str]) -> dict:
+def measure(entry: str, sets: list[str], arithmetics=ARITHMETICS, choices=CHOICES + EXTRA) -> dict:
     import numpy as np
 
     from qnas_deploy import zoo
@@ -57,8 +64,8 @@ def measure(entry: str, sets: list[str]) -> dict:
         return [one(q.lr) for q in pairs]
     truth = [psnr(y, q.hr, 4) for y, q in zip(run("pytorch"), pairs)]
     out = {}
-    for ar in ARITHMETICS:
-        for choice in CHOICES:
+    for ar in arithmetics:
+        for choice in choices:
             trial = with_exact(reference.ARITHMETIC[ar], choice)
             d = [abs(psnr(y, q.hr, 4) - t) for y, q, t in zip(run(trial), pairs, truth)]
             out[f"{ar}|{choice}"] = {"max_abs_dpsnr_db": float(max(d)), "mean_abs_dpsnr_db": float(np.mean(d))}
@@ -70,14 +77,21 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--entries", default="basic_lrtail_bicubic")
     ap.add_argument("--sets", default="Set5,Set14")
+    ap.add_argument("--arithmetics", default=",".join(ARITHMETICS))
+    ap.add_argument("--choices", default=",".join(CHOICES + EXTRA), help="the cells to (re)compute; the "
+                    "others are kept from the last results")
     args = ap.parse_args(argv)
     path = OUT / "builtin_rounding.json"
     res = json.loads(path.read_text()) if path.is_file() else {}
     cmd = "python benchmarks/builtin_rounding.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    for e in args.entries.split(","):
-        res[e] = {"command": cmd.strip(), "sets": args.sets, **measure(e, args.sets.split(","))}
+    for e in args.entries.split(",") if args.choices else []:  # --choices "": tabulate only
+        new = measure(e, args.sets.split(","), args.arithmetics.split(","), args.choices.split(","))
+        old = res.get(e, {}) if res.get(e, {}).get("sets") == args.sets else {}
+        cmds = [c for c in old.get("command", "").split("; ") if c] + [cmd.strip()]
+        res[e] = {"command": "; ".join(dict.fromkeys(cmds)), "sets": args.sets, "images": new["images"],
+                  "cells": {**old.get("cells", {}), **new["cells"]}}
     path.write_text(json.dumps(res, indent=1) + "\n")
-    lines = ["# LiteRT builtin against PyTorch: which convs' rounding", "",
+    lines = ["# LiteRT builtin against PyTorch: which ops' rounding", "",
              "Largest (mean) |PSNR - PyTorch's| over the images, the builtin arithmetic with the named convs "
              "computed exactly instead (numpy reference of the shipped model's LiteRT file; `none` is what the "
              "runtime computes). pointwise: depthwise 1x1 convs (requantisations, ADQ BatchNorms).", "",
@@ -85,10 +99,23 @@ def main(argv=None) -> int:
              "|---|---|---|" + "---|" * len(CHOICES)]
     for e, r in res.items():
         for ar in ARITHMETICS:
-            cells = [r["cells"][f"{ar}|{c}"] for c in CHOICES]
+            cells = [r["cells"].get(f"{ar}|{c}") for c in CHOICES]
+            if None in cells:
+                continue
             lines.append(f"| {e} | {r['images']} ({r['sets']}) | {ar} | " + " | ".join(
                 f"{c['max_abs_dpsnr_db']:.4f} ({c['mean_abs_dpsnr_db']:.4f})" for c in cells) + " |")
-    lines += ["", "Commands: " + "; ".join(sorted({f'`{r["command"]}`' for r in res.values()}))]
+    lines += ["", "The rest, with every conv exact: each other op the builtin kernels compute their own way "
+              "(ADD's two-step rescaling, MUL's fixed-point multiplier, LOGISTIC's table) exact as well.", "",
+              "| entry | arithmetic | " + " | ".join(f"exact: {c}" for c in EXTRA) + " |",
+              "|---|---|" + "---|" * len(EXTRA)]
+    for e, r in res.items():
+        for ar in ARITHMETICS:
+            cells = [r["cells"].get(f"{ar}|{c}") for c in EXTRA]
+            if any(cells):
+                lines.append(f"| {e} | {ar} | " + " | ".join(
+                    "-" if c is None else f"{c['max_abs_dpsnr_db']:.4f} ({c['mean_abs_dpsnr_db']:.4f})"
+                    for c in cells) + " |")
+    lines += ["", "Commands: " + "; ".join(dict.fromkeys(f"`{c}`" for r in res.values() for c in r["command"].split("; ")))]
     (OUT / "builtin_rounding.md").write_text("\n".join(lines) + "\n")
     return 0
 

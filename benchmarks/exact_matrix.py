@@ -69,14 +69,8 @@ def checkpoint(name: str, work: Path, iters: int, data: str, log) -> Path:
     done = work / "ckpt" / f"{name}.done"
     ck.parent.mkdir(parents=True, exist_ok=True)
     if SHIPPED:
-        import torch
-
-        w = shipped_weights(name)
-        made = torch.load(w, weights_only=True)["record"]["made_by"]
-        c = made["config"]
-        done.write_text(json.dumps({"iters": c["epochs"] * c["iters"], "data": made["data"],
-                                    "recipe": made["recipe"], "seconds": made["train_seconds"], "shipped": True}))
-        return w
+        done.write_text(json.dumps(shipped_record(name)))
+        return shipped_weights(name)
     if done.is_file():
         if json.loads(done.read_text()).get("weight_grid") == GRID:
             return ck
@@ -92,6 +86,18 @@ def checkpoint(name: str, work: Path, iters: int, data: str, log) -> Path:
                                 "patch 24", "weight_grid": GRID, "seconds": round(time.time() - t, 1)}))
     log(f"trained {name}: {time.time() - t:.0f} s")
     return ck
+
+
+def shipped_record(name: str) -> dict:
+    """How the shipped weights of ``name`` were trained (what each of their cells records)."""
+    import torch
+
+    from qnas_deploy.zoo import shipped_weights
+
+    made = torch.load(shipped_weights(name), weights_only=True)["record"]["made_by"]
+    c = made["config"]
+    return {"iters": c["epochs"] * c["iters"], "data": made["data"], "recipe": made["recipe"],
+            "seconds": made["train_seconds"], "shipped": True}
 
 
 def _fresh(path: Path, ck: Path) -> bool:
@@ -159,6 +165,19 @@ def cells(name: str, variant: str, ck: Path, files: list[str], machine: str, set
     key.parent.mkdir(parents=True, exist_ok=True)
     key.write_text(json.dumps(rows))
     return rows
+
+
+def keep_others(rows: list[dict], last: Path, order: list[str]) -> list[dict]:
+    """``rows``, and the last results' rows of every (entry, file) this run did not run (an
+    ``--entries`` run refreshes those entries and keeps the rest as last measured), in zoo
+    order. With ``--shipped``, a kept row must be of the weights shipped now (a re-shipped
+    entry's old cells drop out until it is run again)."""
+    run = {(r["entry"], r["variant"]) for r in rows}
+    kept = json.loads(last.read_text())["rows"] if last.is_file() else []
+    now = {n: shipped_record(n) for n in order} if SHIPPED else {}
+    rows = rows + [r for r in kept if (r["entry"], r["variant"]) not in run and r["entry"] in order
+                   and (not SHIPPED or r.get("trained") == now[r["entry"]])]
+    return sorted(rows, key=lambda r: order.index(r["entry"]))  # stable: each entry's rows keep their order
 
 
 def markdown(rows: list[dict], machines: list[str], meta: dict) -> str:
@@ -244,6 +263,8 @@ def main(argv=None) -> int:
                 log(f"{name} {variant} {m}: {time.time() - t:.0f} s")
     if a.train_only:
         return 0
+    stem = "exact_matrix_shipped" if a.shipped else "exact_matrix"
+    rows = keep_others(rows, RESULTS / f"{stem}.json", with_weights() if a.shipped else entries())
     # Cells keep the training of the checkpoint they ran (a cell cached from an earlier run
     # may come from an earlier checkpoint of the same recipe).
     steps = sorted({r["trained"]["iters"] for r in rows if "trained" in r})
@@ -260,7 +281,6 @@ def main(argv=None) -> int:
         pass
     md = markdown(rows, machines, meta)
     RESULTS.mkdir(exist_ok=True)
-    stem = "exact_matrix_shipped" if a.shipped else "exact_matrix"
     (RESULTS / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     (RESULTS / f"{stem}.md").write_text("# Where it runs exactly" + (" (shipped weights)" if a.shipped else "")
                                         + "\n\n" + md)

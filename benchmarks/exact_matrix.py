@@ -96,8 +96,11 @@ def shipped_record(name: str) -> dict:
 
     made = torch.load(shipped_weights(name), weights_only=True)["record"]["made_by"]
     c = made["config"]
-    return {"iters": c["epochs"] * c["iters"], "data": made["data"], "recipe": made["recipe"],
-            "seconds": made["train_seconds"], "shipped": True}
+    record = {"iters": c["epochs"] * c["iters"], "data": made["data"], "recipe": made["recipe"],
+              "seconds": made["train_seconds"], "shipped": True}
+    if made.get("reshipped"):  # snapped again since (train_zoo.py --reship): other weights
+        record["reshipped"] = made["reshipped"][-1]["at"]
+    return record
 
 
 def _fresh(path: Path, ck: Path) -> bool:

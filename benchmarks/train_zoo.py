@@ -1,6 +1,7 @@
 """Train the zoo's shipped weights (``qnas_deploy/zoo/weights/NAME.pt``).
 
     python benchmarks/train_zoo.py [NAME ...] [--work DIR] [--threads 1] [--datasets-root DIR]
+    python benchmarks/train_zoo.py NAME ... --reship     # the shipped weights, snapped again
 
 Each entry is an ordinary ``train`` run with the ``default`` recipe on BSD100 (seed 0,
 batch 16, LR patch 32), on the narrow weight grid ([-127, 127], exact on every runtime
@@ -9,6 +10,8 @@ checkpoints every epoch in ``--work``; run the script again after an interruptio
 continues where it stopped (finished entries are skipped). A finished run is scored on
 Set5 and Set14 and copied into the package with a record of the command, recipe, seed,
 data, machine and times that made it; ``results/zoo_weights.json`` and ``.md`` list them.
+``--reship`` applies a newer calibration snap (``calibrate`` steps 3 and 4) to the shipped
+weights themselves (no training run needed) and records it under ``made_by.reshipped``.
 """
 from __future__ import annotations
 
@@ -89,6 +92,32 @@ def ship(name: str, ck_path: Path, root: str | None, command: str) -> dict:
     return made
 
 
+def reship(name: str, root: str | None, command: str) -> dict:
+    """The shipped weights of ``name`` with the exactness snaps as they are now (a no-op where
+    nothing moves), scored again; the training record is kept."""
+    from qnas_deploy.calibrate import snap_add_scales, snap_batchnorms
+    from qnas_deploy.checkpoint import load_checkpoint, save_checkpoint
+    from qnas_deploy.evaluate import evaluate_sets
+    from qnas_deploy.infer import grey_aware, torch_runner
+
+    path = WEIGHTS / f"{name}.pt"
+    ck = load_checkpoint(path)
+    snapped, bns = snap_add_scales(ck.model), snap_batchnorms(ck.model)
+    made = dict(ck.record["made_by"])
+    if not snapped and not bns:
+        return made
+    scores = evaluate_sets(grey_aware(torch_runner(ck.model.eval())), ["Set5", "Set14"], ck.spec.scale, root)
+    made["reshipped"] = made.get("reshipped", []) + [{
+        "command": command, "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+        "snapped": [[m.tensor, m.new_scale / m.old_scale] for m in snapped], "snapped_batchnorm_channels": len(bns),
+        "scores_before": made["scores"]}]
+    made["snapped_add_scales"] = made.get("snapped_add_scales", []) + [m.tensor for m in snapped]
+    made["snapped_batchnorm_channels"] = made.get("snapped_batchnorm_channels", 0) + len(bns)
+    made["scores"] = {s: {k: scores["sets"][s]["mean"][k] for k in ("psnr_db", "ssim")} for s in ("Set5", "Set14")}
+    save_checkpoint(path, ck.spec, ck.model, calibrated=True, record={**ck.record, "made_by": made})
+    return made
+
+
 def write_summary(rows: dict, root: str | None) -> None:
     from qnas_deploy.evaluate import bicubic_upscaler, evaluate_sets
 
@@ -116,6 +145,7 @@ def main(argv=None) -> int:
     ap.add_argument("--work", default=str(ROOT / "runs" / "zoo"))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--datasets-root", default=None)
+    ap.add_argument("--reship", action="store_true", help="snap the shipped weights again (no training)")
     args = ap.parse_args(argv)
     import torch
 
@@ -129,6 +159,11 @@ def main(argv=None) -> int:
         if name not in PLAN:
             ap.error(f"{name}: not in the plan ({', '.join(PLAN)})")
         t0 = time.perf_counter()
+        if args.reship:
+            rows[name] = reship(name, args.datasets_root, command.strip())
+            print(f"{name}: reshipped, {rows[name]['scores']}", file=sys.stderr, flush=True)
+            write_summary(rows, args.datasets_root)
+            continue
         ck = train_entry(name, work, args.datasets_root, log=lambda m: print(m, file=sys.stderr, flush=True))
         if name in HELD:
             print(f"{name}: trained ({ck}), not shipped: {HELD[name]}", file=sys.stderr, flush=True)

@@ -9,8 +9,9 @@ integer graph freezes all three, so they are re-measured on the final weights, i
 2. every activation and tensor range, with BatchNorm and ADQ now in inference mode,
    so each range is the one of the tensor the runtime will hold;
 3. the scales around each int8 add moved by a few parts per million where a runtime's
-   fixed-point ADD would otherwise round some input pair otherwise than the exact add
-   (``exporters/add_scales.py``);
+   fixed-point ADD would otherwise round some input pair otherwise than the exact add, and
+   each int8 mul's output range grown by a few percent where LiteRT's MUL would round some
+   product twice (``exporters/add_scales.py``);
 4. ADQ's BatchNorm weights and biases moved as little where LiteRT's builtin depthwise
    kernels would otherwise requantise some input level otherwise than the exact map
    (``exporters/adq_exact.py``).

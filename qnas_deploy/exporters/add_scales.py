@@ -17,9 +17,22 @@ arithmetic on all pairs; an add that writes a fixed grid (the network's output, 
 moves one of its conv-written inputs instead. The model holds the moved scale, so PyTorch,
 the numpy reference and every runtime compute the same new grid; the accuracy cost is
 nil (the grid moves by ``2^-21`` of a step per step of the search).
+
+Multiplies (RFDN's ESA mask, ``x * sigmoid(m)``) are fixed the same way, for another reason:
+LiteRT's builtin int8 MUL requantises the integer product ``p`` in two roundings on every
+CPU (``MultiplyByQuantizedMultiplier``: a rounding high multiply by the 31-bit significand
+``q`` of the scale ratio, then a rounding right shift by ``s``), so a product with ``p q`` in
+the half unit just below a midpoint ``2^s k + 2^(s-1)`` is rounded up where the exact
+product rounds down: about ``2^-(s+1)`` of all pairs (0.3-0.4% on RFDN's muls, all of its
+0.008 dB left to PyTorch once its convs are exact). The forbidden ``q`` are intervals
+``[(c - 1/2) / p, c / p)``, one per product and midpoint, so the nearest ``q`` outside all of
+them is found by sweeping their union (:func:`free_multipliers`, a few percent away) and
+then checked on all pairs like an add's. That moves a grid by percents, not parts per
+million: a mul's output scale is moved only where it must be.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import partial
 
@@ -27,8 +40,11 @@ import numpy as np
 import torch
 
 from .arithmetic import exact, litert
+from .arithmetic import onnxruntime as ort
+from .arithmetic.exact import F32
 from . import ir
 from .ir import Graph, Node, Tensor
+from .passes.mult_as_view import view_scale
 
 # The int8 ADD kernels of the runtimes that do not add exactly. LiteRT's builtin kernels are
 # here as a guard: with 31-bit multipliers they have matched the exact add on every pair
@@ -37,54 +53,130 @@ KERNELS = {"litert-xnnpack": litert.add_xnnpack,
            "litert-builtin (SIMD)": partial(litert.add, simd_lanes=1),
            "litert-builtin (scalar)": partial(litert.add, simd_lanes=None)}
 
+# The int8 MUL kernels, each with the form of the mul it runs: onnxruntime's QLinearMul the
+# graph's own (a factor folded into its output scale), LiteRT's the factor moved onto the
+# second input's grid (``passes/mult_as_view``). Each must equal the model's float mul.
+MUL_KERNELS = {"onnxruntime": (ort.mul, "canonical"), "litert-xnnpack": (litert.mul_xnnpack, "view"),
+               "litert-builtin": (litert.mul, "view")}
+# How far a mul's scale ratio may move (relative), and its margin from a double-rounding
+# window relative to the product (2^-20: 16 float32 ulps of the exact product; the 31-bit
+# significand is closer still).
+MUL_WITHIN, MUL_MARGIN = 0.05, 2.0 ** -20
+
 # Relative step of the scale search and how far it may go (2^-21 moves XNNPACK's 20-bit
 # ratio by about one unit; 4096 steps is 0.2% of the scale).
 STEP, MAX_STEPS = 2.0 ** -21, 4096
 
 
 @dataclass
-class SnappedAdd:
-    add: str                 # the add node's output tensor
+class Snapped:
+    node: str                # the add or mul node's output tensor
     tensor: str              # the tensor whose scale moved
     old_scale: float
     new_scale: float
     mismatches: dict         # kernel -> input pairs that differed before
 
 
-def mismatches(ta: Tensor, tb: Tensor, tc: Tensor) -> dict[str, int]:
-    """Per kernel of :data:`KERNELS`, the input pairs ``(a, b)`` (all of them) on which it
-    differs from the exact add ``a + b`` onto ``tc``."""
+def mismatches(ta: Tensor, tb: Tensor, tc: Tensor, op: str = "add", mult: float = 1.0) -> dict[str, int]:
+    """Per kernel of :data:`KERNELS` (:data:`MUL_KERNELS` for ``op="mul"``, whose constant
+    factor is ``mult``), the input pairs ``(a, b)`` (all of them) on which it differs from
+    the exact ``a + b`` (``a * b * mult``) onto ``tc``."""
     qa, qb = np.meshgrid(np.arange(ta.qmin, ta.qmax + 1), np.arange(tb.qmin, tb.qmax + 1), indexing="ij")
-    g = Graph({t.name: t for t in (ta, tb, tc)}, [], ta.name, tc.name, 1)
-    node = Node("add", [ta.name, tb.name], tc.name, ir.Add())
     values = {ta.name: qa[None, None], tb.name: qb[None, None]}
-    want = exact.KERNELS["add"](g, node, values)
-    return {name: int(np.count_nonzero(k(g, node, values) != want)) for name, k in KERNELS.items()}
+    g = Graph({t.name: t for t in (ta, tb, tc)}, [], ta.name, tc.name, 1)
+    if op == "add":
+        node = Node("add", [ta.name, tb.name], tc.name, ir.Add())
+        want = exact.KERNELS["add"](g, node, values)
+        return {name: int(np.count_nonzero(k(g, node, values) != want)) for name, k in KERNELS.items()}
+    node = Node("mul", [ta.name, tb.name], tc.name, ir.Mul(mult=mult))
+    want = exact.KERNELS["mul"](g, node, values)
+    vb = view(tb, mult)
+    gv = Graph({t.name: t for t in (ta, vb, tc)}, [], ta.name, tc.name, 1)
+    nv = Node("mul", [ta.name, vb.name], tc.name, ir.Mul())
+    forms = {"canonical": (g, node), "view": (gv, nv)}
+    return {name: int(np.count_nonzero(k(*forms[form], values) != want)) for name, (k, form) in MUL_KERNELS.items()}
+
+
+def view(t: Tensor, mult: float) -> Tensor:
+    """``t`` on a grid ``mult`` times coarser (the same integers; ``passes/mult_as_view``)."""
+    return t if mult == 1.0 else Tensor(t.name, t.channels, view_scale(t.scale, mult), t.zero_point, t.qmin, t.qmax)
 
 
 def quantized_add(graph: Graph, n: Node) -> bool:
-    return n.op == "add" and n.attrs.mult == 1.0 and len(n.inputs) == 2 and \
+    return quantized_elementwise(graph, n) and n.op == "add"
+
+
+def quantized_elementwise(graph: Graph, n: Node) -> bool:
+    """A quantized two-input add (without a constant factor) or mul (what the snap fixes)."""
+    return n.op in ("add", "mul") and (n.op == "mul" or n.attrs.mult == 1.0) and len(n.inputs) == 2 and \
         all(graph.tensor(t).quantized for t in (*n.inputs, n.output))
 
 
 def _mismatches_of(graph: Graph, n: Node) -> dict[str, int]:
-    """:func:`mismatches` of add ``n``, only the kernels that differ."""
-    return {k: v for k, v in mismatches(*(graph.tensor(t) for t in (*n.inputs, n.output))).items() if v}
+    """:func:`mismatches` of add or mul ``n``, only the kernels that differ."""
+    ts = (graph.tensor(t) for t in (*n.inputs, n.output))
+    return {k: v for k, v in mismatches(*ts, op=n.op, mult=n.attrs.mult).items() if v}
 
 
 def inexact(graph: Graph) -> dict[str, dict[str, int]]:
-    """The quantized adds of ``graph`` that some kernel rounds otherwise on some input pair:
-    add -> :func:`mismatches` (only the nonzero ones)."""
-    return {n.output: bad for n in graph.nodes if quantized_add(graph, n) and (bad := _mismatches_of(graph, n))}
+    """The quantized adds and muls of ``graph`` that some kernel rounds otherwise on some
+    input pair: output -> :func:`mismatches` (only the nonzero ones)."""
+    return {n.output: bad for n in graph.nodes
+            if quantized_elementwise(graph, n) and (bad := _mismatches_of(graph, n))}
 
 
-def snap(model) -> list[SnappedAdd]:
-    """Move scales of ``model`` (calibrated, lowerable) until every quantized add of its
-    canonical graph is exact in every kernel of :data:`KERNELS`; returns what moved.
+def free_multipliers(ta: Tensor, tb: Tensor, tc: Tensor, within: float = MUL_WITHIN,
+                     margin: float = MUL_MARGIN) -> np.ndarray:
+    """Factors ``f`` (nearest 1 first, within ``1 +- within``) such that LiteRT's builtin MUL
+    with the scale ratio ``f * s_a s_b / s_c`` rounds no product of two input levels twice.
 
-    Adds are fixed in graph order, each seeing the scales moved before it (the tensors a moved
+    With the ratio ``q 2^-s``, ``q`` in [1/2, 1): the high multiply gives ``r = round(p q)``
+    (ties away from zero), the shift ``round(r / 2^s)`` (ties away). That differs from one
+    rounding of ``p q / 2^s`` only where ``r`` is a midpoint ``c = 2^s k + 2^(s-1)`` and
+    ``p q < c``, i.e. for ``q`` in ``[(c - 1/2) / p, c / p)`` (both signs alike). Each window
+    is widened by ``margin`` of ``c`` on both sides; the answer is one point per gap
+    of their union (per shift the range spans), the one nearest the ratio now."""
+    m = float(F32(ta.scale)) * float(F32(tb.scale)) / float(F32(tc.scale))
+    a = np.arange(ta.qmin, ta.qmax + 1, dtype=np.int64) - ta.zero_point
+    b = np.arange(tb.qmin, tb.qmax + 1, dtype=np.int64) - tb.zero_point
+    p = np.unique(np.abs(np.outer(a, b)))
+    p = p[p > 0].astype(np.float64)
+    out = []
+    for e in sorted({math.frexp(m * (1 - within))[1], math.frexp(m * (1 + within))[1]}):
+        s = -e
+        lo, hi = max(0.5, m * (1 - within) * 2.0 ** s), min(1.0, m * (1 + within) * 2.0 ** s)
+        if s < 1:  # no right shift: one rounding
+            out += [lo, hi]
+            continue
+        half, step = 2.0 ** (s - 1), 2.0 ** s
+        k0 = np.ceil((lo * p * (1 - 2 * margin) - 0.5 - half) / step)  # the first window reaching lo
+        k1 = np.floor((hi * p * (1 + 2 * margin) + 0.5 - half) / step)  # the last one starting below hi
+        n = np.maximum(k1 - k0 + 1, 0).astype(np.int64)
+        first = np.cumsum(n) - n
+        c = step * (np.repeat(k0, n) + np.arange(n.sum()) - np.repeat(first, n)) + half
+        pp = np.repeat(p, n)
+        start, end = (c * (1 - margin) - 0.5) / pp, c * (1 + margin) / pp
+        order = np.argsort(start)
+        start, end = start[order], np.maximum.accumulate(end[order])
+        g0, g1 = np.concatenate([[lo], end]), np.concatenate([start, [hi]])  # after each window, to the next
+        keep = g1 > g0
+        g0, g1 = g0[keep], g1[keep]
+        q = m * 2.0 ** s
+        mid = (g0 + g1) / 2
+        best = np.clip(q, g0 + (mid - g0) * 1e-3, g1 - (g1 - mid) * 1e-3)  # strictly inside its gap
+        out += list(best / q)
+    f = np.asarray(out, np.float64)
+    return f[np.argsort(np.abs(f - 1))]
+
+
+def snap(model) -> list[Snapped]:
+    """Move scales of ``model`` (calibrated, lowerable) until every quantized add (mul) of
+    its canonical graph is exact in every kernel of :data:`KERNELS` (:data:`MUL_KERNELS`);
+    returns what moved.
+
+    Adds and muls are fixed in graph order, each seeing the scales moved before it (the tensors a moved
     quantizer holds are updated in the graph); the model is then lowered again and checked,
-    since a tensor copied from a moved one (``GraphBuilder.like``) only changes there. An add
+    since a tensor copied from a moved one (``GraphBuilder.like``) only changes there. One
     no scale can fix (no free quantizer, or moved once and undone since) is left to the
     export's hint."""
     from .builder import lower_model
@@ -95,13 +187,13 @@ def snap(model) -> list[SnappedAdd]:
         graph = lower_model(model, holders=holders)
         moved_now = False
         for n in graph.nodes:
-            if not quantized_add(graph, n) or n.output in done or not (bad := _mismatches_of(graph, n)):
+            if not quantized_elementwise(graph, n) or n.output in done or not (bad := _mismatches_of(graph, n)):
                 continue
             done.add(n.output)
             fixed = _fix(graph, holders, n)
             if fixed is not None:
                 name, old, new = fixed
-                moved.append(SnappedAdd(n.output, name, old, new, bad))
+                moved.append(Snapped(n.output, name, old, new, bad))
                 moved_now = True
                 for t, q in holders.items():
                     if q is holders[name]:
@@ -112,18 +204,27 @@ def snap(model) -> list[SnappedAdd]:
 
 def _fix(graph: Graph, holders: dict, n: Node):
     """Find a scale for ``n``'s output (or, if that grid is fixed, for an input a conv
-    writes) at which the add is exact in every kernel; set it on the quantizer."""
+    writes) at which the add or mul is exact in every kernel; set it on the quantizer."""
     names = [n.output] + [t for t in n.inputs if (p := graph.producer(t)) is not None and p.op == "conv"]
     ts = {t: graph.tensor(t) for t in (*n.inputs, n.output)}
     for name in names:
         q = holders.get(name)
         if q is None or q.fixed_scale is not None:
             continue
-        for absmax in _candidates(q.absmax.detach()):
+        if n.op == "mul":
+            # The ratio s_a s_b / s_c times f: the output's range over f, an input's times f;
+            # only ranges that grow (a grid a few percent coarser clips nothing).
+            fs = free_multipliers(ts[n.inputs[0]], view(ts[n.inputs[1]], n.attrs.mult), ts[n.output])
+            grow = 1 / fs[fs < 1] if name == n.output else fs[fs > 1]
+            cands = ((q.absmax.detach().double() * g).float() for g in grow[:64])
+        else:
+            cands = _candidates(q.absmax.detach())
+        for absmax in cands:
             scale = float(q.scale_for(absmax))
             trial = {t: (Tensor(v.name, v.channels, scale, v.zero_point, v.qmin, v.qmax) if t == name else v)
                      for t, v in ts.items()}
-            if not any(mismatches(trial[n.inputs[0]], trial[n.inputs[1]], trial[n.output]).values()):
+            if not any(mismatches(trial[n.inputs[0]], trial[n.inputs[1]], trial[n.output], n.op,
+                                  n.attrs.mult).values()):
                 with torch.no_grad():
                     q.absmax.copy_(absmax)
                 return name, ts[name].scale, scale

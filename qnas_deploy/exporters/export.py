@@ -263,8 +263,9 @@ def grid_hints(lowered, options, spec) -> list[str]:
 
 
 def add_hints(lowered, options) -> list[str]:
-    """Adds that LiteRT's fixed-point ADD rounds otherwise than the trained model on some
-    input pair: a checkpoint calibrated before add scales were snapped (``add_scales``)."""
+    """Adds and muls that LiteRT's fixed-point ADD or MUL rounds otherwise than the trained
+    model on some input pair: a checkpoint calibrated before their scales were snapped
+    (``add_scales``)."""
     if options.format != "tflite":
         return []
     from . import add_scales
@@ -272,9 +273,10 @@ def add_hints(lowered, options) -> list[str]:
     off = list(add_scales.inexact(lowered))
     if not off:
         return []
-    return [f"{len(off)} add(s) ({', '.join(off[:3])}{', ...' if len(off) > 3 else ''}) round some input pairs "
-            "otherwise in LiteRT's fixed-point ADD than in the trained model (a checkpoint calibrated before add "
-            "scales were snapped): export with --calib DATA to recalibrate, which snaps them, for a file exact there"]
+    return [f"{len(off)} add(s) or mul(s) ({', '.join(off[:3])}{', ...' if len(off) > 3 else ''}) round some "
+            "input pairs otherwise in LiteRT's fixed-point ADD or MUL than in the trained model (a checkpoint "
+            "calibrated before their scales were snapped): export with --calib DATA to recalibrate, which snaps "
+            "them, for a file exact there"]
 
 
 def export(source: str, out: str, fmt: str = "onnx", weights: str | None = None, calib: str | None = None,

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 from .ir import Graph
 from .passes import Pass, Property, run_passes
-from .passes import concat_on_grid, conv_add_copy, crd_to_dcr, dense, mult_as_view, pack_int4, pointwise_exact, \
-    requant_as_conv
+from .passes import concat_on_grid, conv_add_copy, crd_to_dcr, dense, mult_as_view, pack_int4, pair_safe, \
+    pointwise_exact, requant_as_conv
 from .passes import tile_as_conv
 from .passes import u8s8_weights, widen
 
@@ -51,9 +51,11 @@ ONNX = (pack_int4.PASS, requant_as_conv.PASS, u8s8_weights.PASS)
 # fusion drops a rounding; 15% slower in onnxruntime, so the default file goes without);
 # a grouped conv that feeds a depth-to-space as a dense block-diagonal one (its AMX grouped
 # int8 kernel is wrong for ESA's upsampling conv when the output is under 12 pixels a side); and int8 weights as stored
-# (it runs uint8-stored weights as float32 convs, whose sums round; its int8 convs
-# accumulate in int32 and cannot saturate, so u8s8_weights is not needed).
-OPENVINO = (pack_int4.PASS, concat_on_grid.PASS, requant_as_conv.PASS, dense.PASS, conv_add_copy.PASS)
+# (it runs uint8-stored weights as float32 convs, whose sums round). Its int8 convs add
+# pairs of products into int16 with saturation on CPUs without VNNI (AVX2 only), so a conv
+# whose adjacent input channels could overflow reads its input twice, each weight paired
+# with a zero (pair_safe; exact on every x86 CPU, twice that conv's work).
+OPENVINO = (pack_int4.PASS, concat_on_grid.PASS, requant_as_conv.PASS, dense.PASS, pair_safe.PASS, conv_add_copy.PASS)
 # One file serves LiteRT with and without XNNPACK: both LiteRT targets share this list.
 LITERT = (pack_int4.PASS, mult_as_view.PASS, concat_on_grid.PASS, requant_as_conv.PASS, tile_as_conv.PASS,
           dense.PASS, crd_to_dcr.PASS, widen.PASS, pointwise_exact.PASS)

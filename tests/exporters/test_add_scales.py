@@ -1,5 +1,6 @@
-"""Add scales snapped at calibration: every runtime's int8 ADD equals the exact add on all
-65536 input pairs of every quantized add (0 pairs differ, checked exhaustively)."""
+"""Add and mul scales snapped at calibration: every runtime's int8 ADD and MUL equal the
+exact ones on all 65536 input pairs of every quantized add and mul (0 pairs differ, checked
+exhaustively)."""
 import numpy as np
 import pytest
 import torch
@@ -15,9 +16,11 @@ WITH_ADDS = ["rfdn_mixed", "basic_mixed", "basic_lrtail_bicubic", "mobile_w8a8"]
 
 
 def _adds(model):
+    """Every quantized add's and mul's mismatches (as the runtimes' kernels see its tensors)."""
     g = lower_model(model)
-    return {n.output: add_scales.mismatches(*(g.tensor(t) for t in (*n.inputs, n.output)))
-            for n in g.nodes if add_scales.quantized_add(g, n)}
+    return {n.output: add_scales.mismatches(*(g.tensor(t) for t in (*n.inputs, n.output)), op=n.op,
+                                           mult=n.attrs.mult)
+            for n in g.nodes if add_scales.quantized_elementwise(g, n)}
 
 
 def _calibrated(name, exact_adds):
@@ -48,11 +51,34 @@ def test_calibration_makes_every_add_exact_in_every_kernel(name):
         assert any(any(v.values()) for v in before.values())
 
 
-def test_the_snap_moves_scales_by_parts_per_million():
+def test_the_snap_moves_add_scales_by_parts_per_million_and_mul_outputs_by_percents():
     plain, snapped = _calibrated("rfdn_mixed", False), _calibrated("rfdn_mixed", True)
     a = dict(plain.named_buffers())
-    rel = [abs(float(b) / float(a[k]) - 1) for k, b in snapped.named_buffers() if k.endswith("absmax")]
-    assert 0 < max(rel) < 1e-4
+    rel = [float(b) / float(a[k]) - 1 for k, b in snapped.named_buffers() if k.endswith("absmax")]
+    muls = [r for r in rel if abs(r) > 1e-4]  # one range per ESA mul (RFDN has 4), which only grows
+    assert 1 <= len(muls) <= 4 and all(0 < r <= add_scales.MUL_WITHIN for r in muls)
+    assert 0 < max(abs(r) for r in rel if abs(r) <= 1e-4)
+
+
+def test_builtin_mul_rounds_twice_and_free_multipliers_avoid_every_window():
+    """RFDN's ESA mul as trained (x: conv output, mask: sigmoid on 1/256 times its factor):
+    the builtin MUL differs on a fraction of pairs near 2^-(s+1); every factor
+    ``free_multipliers`` returns makes both MUL kernels exact on all pairs."""
+    ta, tb = Tensor("a", 1, 0.050324901938438416, 128, 0, 255), Tensor("b", 1, 0.0010093882447108626, 0, 0, 255)
+    tc = Tensor("c", 1, 0.01287126075476408, 128, 0, 255)
+    before = add_scales.mismatches(ta, tb, tc, op="mul")
+    assert before["litert-xnnpack"] == 0 and 0.002 < before["litert-builtin"] / 65536 < 0.008
+    fs = add_scales.free_multipliers(ta, tb, tc)
+    assert len(fs) >= 2 and abs(fs[0] - 1) <= add_scales.MUL_WITHIN
+    assert list(np.abs(fs - 1)) == sorted(np.abs(fs - 1))
+    for f in fs[:4]:
+        moved = Tensor("c", 1, float(np.float32(tc.scale / f)), 128, 0, 255)
+        assert not any(add_scales.mismatches(ta, tb, moved, op="mul").values()), f
+    # and a ratio inside a window is not returned: the scan's exact points are all near one
+    scan = [1 + k * 1e-3 for k in range(-50, 51)]
+    exact = [f for f in scan if not add_scales.mismatches(ta, tb, Tensor("c", 1, float(np.float32(tc.scale / f)),
+                                                                         128, 0, 255), op="mul")["litert-builtin"]]
+    assert all(min(abs(fs - f)) < 2e-3 for f in exact)
 
 
 def test_export_names_adds_a_checkpoint_left_inexact(tmp_path):

@@ -9,8 +9,8 @@ from qnas_deploy.exporters import ir, reference
 from qnas_deploy.exporters.options import ExportOptions
 from qnas_deploy.exporters.passes import Pass, Property, run_passes
 from qnas_deploy.exporters.passes import (concat_on_grid, conv_add_copy, crd_to_dcr, dense, mult_as_view,
-                                          pack_int4, pointwise_exact, requant_as_conv, tile_as_conv, u8s8_weights,
-                                          widen)
+                                          pack_int4, pair_safe, pointwise_exact, requant_as_conv, tile_as_conv,
+                                          u8s8_weights, widen)
 
 S = float(np.float32(1 / 255))
 GEOMETRY = dict(stride=1, pad=(0, 0), dilation=1, kernel=(1, 1))
@@ -151,6 +151,27 @@ def test_u8s8_weights_restore_only_saturating_convs(groups):
     out = _check(u8s8_weights.PASS, g)
     assert [n.attrs.storage for n in out.nodes] == ["uint8", "int8", "int8"]  # depthwise never saturates
     assert out.nodes[0].attrs.groups == 1
+    _same_values(g, out)
+
+
+@pytest.mark.parametrize("c_in", [3, 6])
+def test_pair_safe_spreads_only_overflowing_convs_and_keeps_values(c_in):
+    """Odd and even channel counts: the conv at risk reads its input twice, every pair of
+    adjacent input channels holds at most one nonzero weight, the values stay (0 steps)."""
+    rng = np.random.default_rng(8)
+    g = _graph([_t("image", 3), _t("a", c_in, 0.01, 128), _t("y", 6, 0.01, 128), _t("z", 6, 0.01, 128),
+                _t("d", 6, 0.01, 128)],
+               [ir.Node("conv", ["image"], "a", _conv(rng, 3, c_in, peak=40, kernel=(3, 3), pad=(1, 1))),
+                ir.Node("conv", ["a"], "y", _conv(rng, c_in, 6, peak=127, kernel=(3, 3), pad=(1, 1))),
+                ir.Node("conv", ["y"], "z", _conv(rng, 6, 6, groups=6, peak=127)),
+                ir.Node("conv", ["z"], "d", _conv(rng, 6, 6, groups=3, peak=127))], "d")
+    assert pair_safe.NO_PAIR_OVERFLOW.violations(g) == ["y", "d"]  # 40 + 40 <= 128; depthwise never pairs
+    out = _check(pair_safe.PASS, g)
+    assert [n.op for n in out.nodes] == ["conv", "tile", "conv", "conv", "tile", "conv"]
+    for n in (out.nodes[2], out.nodes[5]):
+        w = n.attrs.weight
+        assert n.attrs.groups == 1 and w.shape[1] == 2 * out.tensor(out.nodes[out.nodes.index(n) - 1].inputs[0]).channels
+        assert ((w[:, 0::2] != 0) & (w[:, 1::2] != 0)).sum() == 0
     _same_values(g, out)
 
 

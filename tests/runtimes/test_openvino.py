@@ -131,3 +131,44 @@ def test_conv_add_fusion_drops_a_rounding(tmp_path, break_fusion):
         np.testing.assert_array_equal(got, ref)
     else:  # a known OpenVINO behaviour: when it stops, the exporter's break can go
         assert (got != ref).mean() > 0.05
+
+
+def _vnni() -> bool:
+    flags = next((l for l in open("/proc/cpuinfo") if l.startswith("flags")), "").split()
+    return any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
+@pytest.mark.parametrize("layout", ["plain", "pair_safe"])
+def test_int8_conv_pair_sums_saturate_without_vnni_and_pair_safe_never_does(tmp_path, layout):
+    """A 3x3 conv of 8 input channels at 255 with weights 127: 253 steps. On a CPU without
+    VNNI OpenVINO adds the products of channels 2k, 2k+1 into int16 with saturation (4 pairs
+    of 32767: 128 steps); with VNNI it is exact. The pair_safe layout (the input read twice, each
+    weight next to a zero) is exact on both."""
+    from qnas_deploy.exporters.passes.pair_safe import spread
+
+    w = np.zeros((1, 8, 3, 3), np.int8)
+    w[0, :, 1, 1] = 127
+    inputs = ["xd"]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xd"])]
+    if layout == "pair_safe":
+        w = spread(w)
+        nodes.append(helper.make_node("Concat", ["xd", "xd"], ["x2"], axis=1))
+        inputs = ["x2"]
+    nodes += [helper.make_node("DequantizeLinear", ["wq", "sw", "zw"], ["wd"]),
+              helper.make_node("Conv", [*inputs, "wd"], ["y"], pads=[1, 1, 1, 1]),
+              helper.make_node("QuantizeLinear", ["y", "sy", "zy"], ["yq"]),
+              helper.make_node("DequantizeLinear", ["yq", "sy", "zy"], ["out"])]
+    inits = [numpy_helper.from_array(np.array(1.0, F32), "sx"), numpy_helper.from_array(np.array(0, np.uint8), "zx"),
+             numpy_helper.from_array(w, "wq"), numpy_helper.from_array(np.array(1.0, F32), "sw"),
+             numpy_helper.from_array(np.array(0, np.int8), "zw"), numpy_helper.from_array(np.array(1024.0, F32), "sy"),
+             numpy_helper.from_array(np.array(0, np.uint8), "zy")]
+    path = _save(tmp_path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 4, 4])],
+                 [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 1, 4, 4])], inits)
+    compiled = ov_rt.compile_model(ov_rt.read(path), threads=1)
+    y = compiled(np.full((1, 8, 4, 4), 255, F32))[0] / 1024
+    exact = np.rint(255 * 127 * 8 / 1024)  # 253.0: no tie
+    if layout == "pair_safe" or _vnni():
+        assert (y == exact).all(), y
+    else:
+        assert (y == np.rint(4 * 32767 / 1024)).all(), y

@@ -53,15 +53,18 @@ KERNELS = {"litert-xnnpack": litert.add_xnnpack,
            "litert-builtin (SIMD)": partial(litert.add, simd_lanes=1),
            "litert-builtin (scalar)": partial(litert.add, simd_lanes=None)}
 
-# The int8 MUL kernels, each with the form of the mul it runs: onnxruntime's QLinearMul the
-# graph's own (a factor folded into its output scale), LiteRT's the factor moved onto the
-# second input's grid (``passes/mult_as_view``). Each must equal the model's float mul.
+# The int8 MUL kernels, each with the form of the mul it runs: onnxruntime's the graph's own
+# (QLinearMul without a factor, the float model's arithmetic with one), LiteRT's the factor
+# moved onto the second input's grid (``passes/mult_as_view``). Each must equal the model's.
 MUL_KERNELS = {"onnxruntime": (ort.mul, "canonical"), "litert-xnnpack": (litert.mul_xnnpack, "view"),
                "litert-builtin": (litert.mul, "view")}
 # How far a mul's scale ratio may move (relative), and its margin from a double-rounding
-# window relative to the product (2^-20: 16 float32 ulps of the exact product; the 31-bit
-# significand is closer still).
-MUL_WITHIN, MUL_MARGIN = 0.05, 2.0 ** -20
+# window: relative to the product (2^-20: 16 float32 ulps of the exact product; the 31-bit
+# significand is closer still), and optionally one in output steps. Not by default: the
+# windows' gaps lie just above half steps, where QLinearMul's float zero-point add makes
+# ties (it would need 2^-17), so a mul without a factor, which onnxruntime fuses, may find
+# none; ESA's muls have factors and are float islands in onnxruntime.
+MUL_WITHIN, MUL_MARGIN, MUL_MARGIN_STEPS = 0.05, 2.0 ** -20, 0.0
 
 # Relative step of the scale search and how far it may go (2^-21 moves XNNPACK's 20-bit
 # ratio by about one unit; 4096 steps is 0.2% of the scale).
@@ -126,7 +129,7 @@ def inexact(graph: Graph) -> dict[str, dict[str, int]]:
 
 
 def free_multipliers(ta: Tensor, tb: Tensor, tc: Tensor, within: float = MUL_WITHIN,
-                     margin: float = MUL_MARGIN) -> np.ndarray:
+                     margin: float = MUL_MARGIN, margin_steps: float = MUL_MARGIN_STEPS) -> np.ndarray:
     """Factors ``f`` (nearest 1 first, within ``1 +- within``) such that LiteRT's builtin MUL
     with the scale ratio ``f * s_a s_b / s_c`` rounds no product of two input levels twice.
 
@@ -134,7 +137,7 @@ def free_multipliers(ta: Tensor, tb: Tensor, tc: Tensor, within: float = MUL_WIT
     (ties away from zero), the shift ``round(r / 2^s)`` (ties away). That differs from one
     rounding of ``p q / 2^s`` only where ``r`` is a midpoint ``c = 2^s k + 2^(s-1)`` and
     ``p q < c``, i.e. for ``q`` in ``[(c - 1/2) / p, c / p)`` (both signs alike). Each window
-    is widened by ``margin`` of ``c`` on both sides; the answer is one point per gap
+    is widened by ``margin`` of ``c`` plus ``margin_steps`` output steps on both sides; the answer is one point per gap
     of their union (per shift the range spans), the one nearest the ratio now."""
     m = float(F32(ta.scale)) * float(F32(tb.scale)) / float(F32(tc.scale))
     a = np.arange(ta.qmin, ta.qmax + 1, dtype=np.int64) - ta.zero_point
@@ -149,16 +152,18 @@ def free_multipliers(ta: Tensor, tb: Tensor, tc: Tensor, within: float = MUL_WIT
             out += [lo, hi]
             continue
         half, step = 2.0 ** (s - 1), 2.0 ** s
-        k0 = np.ceil((lo * p * (1 - 2 * margin) - 0.5 - half) / step)  # the first window reaching lo
-        k1 = np.floor((hi * p * (1 + 2 * margin) + 0.5 - half) / step)  # the last one starting below hi
+        pad = margin_steps * step  # in units of the high multiply's output
+        k0 = np.ceil((lo * p * (1 - 2 * margin) - 0.5 - pad - half) / step)  # the first window reaching lo
+        k1 = np.floor((hi * p * (1 + 2 * margin) + 0.5 + pad - half) / step)  # the last one starting below hi
         n = np.maximum(k1 - k0 + 1, 0).astype(np.int64)
         first = np.cumsum(n) - n
         c = step * (np.repeat(k0, n) + np.arange(n.sum()) - np.repeat(first, n)) + half
         pp = np.repeat(p, n)
-        start, end = (c * (1 - margin) - 0.5) / pp, c * (1 + margin) / pp
+        start, end = (c * (1 - margin) - 0.5 - pad) / pp, (c * (1 + margin) + pad) / pp
         order = np.argsort(start)
         start, end = start[order], np.maximum.accumulate(end[order])
         g0, g1 = np.concatenate([[lo], end]), np.concatenate([start, [hi]])  # after each window, to the next
+        g0, g1 = np.maximum(g0, lo), np.minimum(g1, hi)
         keep = g1 > g0
         g0, g1 = g0[keep], g1[keep]
         q = m * 2.0 ** s

@@ -262,15 +262,15 @@ def grid_hints(lowered, options, spec) -> list[str]:
     return hints
 
 
-def add_hints(lowered, options) -> list[str]:
-    """Adds and muls that LiteRT's fixed-point ADD or MUL rounds otherwise than the trained
-    model on some input pair: a checkpoint calibrated before their scales were snapped
-    (``add_scales``)."""
+def add_hints(graph, options) -> list[str]:
+    """Adds and muls of the canonical ``graph`` that LiteRT's fixed-point ADD or MUL rounds
+    otherwise than the trained model on some input pair: a checkpoint calibrated before
+    their scales were snapped (``add_scales``)."""
     if options.format != "tflite":
         return []
     from . import add_scales
 
-    off = list(add_scales.inexact(lowered))
+    off = [t for t, bad in add_scales.inexact(graph).items() if any(k.startswith("litert") for k in bad)]
     if not off:
         return []
     return [f"{len(off)} add(s) or mul(s) ({', '.join(off[:3])}{', ...' if len(off) > 3 else ''}) round some "
@@ -294,7 +294,7 @@ def export(source: str, out: str, fmt: str = "onnx", weights: str | None = None,
     p = prepare(source, weights, calib, datasets_root, log)
     graph = canonical(p.model, options)
     lowered = targets.get(options.target).lower(graph, options)
-    for hint in grid_hints(lowered, options, p.spec) + add_hints(lowered, options):
+    for hint in grid_hints(lowered, options, p.spec) + add_hints(graph, options):
         log(hint)
     meta = metadata(p, options)
     write(lowered, out, options, meta)

@@ -144,9 +144,9 @@ class _Writer:
         op = "Sum" if n.op == "add" and yt.quantized else n.op.capitalize()
         y = self.node(op, [self.dq(n.inputs[0]), self.dq(n.inputs[1])], f"{n.output}.{op.lower()}")
         mult = n.attrs.mult
-        if mult != 1.0 and yt.quantized:  # folded into the output scale: one fused QLinear op
-            self.q(y, yt, scale=float(F32(yt.scale) / F32(mult)))
-            return
+        # A factor stays a float Mul of its own, as the model computes it: folded into the
+        # output scale, onnxruntime would fuse DQ -> Mul -> Q into QLinearMul, whose one
+        # float32 ratio and float zero-point add round otherwise near half steps.
         if mult != 1.0:
             y = self.node("Mul", [y, self.const(f"{n.output}.mult", np.array(mult, F32))], f"{n.output}.mult")
         self.q(y, yt)

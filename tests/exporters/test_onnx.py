@@ -69,14 +69,18 @@ def test_no_float_conv_after_onnxruntime_optimisation(exported, name, tmp_path):
     ops = [n.op_type for n in onnx.load(str(opt)).graph.node]
     assert ops.count("Conv") + ops.count("FusedConv") == 0
     assert ops.count("QLinearConv") >= len(exported[name].graph.conv_nodes())
-    # No float islands but the adds: a quantized add is DQ, DQ -> Sum -> Q on purpose
-    # (onnxruntime's QLinearAdd rounds per CPU); the layout transformer's transposes next
-    # to them may run on the dequantized tensor (DQ -> Transpose -> Q: no arithmetic).
+    # No float islands but the adds and the muls with a factor: a quantized add is DQ, DQ ->
+    # Sum -> Q on purpose (onnxruntime's QLinearAdd rounds per CPU), a mul with a factor DQ,
+    # DQ -> Mul -> Mul -> Q (QLinearMul with the factor folded rounds otherwise near half
+    # steps); the layout transformer's transposes next to them may run on the dequantized
+    # tensor (DQ -> Transpose -> Q: no arithmetic).
     assert "Resize" not in ops and "QLinearAdd" not in ops
     graph = onnx.load(str(opt)).graph
     consumers = {n.output[0]: [c.op_type for c in graph.node if n.output[0] in c.input]
                  for n in graph.node if n.op_type == "DequantizeLinear"}
-    assert all(set(c) <= {"Sum", "Transpose"} for c in consumers.values()), consumers
+    assert all(set(c) <= {"Sum", "Transpose", "Mul"} for c in consumers.values()), consumers
+    factored = sum(1 for n in exported[name].graph.nodes if n.op == "mul" and n.attrs.mult != 1.0)
+    assert sum("Mul" in c for c in consumers.values()) == 2 * factored  # both inputs of each, nothing else
 
 
 def test_fp32_export_runs_in_float(exported):

@@ -170,15 +170,25 @@ def cells(name: str, variant: str, ck: Path, files: list[str], machine: str, set
     return rows
 
 
+def x86_cpu() -> str:
+    """This machine's CPU model and whether it has the int8 dot product (VNNI)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    model = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), "?")
+    flags = next((l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags")), [])
+    vnni = any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+    return f"{model}, {'with' if vnni else 'without'} VNNI"
+
+
 def keep_others(rows: list[dict], last: Path, order: list[str]) -> list[dict]:
-    """``rows``, and the last results' rows of every (entry, file) this run did not run (an
-    ``--entries`` run refreshes those entries and keeps the rest as last measured), in zoo
-    order. With ``--shipped``, a kept row must be of the weights shipped now (a re-shipped
-    entry's old cells drop out until it is run again)."""
-    run = {(r["entry"], r["variant"]) for r in rows}
+    """``rows``, and the last results' cells this run did not run (an ``--entries`` or
+    ``--machines`` run refreshes those and keeps the rest as last measured), in zoo order.
+    With ``--shipped``, a kept cell must be of the weights shipped now (a re-shipped entry's
+    old cells drop out until it is run again)."""
+    key = lambda r: (r["entry"], r["variant"], r["machine"], r["runtime"])  # noqa: E731
+    run = {key(r) for r in rows}
     kept = json.loads(last.read_text())["rows"] if last.is_file() else []
     now = {n: shipped_record(n) for n in order} if SHIPPED else {}
-    rows = rows + [r for r in kept if (r["entry"], r["variant"]) not in run and r["entry"] in order
+    rows = rows + [r for r in kept if key(r) not in run and r["entry"] in order
                    and (not SHIPPED or r.get("trained") == now[r["entry"]])]
     return sorted(rows, key=lambda r: order.index(r["entry"]))  # stable: each entry's rows keep their order
 
@@ -209,6 +219,11 @@ def markdown(rows: list[dict], machines: list[str], meta: dict) -> str:
                "shipped weights; a full-grid file is not exact on cortex-a72). ")
             + f"aarch64: the same runtime releases' aarch64 "
             f"builds under qemu {meta.get('qemu', '?')} user mode ({meta.get('cpus', '')}). "
+            + (f"x86_64: {'; '.join(sorted({r['cpu'] for r in rows if 'cpu' in r}))}"
+               + (" (earlier cells: an Intel Xeon with AVX-512 VNNI)" if any(
+                   r["machine"] == "x86_64" and "cpu" not in r for r in rows) else "") + ". "
+               if any("cpu" in r for r in rows) else "")
+            +
             f"`python benchmarks/exact_matrix.py {'--shipped ' if SHIPPED else ''}--readme README.md` remakes it.\n\n"
             + "\n".join(lines) + "\n")
 
@@ -267,6 +282,9 @@ def main(argv=None) -> int:
     if a.train_only:
         return 0
     stem = "exact_matrix_shipped" if a.shipped else "exact_matrix"
+    for r in rows:  # the x86 CPU a cell ran on (OpenVINO's int8 convs differ without VNNI)
+        if r["machine"] == "x86_64":
+            r.setdefault("cpu", x86_cpu())
     rows = keep_others(rows, RESULTS / f"{stem}.json", with_weights() if a.shipped else entries())
     # Cells keep the training of the checkpoint they ran (a cell cached from an earlier run
     # may come from an earlier checkpoint of the same recipe).

@@ -31,14 +31,26 @@ def _run(tmp_path, sr_folder, monkeypatch, bits, extra):
 
 
 def _worst(one, two):
+    """The largest difference of any trained tensor. Quantizer ranges are compared apart, in
+    steps of the add-scale snap (calibration's step 3 moves a range to the nearest scale at
+    which every add is exact, in relative steps of 2^-21; weights 1e-8 apart can make a
+    neighbouring candidate the nearest exact one): at most 8 steps apart."""
+    from qnas_deploy.exporters.add_scales import STEP
+
     a, b = one["model"], two["model"]
-    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].is_floating_point())
+    ranges = [k for k in a if k.endswith("absmax")]
+    steps = max((float(((a[k].double() - b[k].double()) / a[k].double()).abs().max()) / STEP for k in ranges),
+                default=0.0)
+    assert steps <= 8, steps
+    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a
+               if a[k].is_floating_point() and k not in ranges)
 
 
 def test_two_processes_train_what_one_does_quantized(tmp_path, sr_folder, monkeypatch):
     """SGD on the quantized net: every statistic is of the global batch, so the only
     difference is the order of float32 sums (gradients averaged across ranks): 1e-6 is
-    about 100 float32 ulps of the weights after 6 steps (measured: 1.5e-8)."""
+    about 100 float32 ulps of the weights after 6 steps (measured: 1.5e-8; the snapped
+    ranges 4 snap steps apart on an AMD EPYC, 0 on an Intel Xeon)."""
     one, two, err = _run(tmp_path, sr_folder, monkeypatch, 8, ["--recipe", "paper", "--lr", "0.05"])
     assert _worst(one, two) <= 1e-6
     assert two["record"]["history"][0]["processes"] == 2

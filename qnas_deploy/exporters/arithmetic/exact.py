@@ -60,7 +60,10 @@ def conv_int(x: np.ndarray, w: np.ndarray, stride: int, pad, dilation: int, grou
     # not): every product and partial sum is an integer below 2^53, so the result is exact.
     exact_in_f64 = integer and (float(np.abs(x).max(initial=0)) * float(np.abs(w).max(initial=0))
                                 * cg * kh * kw < 2.0 ** 53)
-    acc_dtype = np.float64 if exact_in_f64 else (np.int64 if integer else np.float32)
+    # Float convs accumulate in float64 too and round to float32 once: every float32 product
+    # is exact there, so the sum does not depend on the conv's form (grouped or dense) or on
+    # the order the BLAS of this machine chose.
+    acc_dtype = np.float64 if exact_in_f64 or not integer else np.int64
     out = np.zeros((n, o, ho, wo), dtype=acc_dtype)
     if cg == 1 and exact_in_f64:  # depthwise integer conv: one exact broadcast product per tap, not a loop
         for i in range(kh):
@@ -78,7 +81,7 @@ def conv_int(x: np.ndarray, w: np.ndarray, stride: int, pad, dilation: int, grou
                 patch = xg[:, :, i * dilation: i * dilation + stride * (ho - 1) + 1: stride,
                            j * dilation: j * dilation + stride * (wo - 1) + 1: stride].astype(acc_dtype)
                 out[:, g * og:(g + 1) * og] += np.einsum("nchw,oc->nohw", patch, wg[:, :, i, j], optimize=True)
-    return out.astype(np.int64) if exact_in_f64 else out
+    return out.astype(np.int64) if exact_in_f64 else (out if integer else out.astype(np.float32))
 
 
 def float_conv(graph: Graph, node: Node, values: dict) -> np.ndarray:

@@ -197,8 +197,9 @@ def markdown(rows: list[dict], machines: list[str], meta: dict) -> str:
     runtimes = sorted({r["runtime"] for r in rows}, key=lambda n: ["onnxruntime", "openvino", "litert-xnnpack",
                                                                   "litert-builtin"].index(n)
                       if n in ("onnxruntime", "openvino", "litert-xnnpack", "litert-builtin") else 9)
-    cols = [(rt, m) for rt in runtimes for m in machines if any(r["runtime"] == rt and r["machine"] == m
-                                                                 for r in rows)]
+    shown = list(dict.fromkeys([*machines, *MACHINES, *(r["machine"] for r in rows)]))  # kept cells' too
+    cols = [(rt, m) for rt in runtimes for m in shown if any(r["runtime"] == rt and r["machine"] == m
+                                                              for r in rows)]
     head = "| entry | file | " + " | ".join(f"{rt} {m.replace('aarch64:', 'aarch64 ')}" for rt, m in cols) + " |"
     lines = [head, "|---|---|" + "---|" * len(cols)]
     for key in dict.fromkeys((r["entry"], r["variant"]) for r in rows):

@@ -285,7 +285,8 @@ def markdown(res: dict, args) -> str:
     o = res["oneshot_vs_standalone"]
     md += ["", f"Latency prediction MAPE over the found architectures: {100 * res['mape']:.1f}%.  ",
            f"The trials' estimate against stand-alone training ({o['standalone_steps']} steps) on {len(o['estimates'])} "
-           f"random subnets: Kendall tau {o['kendall_tau']:.2f} (p = {o['p']:.2g})."]
+           f"random subnets: Kendall tau {o['kendall_tau']:.2f} (p = {o['p']:.2g})." if o["estimates"] else
+           "The trials' estimate against stand-alone training: not measured in this run (`--subnets 0`)."]
     return "\n".join(md) + "\n"
 
 

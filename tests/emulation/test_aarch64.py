@@ -184,6 +184,7 @@ def _edge_weight_file(zoo_model, tmp_path, grid: str) -> str:
     return str(path)
 
 
+@pytest.mark.slow  # ~1 min of emulation; the weight-grid guard itself is tested in the default suite
 def test_int8_weight_minus_128_is_wrong_on_arm_without_dot_product(env, zoo_model, tmp_path):
     """The root of the Cortex-A72 divergence: XNNPACK's and ruy's int8 GEMMs without the dot
     product add pairs of int8 products into int16, and (-128)(-128) twice overflows it. TFLite's

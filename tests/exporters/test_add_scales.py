@@ -12,7 +12,7 @@ from qnas_deploy.exporters.ir import Tensor
 from qnas_deploy.spaces import build_model
 from qnas_deploy.zoo import load_zoo
 
-WITH_ADDS = ["rfdn_mixed", "basic_mixed", "basic_lrtail_bicubic", "mobile_w8a8"]
+WITH_ADDS = ["rfdn_mixed", "basic_mixed", pytest.param("basic_lrtail_bicubic", marks=pytest.mark.slow), "mobile_w8a8"]
 
 
 def _adds(model):

@@ -97,13 +97,14 @@ def main(argv=None) -> int:
              "runtime computes). pointwise: depthwise 1x1 convs (requantisations, ADQ BatchNorms).", "",
              "| entry | images | arithmetic | " + " | ".join(f"exact: {c}" for c in CHOICES) + " |",
              "|---|---|---|" + "---|" * len(CHOICES)]
+    def cell(c) -> str:
+        return "-" if c is None else f"{c['max_abs_dpsnr_db']:.4f} ({c['mean_abs_dpsnr_db']:.4f})"
+
     for e, r in res.items():
         for ar in ARITHMETICS:
             cells = [r["cells"].get(f"{ar}|{c}") for c in CHOICES]
-            if None in cells:
-                continue
-            lines.append(f"| {e} | {r['images']} ({r['sets']}) | {ar} | " + " | ".join(
-                f"{c['max_abs_dpsnr_db']:.4f} ({c['mean_abs_dpsnr_db']:.4f})" for c in cells) + " |")
+            if None not in cells:
+                lines.append(f"| {e} | {r['images']} ({r['sets']}) | {ar} | " + " | ".join(map(cell, cells)) + " |")
     lines += ["", "The rest, with every conv exact: each other op the builtin kernels compute their own way "
               "(ADD's two-step rescaling, MUL's fixed-point multiplier, LOGISTIC's table) exact as well.", "",
               "| entry | arithmetic | " + " | ".join(f"exact: {c}" for c in EXTRA) + " |",
@@ -112,9 +113,7 @@ def main(argv=None) -> int:
         for ar in ARITHMETICS:
             cells = [r["cells"].get(f"{ar}|{c}") for c in EXTRA]
             if any(cells):
-                lines.append(f"| {e} | {ar} | " + " | ".join(
-                    "-" if c is None else f"{c['max_abs_dpsnr_db']:.4f} ({c['mean_abs_dpsnr_db']:.4f})"
-                    for c in cells) + " |")
+                lines.append(f"| {e} | {ar} | " + " | ".join(map(cell, cells)) + " |")
     lines += ["", "Commands: " + "; ".join(dict.fromkeys(f"`{c}`" for r in res.values() for c in r["command"].split("; ")))]
     (OUT / "builtin_rounding.md").write_text("\n".join(lines) + "\n")
     return 0

@@ -172,11 +172,11 @@ def cells(name: str, variant: str, ck: Path, files: list[str], machine: str, set
 
 def x86_cpu() -> str:
     """This machine's CPU model and whether it has the int8 dot product (VNNI)."""
+    from qnas_deploy.runtimes.openvino import int8_dot_product
+
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
     model = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), "?")
-    flags = next((l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags")), [])
-    vnni = any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
-    return f"{model}, {'with' if vnni else 'without'} VNNI"
+    return f"{model}, {'with' if int8_dot_product() else 'without'} VNNI"
 
 
 def keep_others(rows: list[dict], last: Path, order: list[str]) -> list[dict]:

@@ -105,10 +105,6 @@ def view(t: Tensor, mult: float) -> Tensor:
     return t if mult == 1.0 else Tensor(t.name, t.channels, view_scale(t.scale, mult), t.zero_point, t.qmin, t.qmax)
 
 
-def quantized_add(graph: Graph, n: Node) -> bool:
-    return quantized_elementwise(graph, n) and n.op == "add"
-
-
 def quantized_elementwise(graph: Graph, n: Node) -> bool:
     """A quantized two-input add (without a constant factor) or mul (what the snap fixes)."""
     return n.op in ("add", "mul") and (n.op == "mul" or n.attrs.mult == 1.0) and len(n.inputs) == 2 and \
@@ -148,8 +144,9 @@ def free_multipliers(ta: Tensor, tb: Tensor, tc: Tensor, within: float = MUL_WIT
     for e in sorted({math.frexp(m * (1 - within))[1], math.frexp(m * (1 + within))[1]}):
         s = -e
         lo, hi = max(0.5, m * (1 - within) * 2.0 ** s), min(1.0, m * (1 + within) * 2.0 ** s)
-        if s < 1:  # no right shift: one rounding
-            out += [lo, hi]
+        q = m * 2.0 ** s
+        if s < 1:  # no right shift: one rounding anywhere in this range
+            out.append(min(max(q, lo), hi) / q)
             continue
         half, step = 2.0 ** (s - 1), 2.0 ** s
         pad = margin_steps * step  # in units of the high multiply's output
@@ -166,7 +163,6 @@ def free_multipliers(ta: Tensor, tb: Tensor, tc: Tensor, within: float = MUL_WIT
         g0, g1 = np.maximum(g0, lo), np.minimum(g1, hi)
         keep = g1 > g0
         g0, g1 = g0[keep], g1[keep]
-        q = m * 2.0 ** s
         mid = (g0 + g1) / 2
         best = np.clip(q, g0 + (mid - g0) * 1e-3, g1 - (g1 - mid) * 1e-3)  # strictly inside its gap
         out += list(best / q)

@@ -26,6 +26,15 @@ import numpy as np
 from ..errors import BadInput, QnasError
 
 
+def int8_dot_product() -> bool:
+    """Whether this x86 CPU has VNNI (or AMX): there OpenVINO's int8 convs add products into
+    int32; without it, pairs into int16 with saturation (``passes/pair_safe.py``)."""
+    info = Path("/proc/cpuinfo")
+    flags = next((l.split(":", 1)[1].split() for l in info.read_text().splitlines() if l.startswith("flags")),
+                 []) if info.is_file() else []
+    return any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
 def module():
     """The ``openvino`` package, or one clear error where it is not installed."""
     try:

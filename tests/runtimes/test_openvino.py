@@ -133,11 +133,6 @@ def test_conv_add_fusion_drops_a_rounding(tmp_path, break_fusion):
         assert (got != ref).mean() > 0.05
 
 
-def _vnni() -> bool:
-    flags = next((l for l in open("/proc/cpuinfo") if l.startswith("flags")), "").split()
-    return any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
-
-
 @pytest.mark.parametrize("layout", ["plain", "pair_safe"])
 def test_int8_conv_pair_sums_saturate_without_vnni_and_pair_safe_never_does(tmp_path, layout):
     """A 3x3 conv of 8 input channels at 255 with weights 127: 253 steps. On a CPU without
@@ -168,7 +163,7 @@ def test_int8_conv_pair_sums_saturate_without_vnni_and_pair_safe_never_does(tmp_
     compiled = ov_rt.compile_model(ov_rt.read(path), threads=1)
     y = compiled(np.full((1, 8, 4, 4), 255, F32))[0] / 1024
     exact = np.rint(255 * 127 * 8 / 1024)  # 253.0: no tie
-    if layout == "pair_safe" or _vnni():
+    if layout == "pair_safe" or ov_rt.int8_dot_product():
         assert (y == exact).all(), y
     else:
         assert (y == np.rint(4 * 32767 / 1024)).all(), y

@@ -24,8 +24,9 @@ of its values, enough to flip the next quantizer's rounding, which the sigmoid m
 spreads). Here the strided conv (pad 1) and the 7x7/3 max pool (mirror-padded by 3) put
 small-map pixel ``m`` at input pixel ``6m``; the map comes back to full size by a fixed
 bilinear x6 upsampling written as a grouped 3x3 conv of 8-bit integer weights (in units
-of 1/36: exact) onto 36 sub-pixel phases, depth-to-space and a crop to the input's size.
-Every runtime computes that conv as the reference does. ESA needs an LR input of at
+of 1/72: exact) onto 36 sub-pixel phases, depth-to-space and a crop to the input's size;
+a bias of 1/72 of a step rounds its half-step results upward in every runtime
+(``GridUpsample``). Every runtime computes that conv as the reference does. ESA needs an LR input of at
 least 5x5 pixels (the pool's mirror padding).
 """
 from __future__ import annotations
@@ -86,7 +87,17 @@ def esa_upsample_kernel(channels: int, factor: int = ESA_STRIDE) -> np.ndarray:
 class GridUpsample(nn.Module):
     """ESA's way back to full resolution: fixed bilinear x``factor`` as an integer conv,
     PixelShuffle, then a crop to the feature map's size; the result stays on the small
-    map's grid (``q``), as RFDN's resize kept its values."""
+    map's grid (``q``), as RFDN's resize kept its values.
+
+    A bilinear weight sum lands on half steps (``acc = 18 mod 36`` for the x6 kernel), and
+    runtimes break such ties differently: PyTorch and the float32 requantisations of
+    onnxruntime and XNNPACK round ``f32(acc) * M`` (a hair off 1/36 either way) half to even,
+    LiteRT's ruy kernels round their Q31 product ties upward, its x86 ones twice. So the
+    conv rounds half up by construction: weights in units of ``1 / (2 factor^2)`` (twice the
+    integers) and a bias of one unit put every result ``1 / (2 factor^2)`` of a step above
+    ``acc / factor^2``, so no result lies nearer a rounding boundary than that (1/72 of a
+    step; LiteRT's first rounding is finer: 1/128), and every arithmetic rounds alike.
+    """
 
     def __init__(self, channels: int, q: Uint8AffineTensor, bits: int, factor: int = ESA_STRIDE):
         super().__init__()
@@ -98,20 +109,41 @@ class GridUpsample(nn.Module):
         # Fixed, not learned: buffers (as the bicubic anchor's).
         del conv.weight
         conv.register_buffer("weight", k)
+        del conv.bias
+        # The half-up bias: one accumulator unit, s_in * s_w, set from q's scale per forward.
+        conv.register_buffer("bias", torch.zeros(k.shape[0]) if conv.quantized else None, persistent=False)
         wq = conv.weight_quant
         if wq.enabled:
             del wq.step
-            # One step of 1/factor^2: every weight is an integer number of steps, exactly.
-            wq.register_buffer("step", torch.full((k.shape[0], 1, 1, 1), 1.0 / (factor * factor)))
+            wq.register_buffer("step", torch.full((k.shape[0], 1, 1, 1), self.unit))
             wq.initialized.fill_(True)
+            # Checkpoints from before the half-up bias hold 1 / factor^2: the step is a constant.
+            self.register_load_state_dict_post_hook(GridUpsample._constant_step)
         self.conv = conv
         self.shuffle = nn.PixelShuffle(factor)
 
+    @staticmethod
+    def _constant_step(module: "GridUpsample", _incompatible) -> None:
+        module.conv.weight_quant.step.fill_(module.unit)
+
+    @property
+    def unit(self) -> float:
+        """The weight step, ``1 / (2 factor^2)``: every weight is an even number of it."""
+        return 1.0 / (2 * self.factor * self.factor)
+
+    def _half_up_bias(self) -> None:
+        """The conv's bias: one accumulator unit on the grid of ``q`` (which training moves)."""
+        if self.conv.bias is not None:
+            unit = self.q.scale.detach() * self.unit if self.q.enabled else torch.zeros(())
+            self.conv.bias = unit.reshape(1).expand(self.conv.conv.c_out).clone()
+
     def forward(self, small: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        self._half_up_bias()
         u = self.conv(symmetric_pad(small, 1), self.q.scale if self.q.enabled else None, out=self.q)
         return self.shuffle(self.q.frozen(u))[..., :size[0], :size[1]]
 
     def lower(self, g, small: str, like: str, p: str) -> str:
+        self._half_up_bias()
         c = g.tensors[small].channels
         u = g.conv(self.conv, g.pad(small, f"{p}.pad", (1, 1)), g.like(f"{p}.phases", small, c * self.factor ** 2),
                    f"{p}.conv")

@@ -91,6 +91,43 @@ def test_esa_upsample_is_bilinear_on_the_stride_6_grid(size):
     assert (rfdn.esa_upsample_kernel(2).sum(axis=(1, 2, 3)) == 36).all()
 
 
+@pytest.mark.parametrize("arithmetic", sorted(reference.ARITHMETIC))
+@pytest.mark.parametrize("layout", ["grouped", "dense"])
+def test_esa_upsample_rounds_half_steps_up_in_every_arithmetic(arithmetic, layout):
+    """ESA's quantized upsampling conv: integer weights in units of 1/72 and a bias of one
+    unit, so ``acc = 2 s + 1`` for the bilinear sum ``s`` (in 1/36), and every result is
+    ``s / 36`` rounded half up (no float32 multiplier's hair, no tie rule, no double rounding
+    can move it: each lies 1/72 of a step or more from a boundary). The small maps here
+    hold every int8 level and many half-step sums (``s = 18 mod 36``)."""
+    from qnas_deploy.exporters.builder import GraphBuilder
+    from qnas_deploy.exporters.passes import dense
+    from qnas_deploy.quant import Uint8AffineTensor
+
+    q = Uint8AffineTensor(signed=True, bits=8)
+    q.absmax.fill_(3.7)
+    q.initialized.fill_(True)
+    up = rfdn.GridUpsample(2, q, bits=8).eval()
+    g = GraphBuilder()
+    small = g.held("small", 2, q).name
+    up._half_up_bias()
+    g.conv(up.conv, small, g.like("phases", small, 72), "up.conv")
+    graph = g.graph(small, "phases", 1)
+    if layout == "dense":  # LiteRT's targets write the grouped conv as a dense one
+        graph = dense.run(graph)
+    node = graph.nodes[0]
+    rng = np.random.default_rng(0)
+    levels = rng.permutation(np.arange(q.qmin, q.qmax + 1)).reshape(1, 2, 8, 16)
+    pairs = np.repeat(rng.integers(q.qmin, q.qmax + 1, (1, 2, 8, 8)), 2, axis=-1)  # equal neighbours: more ties
+    values = {small: np.concatenate([levels, pairs, levels[..., ::-1]], axis=2).astype(np.int32)}
+    acc = exact.accumulate(graph, node, values)
+    assert np.all(acc % 2 == 1)
+    s36 = (acc - 1) // 2
+    assert np.mean(s36 % 36 == 18) > 0.02  # half steps are there to be rounded
+    want = np.clip(np.floor_divide(s36 + 18, 36) + q.zero_point, q.qmin, q.qmax)
+    got = reference.ARITHMETIC[arithmetic]["conv"](graph, node, values)
+    assert np.array_equal(got, want)
+
+
 @pytest.mark.parametrize("h", range(5, 40))
 def test_esa_small_map_covers_the_input_on_the_stride_6_grid(h):
     """conv2 (stride 2, pad 1) then the 7x7/3 pool padded by 3: ceil(h / 6) small-map

@@ -1,5 +1,5 @@
-"""Every identity requantisation (a bias-free depthwise 1x1 conv) re-represented so that each
-LiteRT kernel computes it exactly.
+"""Every depthwise 1x1 conv (an identity requantisation, an ADQ BatchNorm) re-represented
+so that each LiteRT kernel computes it exactly.
 
 LiteRT's builtin DEPTHWISE_CONV_2D requantises in two roundings (gemmlowp
 ``SaturatingRoundingDoublingHighMul``, then ``RoundingDivideByPOT``; ties upward in its SIMD
@@ -10,13 +10,26 @@ basic_lrtail_bicubic (``benchmarks/results/builtin_rounding.md``: 0.018 dB, its 
 run in ruy and round once there).
 
 Such a conv maps each channel's ``qmax - qmin + 1`` input levels, so the fix is checked, not
-hoped for: for each distinct channel ``(w, s)`` whose table some LiteRT arithmetic computes
-otherwise than the exact one, the pass tries other representations of the same real map
-(an integer weight ``w'`` of the same sign with scale ``s w / w'``, that scale moved by up to
-:data:`ULPS` float32 ulps) and keeps the first whose table is the exact one in every
-arithmetic of :data:`ARITHMETICS`, in the SIMD path and the scalar one. A channel with a
-bias (ADQ's BatchNorm) is left alone: its bias pins the weight, and calibration snaps its
-scale in the model instead (``adq_exact.snap``).
+hoped for: for each distinct channel ``(w, s, b)`` whose table some LiteRT arithmetic
+computes otherwise than the exact one, the pass tries other representations and keeps the
+first whose table is the channel's exact one in every arithmetic of :data:`ARITHMETICS`
+(and the exact arithmetic itself), in the SIMD path and the scalar one:
+
+1. the same real map: an integer weight ``w'`` of the same sign with scale ``s w / w'`` and
+   bias ``b w' / w`` (where that is an integer: always for a requantisation, which has no
+   bias), the scale moved by up to :data:`ULPS` float32 ulps;
+2. then the bias ``b w' / w`` rounded and moved by up to :data:`NUDGE` accumulator units: a
+   level whose exact result lies closer to a tie than the first rounding's quantum (no
+   weight of step 1 reaches it) is moved away from the tie, by less than the other levels'
+   distances to theirs;
+3. then, for the weight itself, the scale tilted by up to :data:`SWEEP` steps of
+   :data:`SWEEP_STEP` together with a bias moved by up to ``NUDGE // 4``.
+
+A BatchNorm's bias pins its weight (step 1 is the weight itself), and calibration has
+already moved it to an exact neighbour where one exists (``adq_exact.snap``); steps 2 and 3
+find most of the rest (the shipped models: 4 of the 7 BatchNorm channels calibration left
+inexact in basic_lrtail_bicubic, 1 of RFDN's 2, and the 48 channels of RFDN's one identity
+requantisation that no weight made exact).
 """
 from __future__ import annotations
 
@@ -29,6 +42,8 @@ from . import Pass, quantized_io
 # The arithmetics a LiteRT file runs in (``reference.ARITHMETIC``); "pytorch" is the truth.
 ARITHMETICS = ("litert-builtin", "litert-builtin-aarch64", "litert-xnnpack", "litert-xnnpack-aarch64")
 ULPS = 16                      # float32 ulps the weight scale may move, each way (1e-6 of it)
+NUDGE = 16                     # accumulator units a bias may move, each way
+SWEEP, SWEEP_STEP = 64, 2.0**-16   # step 3: the scale moved by up to 64 steps of 2^-16 (0.1%), each way
 SIMD = 8                       # the builtin depthwise kernels' SIMD block (arithmetic.litert)
 
 
@@ -61,82 +76,128 @@ def exact_channels(xt: Tensor, yt: Tensor, attrs: ir.Conv) -> np.ndarray:
     return np.all([np.all(v == want, axis=1) for v in t.values()], axis=0)
 
 
-def _as_conv(attrs: ir.Conv, w: np.ndarray, s: np.ndarray) -> ir.Conv:
+def _as_conv(attrs: ir.Conv, w: np.ndarray, s: np.ndarray, b: np.ndarray | None = None) -> ir.Conv:
     k = len(w)
-    return attrs.replace(weight=w.astype(np.int8).reshape(k, 1, 1, 1), w_scale=s.astype(np.float32), bias=None,
+    bias = None if b is None or not np.any(b) else np.asarray(b).astype(np.int32)
+    return attrs.replace(weight=w.astype(np.int8).reshape(k, 1, 1, 1), w_scale=s.astype(np.float32), bias=bias,
                          groups=k)
 
 
-def _exact_rows(xt: Tensor, yt: Tensor, attrs: ir.Conv, w: np.ndarray, s: np.ndarray, want: np.ndarray) -> np.ndarray:
-    t = tables(xt, yt, _as_conv(attrs, w, s), ARITHMETICS)
+def _exact_rows(xt: Tensor, yt: Tensor, attrs: ir.Conv, w: np.ndarray, s: np.ndarray, b: np.ndarray,
+                want: np.ndarray) -> np.ndarray:
+    t = tables(xt, yt, _as_conv(attrs, w, s, b), ("pytorch",) + ARITHMETICS)
     return np.all([np.all(v == want, axis=1) for v in t.values()], axis=0)
 
 
-def candidates(w: int, s: np.float32) -> tuple[np.ndarray, np.ndarray]:
-    """(weights, scales) representing ``w * s``, nearest first: ``w`` itself with its scale
-    moved by up to :data:`ULPS` ulps, then every other weight of its sign, largest first."""
+def _scales(base: np.ndarray, ulps: int) -> np.ndarray:
+    """``[len(base), 2 ulps + 1]``: each positive float32 scale moved by up to ``ulps``, nearest first."""
+    steps = np.array(sorted(range(-ulps, ulps + 1), key=abs), np.int32)
+    # positive float32s are ordered as their bit patterns
+    return (base.astype(np.float32).view(np.int32)[:, None] + steps[None, :]).astype(np.int32).view(np.float32)
+
+
+def candidates(w: int, s: np.float32, b: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Step 1 (module docstring): ``(weights, scales, biases)`` representing ``w * s`` and ``b``,
+    nearest first: ``w`` itself with its scale moved by up to :data:`ULPS` ulps, then every
+    other weight of its sign, largest first, whose bias ``b w' / w`` is an integer."""
+    sign = 1 if w > 0 else -1
+    wv = sign * np.array(sorted(range(1, 128), key=lambda v: (v != abs(w), -v)), np.int64)
+    wv = wv[(b * wv) % w == 0]
+    base = np.where(wv == w, s, (np.float64(s) * w / wv).astype(np.float32)).astype(np.float32)
+    scale = _scales(base, ULPS)
+    return np.repeat(wv, scale.shape[1]), scale.ravel(), np.repeat(b * wv // w, scale.shape[1])
+
+
+def nudges(w: int, s: np.float32, b: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Step 2: every weight of ``w``'s sign (``w`` first, then largest first) with the scale
+    of step 1 and the bias ``b w' / w`` rounded, then moved by up to :data:`NUDGE`, nearest
+    first (the rounding alone shifts the map by a fraction of a bias unit)."""
     sign = 1 if w > 0 else -1
     wv = sign * np.array(sorted(range(1, 128), key=lambda v: (v != abs(w), -v)), np.int64)
     base = np.where(wv == w, s, (np.float64(s) * w / wv).astype(np.float32)).astype(np.float32)
-    ulps = np.array(sorted(range(-ULPS, ULPS + 1), key=abs), np.int32)
-    # positive float32s are ordered as their bit patterns
-    scale = (base.view(np.int32)[:, None] + ulps[None, :]).astype(np.int32).view(np.float32)
-    return np.repeat(wv, len(ulps)), scale.ravel()
+    d = np.array(sorted(range(-NUDGE, NUDGE + 1), key=lambda v: (abs(v), v)), np.int64)
+    bias = np.rint(b * wv.astype(np.float64) / w).astype(np.int64)[:, None] + d[None, :]
+    keep = (np.abs(bias) < 2**31) & ((bias * w != b * wv[:, None]) | (d[None, :] != 0))  # not step 1's
+    return (np.repeat(wv, len(d)).reshape(bias.shape)[keep], np.repeat(base, len(d)).reshape(bias.shape)[keep],
+            bias[keep])
 
 
-def exact_representation(xt: Tensor, yt: Tensor, attrs: ir.Conv, w: int, s: np.float32):
-    """A ``(weight, scale)`` for a bias-free channel ``(w, s)`` whose table is exact in every
-    arithmetic and channel path, or None."""
-    one = _as_conv(attrs, np.array([w]), np.array([s], np.float32))
-    want = tables(xt, yt, one, ("pytorch",))["pytorch"][0]
-    ws, ss = candidates(w, s)
+def sweeps(w: int, s: np.float32, b: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Step 3: ``w`` itself with its scale moved by up to ``SWEEP`` steps of ``SWEEP_STEP``
+    (relative) and its bias by up to ``NUDGE // 4``, nearest first: a tilt and a shift of
+    the map together, finer than the bias's unit alone (one output step times ``M``)."""
+    k = np.array(sorted(range(-SWEEP, SWEEP + 1), key=abs), np.float64)
+    d = np.array(sorted(range(-(NUDGE // 4), NUDGE // 4 + 1), key=abs), np.int64)
+    scale = (np.float64(s) * (1 + k * SWEEP_STEP)).astype(np.float32)
+    return np.full(len(k) * len(d), w), np.repeat(scale, len(d)), np.tile(b + d, len(k))
+
+
+def _first_exact(xt: Tensor, yt: Tensor, attrs: ir.Conv, ws, ss, bs, want, scalar: bool = True):
+    """The first candidate whose table is ``want`` in every arithmetic, in the SIMD channel
+    path and (``scalar``) the scalar one, or None."""
     # all candidates at once as the channels of one conv in the SIMD path (a multiple of its
     # block), then the survivors as scalar-tail channels (fewer than a block at a time)
     pad = -len(ws) % SIMD
-    ok = _exact_rows(xt, yt, attrs, np.concatenate([ws, ws[:pad]]), np.concatenate([ss, ss[:pad]]), want)[:len(ws)]
-    ws, ss = ws[ok], ss[ok]
+    ok = _exact_rows(xt, yt, attrs, np.concatenate([ws, ws[:pad]]), np.concatenate([ss, ss[:pad]]),
+                     np.concatenate([bs, bs[:pad]]), want)[:len(ws)]
+    ws, ss, bs = ws[ok], ss[ok], bs[ok]
+    if not scalar:
+        return (int(ws[0]), np.float32(ss[0]), int(bs[0])) if len(ws) else None
     for start in range(0, len(ws), SIMD - 1):
         part = slice(start, start + SIMD - 1)
-        w1, s1 = ws[part], ss[part]
+        w1, s1, b1 = ws[part], ss[part], bs[part]
         if len(w1) == 1:  # a single-channel conv is not depthwise (it runs in ruy): two of it
-            w1, s1 = np.repeat(w1, 2), np.repeat(s1, 2)
-        ok = _exact_rows(xt, yt, attrs, w1, s1, want)
+            w1, s1, b1 = np.repeat(w1, 2), np.repeat(s1, 2), np.repeat(b1, 2)
+        ok = _exact_rows(xt, yt, attrs, w1, s1, b1, want)
         if ok.any():
             i = start + int(np.argmax(ok))
-            return int(ws[i]), np.float32(ss[i])
+            return int(ws[i]), np.float32(ss[i]), int(bs[i])
     return None
 
 
-def _bias_free(a: ir.Conv) -> np.ndarray:
-    return np.zeros(a.c_out, bool) if a.bias is not None and np.any(a.bias) else np.ones(a.c_out, bool)
+def exact_representation(xt: Tensor, yt: Tensor, attrs: ir.Conv, w: int, s: np.float32, b: int = 0,
+                         scalar: bool = True):
+    """A ``(weight, scale, bias)`` for the channel ``(w, s, b)`` whose table is exact in every
+    arithmetic, in the SIMD channel path and (``scalar``) the scalar one, or None."""
+    one = _as_conv(attrs, np.array([w]), np.array([s], np.float32), np.array([b]))
+    want = tables(xt, yt, one, ("pytorch",))["pytorch"][0]
+    for ws, ss, bs in (candidates(w, s, b), nudges(w, s, b), sweeps(w, s, b)):
+        found = _first_exact(xt, yt, attrs, ws, ss, bs, want, scalar)
+        if found is not None:
+            return found
+    return None
 
 
 def exact_pointwise(graph: Graph, n: Node, cache: dict) -> ir.Conv:
-    """``n``'s attributes with every bias-free channel exact in every arithmetic."""
+    """``n``'s attributes with every channel exact in every arithmetic (where some representation is)."""
     xt, yt = graph.tensor(n.inputs[0]), graph.tensor(n.output)
     a = n.attrs
     w, s = a.weight.reshape(-1).astype(np.int64).copy(), a.w_scale.astype(np.float32).copy()
-    free = _bias_free(a)
+    b = a.bias_or_zeros().astype(np.int64).copy()
     grid = (xt.scale, xt.zero_point, xt.qmin, xt.qmax, yt.scale, yt.zero_point, yt.qmin, yt.qmax)
-    for c in np.flatnonzero(free):
-        key = grid + (int(w[c]), float(s[c]))
+    simd = a.c_out - a.c_out % SIMD  # channels below this run in the builtin kernel's SIMD blocks only
+    for c in range(a.c_out):
+        key = grid + (int(w[c]), float(s[c]), int(b[c]), c >= simd)
         if key not in cache:
-            cache[key] = _checked(xt, yt, a, int(w[c]), s[c])
+            cache[key] = _checked(xt, yt, a, int(w[c]), s[c], int(b[c]), scalar=c >= simd)
         if cache[key] is not None:
-            w[c], s[c] = cache[key]
-    if np.array_equal(w, a.weight.reshape(-1)) and np.array_equal(s, a.w_scale):
+            w[c], s[c], b[c] = cache[key]
+    if np.array_equal(w, a.weight.reshape(-1)) and np.array_equal(s, a.w_scale) \
+            and np.array_equal(b, a.bias_or_zeros()):
         return a
-    return a.replace(weight=w.astype(np.int8).reshape(a.weight.shape), w_scale=s)
+    return a.replace(weight=w.astype(np.int8).reshape(a.weight.shape), w_scale=s,
+                     bias=b.astype(np.int32) if a.bias is not None or np.any(b) else None)
 
 
-def _checked(xt, yt, attrs, w: int, s: np.float32):
-    """``(w, s)`` itself where every arithmetic already computes it exactly, else a
-    representation that does (or None)."""
-    if np.all(_exact_rows(xt, yt, attrs, np.array([w] * SIMD + [w]), np.array([s] * (SIMD + 1), np.float32),
-                          tables(xt, yt, _as_conv(attrs, np.array([w]), np.array([s], np.float32)),
-                                 ("pytorch",))["pytorch"][0])):
-        return w, s
-    return exact_representation(xt, yt, attrs, w, s)
+def _checked(xt, yt, attrs, w: int, s: np.float32, b: int, scalar: bool = True):
+    """``(w, s, b)`` itself where every arithmetic already computes it exactly (in the SIMD
+    path, and the scalar one if ``scalar``), else a representation that does (or None)."""
+    one = _as_conv(attrs, np.array([w]), np.array([s], np.float32), np.array([b]))
+    want = tables(xt, yt, one, ("pytorch",))["pytorch"][0]
+    k = SIMD + 1 if scalar else SIMD  # the ninth channel of a conv of nine runs in the scalar path
+    if np.all(_exact_rows(xt, yt, attrs, np.array([w] * k), np.array([s] * k, np.float32), np.array([b] * k), want)):
+        return w, s, b
+    return exact_representation(xt, yt, attrs, w, s, b, scalar)
 
 
 # A channel's answer depends only on its grids and (w, s): kept across exports of the same

@@ -45,6 +45,8 @@ ULPS = 16                      # float32 ulps the weight scale may move, each wa
 NUDGE = 16                     # accumulator units a bias may move, each way
 SWEEP, SWEEP_STEP = 64, 2.0**-16   # step 3: the scale moved by up to 64 steps of 2^-16 (0.1%), each way
 SIMD = 8                       # the builtin depthwise kernels' SIMD block (arithmetic.litert)
+# The order candidates are checked in: builtin's two roundings reject most of them.
+SIEVE = ARITHMETICS[:2] + ("pytorch",) + ARITHMETICS[2:]
 
 
 def pointwise(graph: Graph, n: Node) -> bool:
@@ -136,11 +138,16 @@ def _first_exact(xt: Tensor, yt: Tensor, attrs: ir.Conv, ws, ss, bs, want, scala
     """The first candidate whose table is ``want`` in every arithmetic, in the SIMD channel
     path and (``scalar``) the scalar one, or None."""
     # all candidates at once as the channels of one conv in the SIMD path (a multiple of its
-    # block), then the survivors as scalar-tail channels (fewer than a block at a time)
-    pad = -len(ws) % SIMD
-    ok = _exact_rows(xt, yt, attrs, np.concatenate([ws, ws[:pad]]), np.concatenate([ss, ss[:pad]]),
-                     np.concatenate([bs, bs[:pad]]), want)[:len(ws)]
-    ws, ss, bs = ws[ok], ss[ok], bs[ok]
+    # block; the arithmetic that rejects most first, each on the survivors of the last), then
+    # the survivors as scalar-tail channels (fewer than a block at a time)
+    keep = np.arange(len(ws))
+    for name in SIEVE:
+        lay = np.resize(keep, len(keep) + -len(keep) % SIMD)  # repeated to whole blocks
+        t = tables(xt, yt, _as_conv(attrs, ws[lay], ss[lay], bs[lay]), (name,))[name][:len(keep)]
+        keep = keep[np.all(t == want, axis=1)]
+        if not len(keep):
+            return None
+    ws, ss, bs = ws[keep], ss[keep], bs[keep]
     if not scalar:
         return (int(ws[0]), np.float32(ss[0]), int(bs[0])) if len(ws) else None
     for start in range(0, len(ws), SIMD - 1):
@@ -172,32 +179,21 @@ def exact_pointwise(graph: Graph, n: Node, cache: dict) -> ir.Conv:
     """``n``'s attributes with every channel exact in every arithmetic (where some representation is)."""
     xt, yt = graph.tensor(n.inputs[0]), graph.tensor(n.output)
     a = n.attrs
+    ok = exact_channels(xt, yt, a)  # as laid out: SIMD blocks, then the scalar tail
+    if ok.all():
+        return a
     w, s = a.weight.reshape(-1).astype(np.int64).copy(), a.w_scale.astype(np.float32).copy()
     b = a.bias_or_zeros().astype(np.int64).copy()
     grid = (xt.scale, xt.zero_point, xt.qmin, xt.qmax, yt.scale, yt.zero_point, yt.qmin, yt.qmax)
     simd = a.c_out - a.c_out % SIMD  # channels below this run in the builtin kernel's SIMD blocks only
-    for c in range(a.c_out):
-        key = grid + (int(w[c]), float(s[c]), int(b[c]), c >= simd)
+    for c in np.flatnonzero(~ok):
+        key = grid + (int(w[c]), float(s[c]), int(b[c]), bool(c >= simd))
         if key not in cache:
-            cache[key] = _checked(xt, yt, a, int(w[c]), s[c], int(b[c]), scalar=c >= simd)
+            cache[key] = exact_representation(xt, yt, a, int(w[c]), s[c], int(b[c]), scalar=bool(c >= simd))
         if cache[key] is not None:
             w[c], s[c], b[c] = cache[key]
-    if np.array_equal(w, a.weight.reshape(-1)) and np.array_equal(s, a.w_scale) \
-            and np.array_equal(b, a.bias_or_zeros()):
-        return a
     return a.replace(weight=w.astype(np.int8).reshape(a.weight.shape), w_scale=s,
                      bias=b.astype(np.int32) if a.bias is not None or np.any(b) else None)
-
-
-def _checked(xt, yt, attrs, w: int, s: np.float32, b: int, scalar: bool = True):
-    """``(w, s, b)`` itself where every arithmetic already computes it exactly (in the SIMD
-    path, and the scalar one if ``scalar``), else a representation that does (or None)."""
-    one = _as_conv(attrs, np.array([w]), np.array([s], np.float32), np.array([b]))
-    want = tables(xt, yt, one, ("pytorch",))["pytorch"][0]
-    k = SIMD + 1 if scalar else SIMD  # the ninth channel of a conv of nine runs in the scalar path
-    if np.all(_exact_rows(xt, yt, attrs, np.array([w] * k), np.array([s] * k, np.float32), np.array([b] * k), want)):
-        return w, s, b
-    return exact_representation(xt, yt, attrs, w, s, b, scalar)
 
 
 # A channel's answer depends only on its grids and (w, s): kept across exports of the same

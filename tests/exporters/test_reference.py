@@ -128,6 +128,20 @@ def test_esa_upsample_rounds_half_steps_up_in_every_arithmetic(arithmetic, layou
     assert np.array_equal(got, want)
 
 
+def test_esa_upsample_step_is_a_constant_across_checkpoints():
+    """A checkpoint from before the half-up bias holds the weight step 1/36; loading it keeps
+    1/72 (the step is the conv's definition, not a learned value), and the bias is no weight."""
+    from qnas_deploy.quant import Uint8AffineTensor
+
+    up = rfdn.GridUpsample(2, Uint8AffineTensor(signed=True, bits=8), bits=8)
+    state = up.state_dict()
+    assert "conv.bias" not in state
+    state["conv.weight_quant.step"] = torch.full_like(state["conv.weight_quant.step"], 1 / 36)
+    up.load_state_dict(state)
+    assert torch.all(up.conv.weight_quant.step == 1 / 72)
+    assert torch.equal(up.conv.weight_quant.integer_weight(up.conv.weight) % 2, torch.zeros_like(up.conv.weight))
+
+
 @pytest.mark.parametrize("h", range(5, 40))
 def test_esa_small_map_covers_the_input_on_the_stride_6_grid(h):
     """conv2 (stride 2, pad 1) then the 7x7/3 pool padded by 3: ceil(h / 6) small-map

@@ -98,15 +98,24 @@ def _scales(base: np.ndarray, ulps: int) -> np.ndarray:
     return (base.astype(np.float32).view(np.int32)[:, None] + steps[None, :]).astype(np.int32).view(np.float32)
 
 
+def _weights(w: int) -> np.ndarray:
+    """Every int8 weight of ``w``'s sign: ``w`` first, then largest first."""
+    sign = 1 if w > 0 else -1
+    return sign * np.array(sorted(range(1, 128), key=lambda v: (v != abs(w), -v)), np.int64)
+
+
+def _same_map_scale(wv: np.ndarray, w: int, s: np.float32) -> np.ndarray:
+    """The float32 scale of each weight ``w'`` of ``wv`` for the product ``w * s`` (``s`` for ``w``)."""
+    return np.where(wv == w, s, (np.float64(s) * w / wv).astype(np.float32)).astype(np.float32)
+
+
 def candidates(w: int, s: np.float32, b: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Step 1 (module docstring): ``(weights, scales, biases)`` representing ``w * s`` and ``b``,
     nearest first: ``w`` itself with its scale moved by up to :data:`ULPS` ulps, then every
     other weight of its sign, largest first, whose bias ``b w' / w`` is an integer."""
-    sign = 1 if w > 0 else -1
-    wv = sign * np.array(sorted(range(1, 128), key=lambda v: (v != abs(w), -v)), np.int64)
+    wv = _weights(w)
     wv = wv[(b * wv) % w == 0]
-    base = np.where(wv == w, s, (np.float64(s) * w / wv).astype(np.float32)).astype(np.float32)
-    scale = _scales(base, ULPS)
+    scale = _scales(_same_map_scale(wv, w, s), ULPS)
     return np.repeat(wv, scale.shape[1]), scale.ravel(), np.repeat(b * wv // w, scale.shape[1])
 
 
@@ -114,9 +123,8 @@ def nudges(w: int, s: np.float32, b: int = 0) -> tuple[np.ndarray, np.ndarray, n
     """Step 2: every weight of ``w``'s sign (``w`` first, then largest first) with the scale
     of step 1 and the bias ``b w' / w`` rounded, then moved by up to :data:`NUDGE`, nearest
     first (the rounding alone shifts the map by a fraction of a bias unit)."""
-    sign = 1 if w > 0 else -1
-    wv = sign * np.array(sorted(range(1, 128), key=lambda v: (v != abs(w), -v)), np.int64)
-    base = np.where(wv == w, s, (np.float64(s) * w / wv).astype(np.float32)).astype(np.float32)
+    wv = _weights(w)
+    base = _same_map_scale(wv, w, s)
     d = np.array(sorted(range(-NUDGE, NUDGE + 1), key=lambda v: (abs(v), v)), np.int64)
     bias = np.rint(b * wv.astype(np.float64) / w).astype(np.int64)[:, None] + d[None, :]
     keep = (np.abs(bias) < 2**31) & ((bias * w != b * wv[:, None]) | (d[None, :] != 0))  # not step 1's

@@ -10,7 +10,7 @@ checkpoints every epoch in ``--work``; run the script again after an interruptio
 continues where it stopped (finished entries are skipped). A finished run is scored on
 Set5 and Set14 and copied into the package with a record of the command, recipe, seed,
 data, machine and times that made it; ``results/zoo_weights.json`` and ``.md`` list them.
-``--reship`` applies a newer calibration snap (``calibrate`` steps 3 and 4) to the shipped
+``--reship`` applies a newer calibration snap (``calibrate`` steps 3 to 5) to the shipped
 weights themselves (no training run needed) and records it under ``made_by.reshipped``.
 """
 from __future__ import annotations
@@ -67,7 +67,7 @@ def train_entry(name: str, work: Path, root: str | None, log=print) -> Path:
 
 def ship(name: str, ck_path: Path, root: str | None, command: str) -> dict:
     """Score the finished run and copy it into the package with the record of how it was made."""
-    from qnas_deploy.calibrate import snap_add_scales, snap_batchnorms
+    from qnas_deploy.calibrate import snap_add_scales, snap_batchnorms, snap_conv_scales
     from qnas_deploy.checkpoint import load_checkpoint, save_checkpoint
     from qnas_deploy.evaluate import evaluate_sets
     from qnas_deploy.infer import grey_aware, torch_runner
@@ -95,24 +95,27 @@ def ship(name: str, ck_path: Path, root: str | None, command: str) -> dict:
 def reship(name: str, root: str | None, command: str) -> dict:
     """The shipped weights of ``name`` with the exactness snaps as they are now (a no-op where
     nothing moves), scored again; the training record is kept."""
-    from qnas_deploy.calibrate import snap_add_scales, snap_batchnorms
+    from qnas_deploy.calibrate import snap_add_scales, snap_batchnorms, snap_conv_scales
     from qnas_deploy.checkpoint import load_checkpoint, save_checkpoint
     from qnas_deploy.evaluate import evaluate_sets
     from qnas_deploy.infer import grey_aware, torch_runner
 
     path = WEIGHTS / f"{name}.pt"
     ck = load_checkpoint(path)
-    snapped, bns = snap_add_scales(ck.model), snap_batchnorms(ck.model)
+    snapped, bns, convs = snap_add_scales(ck.model), snap_batchnorms(ck.model), snap_conv_scales(ck.model)
     made = dict(ck.record["made_by"])
-    if not snapped and not bns:
+    if not snapped and not bns and not convs:
         return made
     scores = evaluate_sets(grey_aware(torch_runner(ck.model.eval())), ["Set5", "Set14"], ck.spec.scale, root)
     made["reshipped"] = made.get("reshipped", []) + [{
         "command": command, "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
         "snapped": [[m.tensor, m.new_scale / m.old_scale] for m in snapped], "snapped_batchnorm_channels": len(bns),
+        "snapped_conv_channels": len(convs), "largest_conv_step_move": max(
+            (abs(m.new_scale / m.old_scale - 1) for m in convs), default=0.0),
         "scores_before": made["scores"]}]
     made["snapped_add_scales"] = made.get("snapped_add_scales", []) + [m.tensor for m in snapped]
     made["snapped_batchnorm_channels"] = made.get("snapped_batchnorm_channels", 0) + len(bns)
+    made["snapped_conv_channels"] = made.get("snapped_conv_channels", 0) + len(convs)
     made["scores"] = {s: {k: scores["sets"][s]["mean"][k] for k in ("psnr_db", "ssim")} for s in ("Set5", "Set14")}
     save_checkpoint(path, ck.spec, ck.model, calibrated=True, record={**ck.record, "made_by": made})
     return made

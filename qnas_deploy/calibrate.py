@@ -14,7 +14,10 @@ integer graph freezes all three, so they are re-measured on the final weights, i
    product twice (``exporters/add_scales.py``);
 4. ADQ's BatchNorm weights and biases moved as little where LiteRT's builtin depthwise
    kernels would otherwise requantise some input level otherwise than the exact map
-   (``exporters/adq_exact.py``).
+   (``exporters/adq_exact.py``);
+5. each conv's weight step moved by a few float32 ulps where OpenVINO's requantisation (three
+   float32 roundings) would otherwise differ from the exact one on some accumulator
+   (``exporters/conv_scales.py``).
 """
 from __future__ import annotations
 
@@ -32,8 +35,8 @@ _QUANTIZERS = (HWGQAct, Uint8AffineTensor)
 def calibrate(model: nn.Module, batches: Iterable[torch.Tensor], exact_adds: bool = True) -> int:
     """Re-measure BN statistics, ADQ scales and quantizer ranges; returns the batches used.
 
-    ``exact_adds``: then snap the add scales and ADQ BatchNorms (steps 3 and 4) of a network
-    the exporter can lower."""
+    ``exact_adds``: then snap the add scales, ADQ BatchNorms and conv steps (steps 3 to 5) of
+    a network the exporter can lower."""
     batches = list(batches)
     if not batches:
         raise ValueError("calibration needs at least one batch")
@@ -65,6 +68,7 @@ def calibrate(model: nn.Module, batches: Iterable[torch.Tensor], exact_adds: boo
     if exact_adds:
         snap_add_scales(model)
         snap_batchnorms(model)
+        snap_conv_scales(model)
     return len(batches)
 
 
@@ -82,6 +86,14 @@ def snap_batchnorms(model: nn.Module) -> list:
     from .exporters import adq_exact
 
     return adq_exact.snap(model.eval()) if _lowerable(model) else []
+
+
+def snap_conv_scales(model: nn.Module) -> list:
+    """Step 5 alone, on a calibrated network (``exporters.conv_scales.snap``): what moved.
+    Nothing for a network the exporter cannot lower."""
+    from .exporters import conv_scales
+
+    return conv_scales.snap(model.eval()) if _lowerable(model) else []
 
 
 def _lowerable(model: nn.Module) -> bool:

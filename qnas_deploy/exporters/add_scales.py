@@ -41,6 +41,7 @@ import torch
 
 from .arithmetic import exact, litert
 from .arithmetic import onnxruntime as ort
+from .arithmetic import openvino as ov
 from .arithmetic.exact import F32
 from . import ir
 from .ir import Graph, Node, Tensor
@@ -65,6 +66,11 @@ MUL_KERNELS = {"onnxruntime": (ort.mul, "canonical"), "litert-xnnpack": (litert.
 # ties (it would need 2^-17), so a mul without a factor, which onnxruntime fuses, may find
 # none; ESA's muls have factors and are float islands in onnxruntime.
 MUL_WITHIN, MUL_MARGIN, MUL_MARGIN_STEPS = 0.05, 2.0 ** -20, 0.0
+# Points tried per gap and per mul, nearest first, for a mul exact in OpenVINO too: its
+# float32 product and FakeQuantize (the factor folded into the output range) round near-ties
+# of their own, which rule out some points the builtin MUL leaves, and with a factor often
+# all of them nearby; then the mul is made exact in the other kernels alone.
+MUL_PER_GAP, MUL_CANDIDATES = 4, 64
 
 # Relative step of the scale search and how far it may go (2^-21 moves XNNPACK's 20-bit
 # ratio by about one unit; 4096 steps is 0.2% of the scale).
@@ -80,24 +86,36 @@ class Snapped:
     mismatches: dict         # kernel -> input pairs that differed before
 
 
-def mismatches(ta: Tensor, tb: Tensor, tc: Tensor, op: str = "add", mult: float = 1.0) -> dict[str, int]:
+def mismatches(ta: Tensor, tb: Tensor, tc: Tensor, op: str = "add", mult: float = 1.0,
+               openvino_form: tuple | None = None) -> dict[str, int]:
     """Per kernel of :data:`KERNELS` (:data:`MUL_KERNELS` for ``op="mul"``, whose constant
     factor is ``mult``), the input pairs ``(a, b)`` (all of them) on which it differs from
-    the exact ``a + b`` (``a * b * mult``) onto ``tc``."""
+    the exact ``a + b`` (``a * b * mult``) onto ``tc``; also OpenVINO's (``"openvino"``)
+    where ``openvino_form`` gives the form its file computes it in (:func:`openvino_forms`)."""
     qa, qb = np.meshgrid(np.arange(ta.qmin, ta.qmax + 1), np.arange(tb.qmin, tb.qmax + 1), indexing="ij")
     values = {ta.name: qa[None, None], tb.name: qb[None, None]}
     g = Graph({t.name: t for t in (ta, tb, tc)}, [], ta.name, tc.name, 1)
     if op == "add":
         node = Node("add", [ta.name, tb.name], tc.name, ir.Add())
         want = exact.KERNELS["add"](g, node, values)
-        return {name: int(np.count_nonzero(k(g, node, values) != want)) for name, k in KERNELS.items()}
+        out = {name: int(np.count_nonzero(k(g, node, values) != want)) for name, k in KERNELS.items()}
+        if openvino_form is not None:
+            f, form = openvino_form
+            (tf, xf), (te, xe) = ((ta, qa), (tb, qb))[::1 if f == 0 else -1]
+            out["openvino"] = int(np.count_nonzero(ov.add_values(tf, te, tc, xf[None, None], xe[None, None], form)
+                                                   != want))
+        return out
     node = Node("mul", [ta.name, tb.name], tc.name, ir.Mul(mult=mult))
     want = exact.KERNELS["mul"](g, node, values)
     vb = view(tb, mult)
     gv = Graph({t.name: t for t in (ta, vb, tc)}, [], ta.name, tc.name, 1)
     nv = Node("mul", [ta.name, vb.name], tc.name, ir.Mul())
     forms = {"canonical": (g, node), "view": (gv, nv)}
-    return {name: int(np.count_nonzero(k(*forms[form], values) != want)) for name, (k, form) in MUL_KERNELS.items()}
+    out = {name: int(np.count_nonzero(k(*forms[form], values) != want)) for name, (k, form) in MUL_KERNELS.items()}
+    if openvino_form is not None:
+        out["openvino"] = int(np.count_nonzero(ov.mul_values(ta, tb, tc, qa[None, None], qb[None, None],
+                                                             openvino_form, mult) != want))
+    return out
 
 
 def view(t: Tensor, mult: float) -> Tensor:
@@ -111,21 +129,43 @@ def quantized_elementwise(graph: Graph, n: Node) -> bool:
         all(graph.tensor(t).quantized for t in (*n.inputs, n.output))
 
 
-def _mismatches_of(graph: Graph, n: Node) -> dict[str, int]:
+def openvino_forms(graph: Graph) -> dict[str, tuple]:
+    """Per quantized add and mul of the canonical ``graph`` (its output), the form OpenVINO
+    computes it in, in the ``openvino`` target's file (whose passes decide it: a copy between
+    a conv and an add, for one): for an add the input it rescales and the form of its sum
+    (``arithmetic.openvino.add_form``), for a mul which inputs a sigmoid writes."""
+    lowered = openvino_lowered(graph)
+    return {n.output: ov.add_form(lowered, n) if n.op == "add" else
+            tuple(ov.sigmoid_written(lowered, t) for t in n.inputs)
+            for n in lowered.nodes if quantized_elementwise(lowered, n)}
+
+
+def openvino_lowered(graph: Graph) -> Graph:
+    """The canonical ``graph`` as the ``openvino`` target's file holds it."""
+    from .options import ExportOptions
+    from .targets import TARGETS
+
+    return TARGETS["openvino"].lower(graph, ExportOptions(format="onnx", target="openvino"))
+
+
+def _mismatches_of(graph: Graph, n: Node, forms: dict) -> dict[str, int]:
     """:func:`mismatches` of add or mul ``n``, only the kernels that differ."""
     ts = (graph.tensor(t) for t in (*n.inputs, n.output))
-    return {k: v for k, v in mismatches(*ts, op=n.op, mult=n.attrs.mult).items() if v}
+    return {k: v for k, v in mismatches(*ts, op=n.op, mult=n.attrs.mult,
+                                        openvino_form=forms.get(n.output)).items() if v}
 
 
 def inexact(graph: Graph) -> dict[str, dict[str, int]]:
     """The quantized adds and muls of ``graph`` that some kernel rounds otherwise on some
     input pair: output -> :func:`mismatches` (only the nonzero ones)."""
+    forms = openvino_forms(graph)
     return {n.output: bad for n in graph.nodes
-            if quantized_elementwise(graph, n) and (bad := _mismatches_of(graph, n))}
+            if quantized_elementwise(graph, n) and (bad := _mismatches_of(graph, n, forms))}
 
 
 def free_multipliers(ta: Tensor, tb: Tensor, tc: Tensor, within: float = MUL_WITHIN,
-                     margin: float = MUL_MARGIN, margin_steps: float = MUL_MARGIN_STEPS) -> np.ndarray:
+                     margin: float = MUL_MARGIN, margin_steps: float = MUL_MARGIN_STEPS,
+                     per_gap: int = 1) -> np.ndarray:
     """Factors ``f`` (nearest 1 first, within ``1 +- within``) such that LiteRT's builtin MUL
     with the scale ratio ``f * s_a s_b / s_c`` rounds no product of two input levels twice.
 
@@ -134,7 +174,9 @@ def free_multipliers(ta: Tensor, tb: Tensor, tc: Tensor, within: float = MUL_WIT
     rounding of ``p q / 2^s`` only where ``r`` is a midpoint ``c = 2^s k + 2^(s-1)`` and
     ``p q < c``, i.e. for ``q`` in ``[(c - 1/2) / p, c / p)`` (both signs alike). Each window
     is widened by ``margin`` of ``c`` plus ``margin_steps`` output steps on both sides; the answer is one point per gap
-    of their union (per shift the range spans), the one nearest the ratio now."""
+    of their union (per shift the range spans), the one nearest the ratio now, and with
+    ``per_gap`` > 1 that many more spread across its inside (another kernel, OpenVINO's float
+    product, may round near-ties of its own at the first)."""
     m = float(F32(ta.scale)) * float(F32(tb.scale)) / float(F32(tc.scale))
     a = np.arange(ta.qmin, ta.qmax + 1, dtype=np.int64) - ta.zero_point
     b = np.arange(tb.qmin, tb.qmax + 1, dtype=np.int64) - tb.zero_point
@@ -166,6 +208,8 @@ def free_multipliers(ta: Tensor, tb: Tensor, tc: Tensor, within: float = MUL_WIT
         mid = (g0 + g1) / 2
         best = np.clip(q, g0 + (mid - g0) * 1e-3, g1 - (g1 - mid) * 1e-3)  # strictly inside its gap
         out += list(best / q)
+        for k in range(1, per_gap):
+            out += list((g0 + (g1 - g0) * k / per_gap) / q)
     f = np.asarray(out, np.float64)
     return f[np.argsort(np.abs(f - 1))]
 
@@ -186,12 +230,14 @@ def snap(model) -> list[Snapped]:
     while True:
         holders: dict = {}
         graph = lower_model(model, holders=holders)
+        forms = openvino_forms(graph)
         moved_now = False
         for n in graph.nodes:
-            if not quantized_elementwise(graph, n) or n.output in done or not (bad := _mismatches_of(graph, n)):
+            if not quantized_elementwise(graph, n) or n.output in done or \
+                    not (bad := _mismatches_of(graph, n, forms)):
                 continue
             done.add(n.output)
-            fixed = _fix(graph, holders, n)
+            fixed = _fix(graph, holders, n, forms.get(n.output))
             if fixed is not None:
                 name, old, new = fixed
                 moved.append(Snapped(n.output, name, old, new, bad))
@@ -203,33 +249,41 @@ def snap(model) -> list[Snapped]:
             return moved
 
 
-def _fix(graph: Graph, holders: dict, n: Node):
+def _fix(graph: Graph, holders: dict, n: Node, openvino_form=None):
     """Find a scale for ``n``'s output (or, if that grid is fixed, for an input a conv
-    writes) at which the add or mul is exact in every kernel; set it on the quantizer."""
+    writes) at which the add or mul is exact in every kernel; set it on the quantizer. A mul
+    no nearby scale makes exact in OpenVINO too is made exact in the other kernels (module
+    docstring)."""
     names = [n.output] + [t for t in n.inputs if (p := graph.producer(t)) is not None and p.op == "conv"]
     ts = {t: graph.tensor(t) for t in (*n.inputs, n.output)}
-    for name in names:
-        q = holders.get(name)
-        if q is None or q.fixed_scale is not None:
-            continue
-        if n.op == "mul":
-            # The ratio s_a s_b / s_c times f: the output's range over f, an input's times f;
-            # only ranges that grow (a grid a few percent coarser clips nothing).
-            fs = free_multipliers(ts[n.inputs[0]], view(ts[n.inputs[1]], n.attrs.mult), ts[n.output])
-            grow = 1 / fs[fs < 1] if name == n.output else fs[fs > 1]
-            cands = ((q.absmax.detach().double() * g).float() for g in grow[:64])
-        else:
-            cands = _candidates(q.absmax.detach())
-        for absmax in cands:
-            scale = float(q.scale_for(absmax))
-            trial = {t: (Tensor(v.name, v.channels, scale, v.zero_point, v.qmin, v.qmax) if t == name else v)
-                     for t, v in ts.items()}
-            if not any(mismatches(trial[n.inputs[0]], trial[n.inputs[1]], trial[n.output], n.op,
-                                  n.attrs.mult).values()):
-                with torch.no_grad():
-                    q.absmax.copy_(absmax)
-                return name, ts[name].scale, scale
+    forms = (openvino_form,) if n.op == "add" or openvino_form is None else (openvino_form, None)
+    for form in forms:
+        for name in names:
+            q = holders.get(name)
+            if q is None or q.fixed_scale is not None:
+                continue
+            for absmax in _ranges(n, ts, name, q, with_openvino=form is not None):
+                scale = float(q.scale_for(absmax))
+                trial = {t: (Tensor(v.name, v.channels, scale, v.zero_point, v.qmin, v.qmax) if t == name else v)
+                         for t, v in ts.items()}
+                if not any(mismatches(trial[n.inputs[0]], trial[n.inputs[1]], trial[n.output], n.op,
+                                      n.attrs.mult, form).values()):
+                    with torch.no_grad():
+                        q.absmax.copy_(absmax)
+                    return name, ts[name].scale, scale
     return None
+
+
+def _ranges(n: Node, ts: dict, name: str, q, with_openvino: bool):
+    """Candidate ranges of quantizer ``q`` (holding ``name``) for add or mul ``n``, nearest first."""
+    if n.op != "mul":
+        return _candidates(q.absmax.detach())
+    # The ratio s_a s_b / s_c times f: the output's range over f, an input's times f; only
+    # ranges that grow (a grid a few percent coarser clips nothing).
+    per_gap, count = (MUL_PER_GAP, MUL_CANDIDATES) if with_openvino else (1, 64)
+    fs = free_multipliers(ts[n.inputs[0]], view(ts[n.inputs[1]], n.attrs.mult), ts[n.output], per_gap=per_gap)
+    grow = 1 / fs[fs < 1] if name == n.output else fs[fs > 1]
+    return ((q.absmax.detach().double() * g).float() for g in grow[:count])
 
 
 def _candidates(absmax: torch.Tensor):

@@ -26,11 +26,22 @@ from . import ir
 from .ir import Graph, Node, Tensor
 
 
+def conv_integers(conv: QConv2d, x_scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A quantized conv reading a tensor of scale ``x_scale`` as the runtime holds it: int8
+    weights, float32 weight scales and the int32 bias on the ``s_in * s_w`` grid."""
+    bs = conv.bias_scale(x_scale if not isinstance(conv.act_quant, HWGQAct) else None)
+    bias = (torch.round(conv.bias.detach() / bs).numpy().astype(np.int64)
+            if conv.bias is not None else np.zeros(conv.conv.c_out, np.int64))
+    return (conv.weight_quant.integer_weight(conv.weight.detach()).numpy().astype(np.int8),
+            conv.weight_quant.scale.detach().reshape(-1).numpy().astype(np.float32), bias.astype(np.int32))
+
+
 class GraphBuilder:
     def __init__(self):
         self.tensors: dict[str, Tensor] = {}
         self.nodes: list[Node] = []
         self.holders: dict[str, Uint8AffineTensor] = {}  # tensor -> the model's quantizer that holds it
+        self.convs: dict[str, QConv2d] = {}  # a conv node's output -> the model's conv it lowers
 
     def graph(self, x: str, out: str, scale: int) -> Graph:
         return Graph(self.tensors, self.nodes, x, out, scale)
@@ -96,21 +107,19 @@ class GraphBuilder:
         c = conv.conv
         geometry = dict(stride=c.stride, pad=tuple(c.pad), dilation=c.dilation, groups=c.groups,
                         kernel=tuple(c.kernel), mult=float(np.float32(mult)))
-        w = conv.weight.detach()
         xt = self.tensors[x]
         if conv.quantized and xt.quantized:
-            bs = conv.bias_scale(xt.scale if not isinstance(conv.act_quant, HWGQAct) else None)
-            bias = (torch.round(conv.bias.detach() / bs).numpy().astype(np.int64)
-                    if conv.bias is not None else np.zeros(c.c_out, np.int64))
-            attrs = ir.Conv(weight=conv.weight_quant.integer_weight(w).numpy().astype(np.int8),
-                            w_scale=conv.weight_quant.scale.detach().reshape(-1).numpy().astype(np.float32),
-                            bias=bias.astype(np.int32), w_bits=conv.w_bits, **geometry)
+            weight, w_scale, bias = conv_integers(conv, xt.scale)
+            attrs = ir.Conv(weight=weight, w_scale=w_scale, bias=bias, w_bits=conv.w_bits, **geometry)
         else:
+            w = conv.weight.detach()
             wq = conv.weight_quant(w) if conv.weight_quant.enabled else w
             b = conv.bias.detach() if conv.bias is not None else torch.zeros(c.c_out)
             attrs = ir.FloatConv(weight=wq.detach().numpy().astype(np.float32), bias=b.numpy().astype(np.float32),
                                  relu_in=relu_in, **geometry)
-        return self.node(attrs, [x], out, name)
+        y = self.node(attrs, [x], out, name)
+        self.convs[y] = conv
+        return y
 
     def batchnorm(self, adq: ADQ, x: str, name: str) -> str:
         """ADQ's inference-mode BN as a depthwise 1x1 conv, exactly as ``ADQ.normalize``."""
@@ -180,11 +189,12 @@ class AdqLowering:
         return g.mul(r, g.adq_scale(self.adq, x, f"{p}.adq_scale"), g.held(f"{p}.prod", channels, self.q_prod or q_fallback))
 
 
-def lower_model(model, adq_mode: str | None = None, holders: dict | None = None) -> Graph:
+def lower_model(model, adq_mode: str | None = None, holders: dict | None = None, convs: dict | None = None) -> Graph:
     """The canonical integer graph of a calibrated model in inference mode, written by its
     space's ``lower`` hook. ``adq_mode``: ``static`` or ``dynamic`` overrides the spec's ADQ
     mode (a model trained in static mode also tracks what dynamic mode needs). ``holders``,
-    when given, receives each tensor's quantizer in the model (:mod:`.add_scales`)."""
+    when given, receives each tensor's quantizer in the model (:mod:`.add_scales`); ``convs``
+    each quantized conv's module by its output tensor (:mod:`.conv_scales`)."""
     from ..spaces import get_space
 
     spec = model.spec
@@ -200,4 +210,6 @@ def lower_model(model, adq_mode: str | None = None, holders: dict | None = None)
         out = space.lower(model, g, x.name, adq_mode)
     if holders is not None:
         holders.update(g.holders)
+    if convs is not None:
+        convs.update(g.convs)
     return g.graph(x.name, out, spec.scale)

@@ -54,8 +54,11 @@ ONNX = (pack_int4.PASS, requant_as_conv.PASS, u8s8_weights.PASS)
 # (it runs uint8-stored weights as float32 convs, whose sums round). Its int8 convs add
 # pairs of products into int16 with saturation on CPUs without VNNI (AVX2 only), so a conv
 # whose adjacent input channels could overflow reads its input twice, each weight paired
-# with a zero (pair_safe; exact on every x86 CPU, twice that conv's work).
-OPENVINO = (pack_int4.PASS, concat_on_grid.PASS, requant_as_conv.PASS, dense.PASS, pair_safe.PASS, conv_add_copy.PASS)
+# with a zero (pair_safe; exact on every x86 CPU, twice that conv's work). Last, each
+# depthwise 1x1 conv re-represented where OpenVINO's two or three roundings of its
+# requantisation would miss the exact table (pointwise_exact, in OpenVINO's arithmetic).
+OPENVINO = (pack_int4.PASS, concat_on_grid.PASS, requant_as_conv.PASS, dense.PASS, pair_safe.PASS, conv_add_copy.PASS,
+            pointwise_exact.OPENVINO_PASS)
 # One file serves LiteRT with and without XNNPACK: both LiteRT targets share this list.
 LITERT = (pack_int4.PASS, mult_as_view.PASS, concat_on_grid.PASS, requant_as_conv.PASS, tile_as_conv.PASS,
           dense.PASS, crd_to_dcr.PASS, widen.PASS, pointwise_exact.PASS)

@@ -257,3 +257,41 @@ def test_pointwise_exact_nudges_a_biased_channel_to_the_same_table():
     assert moved.sum() == 2 and np.abs(out.nodes[0].attrs.bias.astype(int) - conv.bias)[moved].max() <= 2
 
 
+
+
+def _openvino_inexact_batchnorm(c=512):
+    """A depthwise 1x1 conv with a bias of which OpenVINO computes some channel's table
+    otherwise (a near-tie in its roundings is rare: the first such of a few draws)."""
+    rng = np.random.default_rng(2)
+    xt, yt = _t("x", c, 0.02, 128), _t("y", c, 0.03, 128)
+    for _ in range(10):
+        conv = ir.Conv(weight=rng.integers(-127, 128, (c, 1, 1, 1)).astype(np.int8),
+                       w_scale=rng.uniform(1e-3, 4e-3, c).astype(np.float32),
+                       bias=rng.integers(-30000, 30000, c).astype(np.int32), w_bits=8, groups=c, **GEOMETRY)
+        if not pointwise_exact.exact_channels(xt, yt, conv, pointwise_exact.Check(("openvino",))).all():
+            return xt, yt, conv
+    raise AssertionError("no draw is inexact in OpenVINO")
+
+
+def test_pointwise_exact_in_openvinos_arithmetic_for_the_openvino_target():
+    # OpenVINO requantises a BatchNorm conv in three float32 roundings; the pass checks and
+    # fixes its table in that arithmetic, in the conv's context (a FakeQuantize fused after
+    # it, as a sigmoid reading it brings, changes the form).
+    xt, yt, conv = _openvino_inexact_batchnorm()
+    c = conv.c_out
+    for consumer in (None, "sigmoid"):
+        tensors = [_t("image", 3), xt, yt]
+        nodes = [ir.Node("conv", ["x"], "y", conv, "bn")]
+        if consumer:
+            tensors.append(_t("z", c, 1 / 256))
+            nodes.append(ir.Node("sigmoid", ["y"], "z", ir.Sigmoid(), "mask"))
+        g = _graph(tensors, nodes, "z" if consumer else "y")
+        assert pointwise_exact.inexact(g, ("openvino",)).get("bn")
+        out = _check(pointwise_exact.OPENVINO_PASS, g)
+        assert pointwise_exact.inexact(out, ("openvino",)) == {}
+        levels = np.arange(256).reshape(1, 1, 1, -1).repeat(c, axis=1)
+        want = reference.ARITHMETIC["pytorch"]["conv"](g, g.nodes[0], {"x": levels})
+        for name in ("pytorch", "openvino"):  # the exact table, in OpenVINO's kernel in this graph
+            assert np.array_equal(reference.ARITHMETIC[name]["conv"](out, out.nodes[0], {"x": levels}), want), name
+        fused = pointwise_exact.tables(xt, yt, out.nodes[0].attrs, ("openvino",), fused_after=bool(consumer))
+        assert np.array_equal(fused["openvino"], want[0, :, 0, :])

@@ -111,7 +111,13 @@ def conv(graph: Graph, node: Node, values: dict) -> np.ndarray:
     w_scale = node.attrs.scaled_w_scale()
     if not yt.quantized:  # into a float layer
         return acc.astype(F32) * (F32(xt.scale) * w_scale).reshape(1, -1, 1, 1)
-    m = ((F32(xt.scale) * w_scale) / F32(yt.scale)).astype(F32)
+    return requantize_conv(acc, xt, yt, node.attrs)
+
+
+def requantize_conv(acc: np.ndarray, xt, yt, attrs) -> np.ndarray:
+    """A conv's accumulator (bias included, ``[N, C, H, W]`` integers) onto ``yt``:
+    ``rint(f32(acc) * M)``, ``M = f32(f32(s_in s_w) / s_out)`` per channel."""
+    m = ((F32(xt.scale) * attrs.scaled_w_scale()) / F32(yt.scale)).astype(F32)
     q = np.rint(acc.astype(F32) * m.reshape(1, -1, 1, 1)).astype(np.int64)
     return np.clip(q + yt.zero_point, yt.qmin, yt.qmax).astype(np.int32)
 

@@ -213,16 +213,26 @@ def conv(graph, node, values):
     if not (xt.quantized and yt.quantized) or a.storage == "int4":
         return exact.KERNELS["conv"](graph, node, values)
     acc = exact.accumulate(graph, node, values) - a.bias_or_zeros().astype(np.int64).reshape(1, -1, 1, 1)
+    return requantize_conv(acc, xt, yt, a, last=not _fq_fused_after(graph, node.output),
+                           merged=_merged_unfused(graph, node))
+
+
+def requantize_conv(acc, xt, yt, a, last: bool = True, merged: bool = False,
+                    dequantized: bool | None = None) -> np.ndarray:
+    """A quantized int8 conv's accumulator without its bias (``[N, C, H, W]`` integers) as the
+    plugin requantises it onto ``yt``: ``last`` where no further FakeQuantize is fused after
+    the conv's, ``merged`` for identical convs merged onto several grids (module docstring);
+    ``dequantized``: whether the conv keeps its dequantisation (:func:`keeps_dequantization`
+    of the whole conv, for ``a`` holding some of its channels)."""
     v = acc.astype(F32)
     dq = (F32(xt.scale) * a.scaled_w_scale()).astype(F32)
     il, ih = quantize_range(yt)
-    last = not _fq_fused_after(graph, node.output)
-    if keeps_dequantization(a):
-        bias = (a.bias.astype(F32) * dq).astype(F32)
+    if keeps_dequantization(a) if dequantized is None else dequantized:
+        bias = (a.bias_or_zeros().astype(F32) * dq).astype(F32)
         v = ((v * _channels(dq)).astype(F32) + _channels(bias)).astype(F32)
         return _clip(post_op_requantize(v, il, ih, last), yt)
     il_c, ih_c = (il / dq).astype(F32), (ih / dq).astype(F32)
-    if _merged_unfused(graph, node):
+    if merged:
         return _clip(standalone_requantize(v, il_c, ih_c), yt)
     return _clip(post_op_requantize(v, il_c, ih_c, last), yt)
 
@@ -281,47 +291,76 @@ def _ancestors(graph, name) -> set[str]:
     return seen
 
 
+def add_form(graph, node) -> tuple[int, str]:
+    """How OpenVINO computes add ``node`` in ``graph``: the input it rescales (:func:`full_path`)
+    and the form of the rescaled sum: ``"chained"`` (folded into the FakeQuantize writing that
+    input), ``"apart"`` (an Eltwise of its own) or ``"fma"`` (one fused multiply-add)."""
+    f = full_path(graph, node)
+    nf = node.inputs[f]
+    if _chained(graph, nf, node):
+        return f, "chained"
+    return f, "apart" if _rescaled_apart(graph, nf, node) else "fma"
+
+
+def add_values(tf, te, tc, xf, xe, form: str, mult: float = 1.0) -> np.ndarray:
+    """The add of ``xf`` on grid ``tf`` (the rescaled input) and ``xe`` on ``te`` onto ``tc``,
+    in form ``form`` (:func:`add_form`): LPT's ``se ((xf - z') sf / se + xe)``."""
+    sf, se = F32(tf.scale), F32(te.scale)
+    sub = F32(F32(tf.zero_point) + F32(F32(F32(te.zero_point) * se) / sf))
+    mul = F32(sf / se)
+    xf, xe = np.asarray(xf).astype(F32), np.asarray(xe).astype(F32)
+    if form == "chained":
+        osc, osh = dequantize_range(tf, sub, mul)
+        u = (fma(xf, osc, osh) + xe).astype(F32)
+    elif form == "apart":
+        u = ((((xf - sub).astype(F32) * mul).astype(F32)) + xe).astype(F32)
+    else:
+        u = fma((xf - sub).astype(F32), mul, xe)
+    il, ih = quantize_range(tc, mult)
+    return _clip(standalone_requantize(u, F32(il / se), F32(ih / se)), tc)
+
+
 def add(graph, node, values):
     ta, tb, tc = (graph.tensor(n) for n in (*node.inputs, node.output))
     if not (ta.quantized and tb.quantized and tc.quantized):
         return exact.KERNELS["add"](graph, node, values)
-    f = full_path(graph, node)
+    f, form = add_form(graph, node)
     nf, ne = node.inputs[f], node.inputs[1 - f]
-    tf, te = graph.tensor(nf), graph.tensor(ne)
-    sf, se = F32(tf.scale), F32(te.scale)
-    sub = F32(F32(tf.zero_point) + F32(F32(F32(te.zero_point) * se) / sf))
-    mul = F32(sf / se)
-    xf, xe = values[nf].astype(F32), values[ne].astype(F32)
-    if _chained(graph, nf, node):
-        osc, osh = dequantize_range(tf, sub, mul)
-        u = (fma(xf, osc, osh) + xe).astype(F32)
-    elif _rescaled_apart(graph, nf, node):
-        u = ((((xf - sub).astype(F32) * mul).astype(F32)) + xe).astype(F32)
-    else:
-        u = fma((xf - sub).astype(F32), mul, xe)
-    il, ih = quantize_range(tc, node.attrs.mult)
-    return _clip(standalone_requantize(u, F32(il / se), F32(ih / se)), tc)
+    return add_values(graph.tensor(nf), graph.tensor(ne), tc, values[nf], values[ne], form, node.attrs.mult)
 
 
-def _dequantized(graph, name, values):
-    """The real values an Eltwise reads for quantized tensor ``name``: ``(q - z) * s``, or
-    ``fma(q, osc, osh)`` where the writing FakeQuantize dequantises (a fused sigmoid's output)."""
-    t = graph.tensor(name)
-    q = values[name].astype(F32)
+def sigmoid_written(graph, name) -> bool:
+    """Whether quantized tensor ``name`` is a sigmoid's output, whose FakeQuantize dequantises
+    (an Eltwise then reads ``fma(q, osc, osh)``, not ``(q - z) * s``)."""
     p = graph.producer(name)
-    if p is not None and p.op == "sigmoid":
+    return p is not None and p.op == "sigmoid"
+
+
+def _dequantized(t, q, sigmoid_out: bool):
+    """The real values an Eltwise reads for quantized tensor ``t`` holding ``q``: ``(q - z) * s``,
+    or ``fma(q, osc, osh)`` where the writing FakeQuantize dequantises (a sigmoid's output)."""
+    q = np.asarray(q).astype(F32)
+    if sigmoid_out:
         osc, osh = dequantize_range(t, F32(t.zero_point), F32(t.scale))
         return fma(q, osc, osh)
     return ((q - F32(t.zero_point)).astype(F32) * F32(t.scale)).astype(F32)
+
+
+def mul_values(ta, tb, tc, xa, xb, sigmoid_out: tuple[bool, bool], mult: float = 1.0) -> np.ndarray:
+    """The mul of ``xa`` on ``ta`` and ``xb`` on ``tb`` onto ``tc`` (times ``mult``):
+    ``sigmoid_out`` says which input a sigmoid writes (:func:`sigmoid_written`)."""
+    v = (_dequantized(ta, xa, sigmoid_out[0]) * _dequantized(tb, xb, sigmoid_out[1])).astype(F32)
+    il, ih = quantize_range(tc, mult)
+    return _clip(standalone_requantize(v, il, ih), tc)
 
 
 def mul(graph, node, values):
     ta, tb, tc = (graph.tensor(n) for n in (*node.inputs, node.output))
     if not (ta.quantized and tb.quantized and tc.quantized):
         return exact.KERNELS["mul"](graph, node, values)
-    v = (_dequantized(graph, node.inputs[0], values) * _dequantized(graph, node.inputs[1], values)).astype(F32)
-    il, ih = quantize_range(tc, node.attrs.mult)
-    return _clip(standalone_requantize(v, il, ih), tc)
+    a, b = node.inputs
+    return mul_values(ta, tb, tc, values[a], values[b], (sigmoid_written(graph, a), sigmoid_written(graph, b)),
+                      node.attrs.mult)
 
 
 # oneDNN's exp (jit_uni_eltwise_injector exp_compute_vector_fwd), float32 bit patterns

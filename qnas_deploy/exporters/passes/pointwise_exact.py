@@ -30,8 +30,19 @@ already moved it to an exact neighbour where one exists (``adq_exact.snap``); st
 find most of the rest (the shipped models: 4 of the 7 BatchNorm channels calibration left
 inexact in basic_lrtail_bicubic, 1 of RFDN's 2, and the 48 channels of RFDN's one identity
 requantisation that no weight made exact).
+
+The ``openvino`` target runs the same pass in OpenVINO's arithmetic (:data:`OPENVINO_PASS`):
+its CPU plugin requantises a BatchNorm conv (non-zero bias) as ``fma(f32(f32(acc dq) + b dq),
+isc, ish)`` and a requantisation as ``f32(acc isc') + ish`` (``arithmetic.openvino.conv``), two
+or three roundings, which the trained RFDN met on 0.03% of one BatchNorm's values. Its form
+depends on what reads the conv (a FakeQuantize fused after it), so the table is computed in
+that context (:class:`Check`); a conv OpenVINO merges with an identical one onto another grid
+is left as it is.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -45,8 +56,28 @@ ULPS = 16                      # float32 ulps the weight scale may move, each wa
 NUDGE = 16                     # accumulator units a bias may move, each way
 SWEEP, SWEEP_STEP = 64, 2.0**-16   # step 3: the scale moved by up to 64 steps of 2^-16 (0.1%), each way
 SIMD = 8                       # the builtin depthwise kernels' SIMD block (arithmetic.litert)
-# The order candidates are checked in: builtin's two roundings reject most of them.
-SIEVE = ARITHMETICS[:2] + ("pytorch",) + ARITHMETICS[2:]
+
+
+@dataclass(frozen=True)
+class Check:
+    """The arithmetics a channel's table must be exact in (besides ``pytorch``, the truth),
+    in the order candidates are sieved (the one that rejects most first), and the conv's
+    context where the arithmetic depends on it: OpenVINO fuses a further FakeQuantize
+    after the conv (``arithmetic.openvino._fq_fused_after``)."""
+    arithmetics: tuple[str, ...] = ARITHMETICS
+    fused_after: bool = False
+
+    @property
+    def simd(self) -> bool:
+        """Whether a channel's path depends on its place (LiteRT builtin's SIMD blocks)."""
+        return any(a.startswith("litert-builtin") for a in self.arithmetics)
+
+    @property
+    def sieve(self) -> tuple[str, ...]:
+        return self.arithmetics[:2] + ("pytorch",) + self.arithmetics[2:]
+
+
+LITERT = Check()
 
 
 def pointwise(graph: Graph, n: Node) -> bool:
@@ -57,23 +88,30 @@ def pointwise(graph: Graph, n: Node) -> bool:
     return a.storage == "int8" and tuple(a.kernel) == (1, 1) and a.depthwise(graph.tensor(n.inputs[0]).channels)
 
 
-def tables(xt: Tensor, yt: Tensor, attrs: ir.Conv, arithmetics=("pytorch",) + ARITHMETICS) -> dict[str, np.ndarray]:
-    """Per arithmetic, the conv's output ``[C, levels]`` for every input level of every channel."""
+def tables(xt: Tensor, yt: Tensor, attrs: ir.Conv, arithmetics=("pytorch",) + ARITHMETICS,
+           fused_after: bool = False) -> dict[str, np.ndarray]:
+    """Per arithmetic, the conv's output ``[C, levels]`` for every input level of every channel
+    (``fused_after``: with a FakeQuantize fused after it, a sigmoid standing for it)."""
     from ..reference import ARITHMETIC
 
     c = attrs.c_out
-    g = Graph({"x": Tensor("x", c, xt.scale, xt.zero_point, xt.qmin, xt.qmax),
-               "y": Tensor("y", c, yt.scale, yt.zero_point, yt.qmin, yt.qmax)}, [], "x", "y", 1)
+    tensors = {"x": Tensor("x", c, xt.scale, xt.zero_point, xt.qmin, xt.qmax),
+               "y": Tensor("y", c, yt.scale, yt.zero_point, yt.qmin, yt.qmax)}
+    after = []
+    if fused_after:
+        tensors["z"] = Tensor("z", c, 1 / 256, 0, 0, 255)
+        after = [Node("sigmoid", ["y"], "z", ir.Sigmoid())]
+    g = Graph(tensors, after, "x", "z" if fused_after else "y", 1)
     node = Node("conv", ["x"], "y", attrs)
     q = np.arange(xt.qmin, xt.qmax + 1, dtype=np.int32)
     values = {"x": np.ascontiguousarray(np.broadcast_to(q, (1, c, 1, q.size)))}
     return {name: ARITHMETIC[name]["conv"](g, node, values)[0, :, 0, :] for name in arithmetics}
 
 
-def exact_channels(xt: Tensor, yt: Tensor, attrs: ir.Conv) -> np.ndarray:
-    """Per channel: whether every arithmetic of :data:`ARITHMETICS` computes the conv's own
-    exact table on every level."""
-    t = tables(xt, yt, attrs)
+def exact_channels(xt: Tensor, yt: Tensor, attrs: ir.Conv, check: Check = LITERT) -> np.ndarray:
+    """Per channel: whether every arithmetic of ``check`` computes the conv's own exact
+    table on every level."""
+    t = tables(xt, yt, attrs, ("pytorch",) + check.arithmetics, check.fused_after)
     want = t.pop("pytorch")
     return np.all([np.all(v == want, axis=1) for v in t.values()], axis=0)
 
@@ -86,8 +124,8 @@ def _as_conv(attrs: ir.Conv, w: np.ndarray, s: np.ndarray, b: np.ndarray | None 
 
 
 def _exact_rows(xt: Tensor, yt: Tensor, attrs: ir.Conv, w: np.ndarray, s: np.ndarray, b: np.ndarray,
-                want: np.ndarray) -> np.ndarray:
-    t = tables(xt, yt, _as_conv(attrs, w, s, b), ("pytorch",) + ARITHMETICS)
+                want: np.ndarray, check: Check) -> np.ndarray:
+    t = tables(xt, yt, _as_conv(attrs, w, s, b), ("pytorch",) + check.arithmetics, check.fused_after)
     return np.all([np.all(v == want, axis=1) for v in t.values()], axis=0)
 
 
@@ -142,28 +180,29 @@ def sweeps(w: int, s: np.float32, b: int = 0) -> tuple[np.ndarray, np.ndarray, n
     return np.full(len(k) * len(d), w), np.repeat(scale, len(d)), np.tile(b + d, len(k))
 
 
-def _first_exact(xt: Tensor, yt: Tensor, attrs: ir.Conv, ws, ss, bs, want, scalar: bool = True):
+def _first_exact(xt: Tensor, yt: Tensor, attrs: ir.Conv, ws, ss, bs, want, scalar: bool = True,
+                 check: Check = LITERT):
     """The first candidate whose table is ``want`` in every arithmetic, in the SIMD channel
     path and (``scalar``) the scalar one, or None."""
     # all candidates at once as the channels of one conv in the SIMD path (a multiple of its
     # block; the arithmetic that rejects most first, each on the survivors of the last), then
     # the survivors as scalar-tail channels (fewer than a block at a time)
     keep = np.arange(len(ws))
-    for name in SIEVE:
+    for name in check.sieve:
         lay = np.resize(keep, len(keep) + -len(keep) % SIMD)  # repeated to whole blocks
-        t = tables(xt, yt, _as_conv(attrs, ws[lay], ss[lay], bs[lay]), (name,))[name][:len(keep)]
+        t = tables(xt, yt, _as_conv(attrs, ws[lay], ss[lay], bs[lay]), (name,), check.fused_after)[name][:len(keep)]
         keep = keep[np.all(t == want, axis=1)]
         if not len(keep):
             return None
     ws, ss, bs = ws[keep], ss[keep], bs[keep]
-    if not scalar:
+    if not (scalar and check.simd):
         return (int(ws[0]), np.float32(ss[0]), int(bs[0])) if len(ws) else None
     for start in range(0, len(ws), SIMD - 1):
         part = slice(start, start + SIMD - 1)
         w1, s1, b1 = ws[part], ss[part], bs[part]
         if len(w1) == 1:  # a single-channel conv is not depthwise (it runs in ruy): two of it
             w1, s1, b1 = np.repeat(w1, 2), np.repeat(s1, 2), np.repeat(b1, 2)
-        ok = _exact_rows(xt, yt, attrs, w1, s1, b1, want)
+        ok = _exact_rows(xt, yt, attrs, w1, s1, b1, want, check)
         if ok.any():
             i = start + int(np.argmax(ok))
             return int(ws[i]), np.float32(ss[i]), int(bs[i])
@@ -171,33 +210,34 @@ def _first_exact(xt: Tensor, yt: Tensor, attrs: ir.Conv, ws, ss, bs, want, scala
 
 
 def exact_representation(xt: Tensor, yt: Tensor, attrs: ir.Conv, w: int, s: np.float32, b: int = 0,
-                         scalar: bool = True):
+                         scalar: bool = True, check: Check = LITERT):
     """A ``(weight, scale, bias)`` for the channel ``(w, s, b)`` whose table is exact in every
-    arithmetic, in the SIMD channel path and (``scalar``) the scalar one, or None."""
+    arithmetic of ``check``, in the SIMD channel path and (``scalar``) the scalar one, or None."""
     one = _as_conv(attrs, np.array([w]), np.array([s], np.float32), np.array([b]))
     want = tables(xt, yt, one, ("pytorch",))["pytorch"][0]
     for ws, ss, bs in (candidates(w, s, b), nudges(w, s, b), sweeps(w, s, b)):
-        found = _first_exact(xt, yt, attrs, ws, ss, bs, want, scalar)
+        found = _first_exact(xt, yt, attrs, ws, ss, bs, want, scalar, check)
         if found is not None:
             return found
     return None
 
 
-def exact_pointwise(graph: Graph, n: Node, cache: dict) -> ir.Conv:
-    """``n``'s attributes with every channel exact in every arithmetic (where some representation is)."""
+def exact_pointwise(graph: Graph, n: Node, cache: dict, check: Check = LITERT) -> ir.Conv:
+    """``n``'s attributes with every channel exact in every arithmetic of ``check`` (where
+    some representation is)."""
     xt, yt = graph.tensor(n.inputs[0]), graph.tensor(n.output)
     a = n.attrs
-    ok = exact_channels(xt, yt, a)  # as laid out: SIMD blocks, then the scalar tail
+    ok = exact_channels(xt, yt, a, check)  # as laid out: SIMD blocks, then the scalar tail
     if ok.all():
         return a
     w, s = a.weight.reshape(-1).astype(np.int64).copy(), a.w_scale.astype(np.float32).copy()
     b = a.bias_or_zeros().astype(np.int64).copy()
     grid = (xt.scale, xt.zero_point, xt.qmin, xt.qmax, yt.scale, yt.zero_point, yt.qmin, yt.qmax)
-    simd = a.c_out - a.c_out % SIMD  # channels below this run in the builtin kernel's SIMD blocks only
+    simd = a.c_out - a.c_out % SIMD if check.simd else 0  # channels below run in builtin's SIMD blocks only
     for c in np.flatnonzero(~ok):
-        key = grid + (int(w[c]), float(s[c]), int(b[c]), bool(c >= simd))
+        key = grid + (int(w[c]), float(s[c]), int(b[c]), bool(c >= simd), check)
         if key not in cache:
-            cache[key] = exact_representation(xt, yt, a, int(w[c]), s[c], int(b[c]), scalar=bool(c >= simd))
+            cache[key] = exact_representation(xt, yt, a, int(w[c]), s[c], int(b[c]), bool(c >= simd), check)
         if cache[key] is not None:
             w[c], s[c], b[c] = cache[key]
     return a.replace(weight=w.astype(np.int8).reshape(a.weight.shape), w_scale=s,
@@ -209,23 +249,40 @@ def exact_pointwise(graph: Graph, n: Node, cache: dict) -> ir.Conv:
 _CACHE: dict = {}
 
 
-def run(graph: Graph, options=None) -> Graph:
+def check_of(graph: Graph, n: Node, arithmetics: tuple[str, ...]) -> Check | None:
+    """The :class:`Check` of pointwise conv ``n`` in ``arithmetics``, or None where it is left
+    as it is (a conv OpenVINO merges with an identical one writing another grid)."""
+    if "openvino" not in arithmetics:
+        return Check(arithmetics)
+    from ..arithmetic import openvino
+
+    if openvino._merged_unfused(graph, n):
+        return None
+    return Check(arithmetics, openvino._fq_fused_after(graph, n.output))
+
+
+def run(graph: Graph, options=None, arithmetics: tuple[str, ...] = ARITHMETICS) -> Graph:
     if len(_CACHE) > 4096:
         _CACHE.clear()
-    cache = _CACHE
-    return graph.with_nodes([Node(n.op, n.inputs, n.output, exact_pointwise(graph, n, cache), n.name)
-                             if pointwise(graph, n) else n for n in graph.nodes])
+    nodes = []
+    for n in graph.nodes:
+        if pointwise(graph, n) and (check := check_of(graph, n, arithmetics)) is not None:
+            n = Node(n.op, n.inputs, n.output, exact_pointwise(graph, n, _CACHE, check), n.name)
+        nodes.append(n)
+    return graph.with_nodes(nodes)
 
 
-def inexact(graph: Graph) -> dict[str, int]:
-    """Pointwise convs some LiteRT arithmetic computes otherwise than the exact one: name ->
-    channels (a diagnostic: the export's hint, the tests)."""
+def inexact(graph: Graph, arithmetics: tuple[str, ...] = ARITHMETICS) -> dict[str, int]:
+    """Pointwise convs some arithmetic of ``arithmetics`` (LiteRT's by default) computes
+    otherwise than the exact one: name -> channels (a diagnostic: the export's hint, the tests)."""
     out = {}
     for n in graph.nodes:
-        if pointwise(graph, n) and (bad := int((~exact_channels(graph.tensor(n.inputs[0]), graph.tensor(n.output),
-                                                                 n.attrs)).sum())):
+        if pointwise(graph, n) and (check := check_of(graph, n, arithmetics)) is not None and \
+                (bad := int((~exact_channels(graph.tensor(n.inputs[0]), graph.tensor(n.output), n.attrs,
+                                             check)).sum())):
             out[n.name] = bad
     return out
 
 
 PASS = Pass("pointwise_exact", run)
+OPENVINO_PASS = Pass("pointwise_exact_openvino", partial(run, arithmetics=("openvino",)))

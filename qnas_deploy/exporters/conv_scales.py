@@ -1,0 +1,181 @@
+"""Conv weight scales moved by a few float32 ulps so that OpenVINO requantises every conv
+exactly.
+
+The model (and onnxruntime, and XNNPACK) requantises a conv's accumulator ``A = a + b``
+(its bias ``b`` included) in one rounding: ``rint(f32(A) M)``. OpenVINO's CPU plugin, for a
+conv with a bias, rounds three times: ``f32(f32(a dq) + f32(b dq))``, then the FakeQuantize
+``fma(v, isc, ish)`` (``arithmetic.openvino.requantize_conv``). The two part only where the
+exact value lies within float32 rounding of a half step: a few accumulator values in a
+hundred thousand, but RFDN's trained convs met them on 161 values of two Set5 images, and
+ESA's sigmoid mask spread them to 0.009 dB.
+
+One output channel of a conv is a map of one integer, its accumulator, and only a window
+of it matters: the values its weights can reach whose result is not clipped by more than
+a step (10^3 to 10^6 integers), few enough to check whole. So the fix is checked, not
+hoped for: after calibration each channel whose OpenVINO map differs from the model's on
+some accumulator of its window gets the nearest LSQ weight step (in float32 ulps, up to
+:data:`MAX_ULPS`; its float weights and bias scaled with it so that the stored integers stay)
+at which the two maps agree on the whole window. The model holds the moved step, so
+PyTorch, the reference and every runtime compute the new map; it differs from the old one
+on the few accumulators that lay within the move of a tie (parts per million of the scale).
+
+Only convs OpenVINO keeps dequantised (a non-zero bias: every channel computed on its own)
+are moved; without a bias the plugin shares one FakeQuantize shift across the channels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .arithmetic import exact, openvino
+from .ir import Graph, Node, Tensor
+
+MAX_ULPS = 512         # float32 ulps the step may move, each way
+CHUNK = 1 << 18        # accumulator values checked at a time
+MAX_WINDOW = 1 << 24   # a longer window is not checked (float32 holds every integer below 2^24)
+
+
+@dataclass
+class SnappedConv:
+    conv: str                      # the conv's output tensor in the canonical graph
+    channel: int
+    old_scale: float
+    new_scale: float
+
+
+def window(xt: Tensor, yt: Tensor, attrs) -> tuple[np.ndarray, np.ndarray]:
+    """Per output channel, the accumulators without the bias ``[lo, hi]`` that matter: those
+    the weights can reach from ``xt``'s levels (padding adds 0) whose exact result lies
+    within 1.5 steps of ``yt``'s range (beyond it, every arithmetic clips alike)."""
+    w = attrs.weight.reshape(attrs.c_out, -1).astype(np.int64)
+    x0, x1 = xt.qmin - xt.zero_point, xt.qmax - xt.zero_point
+    lo = np.minimum(np.minimum(w * x0, w * x1).sum(1), 0)
+    hi = np.maximum(np.maximum(w * x0, w * x1).sum(1), 0)
+    m = np.float64(np.float32(xt.scale)) * attrs.scaled_w_scale().astype(np.float64) / np.float64(np.float32(yt.scale))
+    b = attrs.bias_or_zeros().astype(np.int64)
+    wlo = np.ceil((yt.qmin - yt.zero_point - 1.5) / m).astype(np.int64) - b
+    whi = np.floor((yt.qmax - yt.zero_point + 1.5) / m).astype(np.int64) - b
+    return np.maximum(lo, wlo), np.minimum(hi, whi)
+
+
+def mismatches(xt: Tensor, yt: Tensor, attrs, lo: int, hi: int, last: bool = True) -> int:
+    """Accumulators in ``[lo, hi]`` on which OpenVINO requantises the one-channel conv
+    ``attrs`` (kept dequantised) otherwise than the exact arithmetic."""
+    bias = np.int64(attrs.bias_or_zeros()[0])
+    bad = 0
+    for start in range(int(lo), int(hi) + 1, CHUNK):
+        a = np.arange(start, min(int(hi) + 1, start + CHUNK), dtype=np.int64).reshape(1, 1, 1, -1)
+        want = exact.requantize_conv(a + bias, xt, yt, attrs)
+        got = openvino.requantize_conv(a, xt, yt, attrs, last=last, dequantized=True)
+        bad += int(np.count_nonzero(want != got))
+    return bad
+
+
+def _channel(attrs, c: int, w_scale=None):
+    ws = attrs.w_scale[c:c + 1] if w_scale is None else np.array([w_scale], np.float32)
+    return attrs.replace(weight=attrs.weight[c:c + 1], w_scale=ws, bias=attrs.bias_or_zeros()[c:c + 1], groups=1)
+
+
+def bad_channels(graph: Graph, node: Node) -> dict[int, int]:
+    """Channels of conv ``node`` (of the ``openvino`` target's graph) whose OpenVINO map
+    differs from the exact one somewhere in its window: channel -> accumulators."""
+    xt, yt = graph.tensor(node.inputs[0]), graph.tensor(node.output)
+    lo, hi = window(xt, yt, node.attrs)
+    last = not openvino._fq_fused_after(graph, node.output)
+    out = {}
+    for c in range(node.attrs.c_out):
+        if lo[c] <= hi[c] < lo[c] + MAX_WINDOW and (bad := mismatches(xt, yt, _channel(node.attrs, c), lo[c], hi[c], last)):
+            out[c] = bad
+    return out
+
+
+def checked(graph: Graph, node: Node) -> bool:
+    """Whether the snap checks conv ``node`` of the ``openvino`` target's graph: a quantized
+    int8 conv (not a depthwise 1x1 one, which ``pointwise_exact`` re-represents) that OpenVINO
+    keeps dequantised and does not merge with another."""
+    from .passes.pointwise_exact import pointwise
+
+    if node.op != "conv" or node.attrs.storage != "int8" or pointwise(graph, node):
+        return False
+    xt, yt = graph.tensor(node.inputs[0]), graph.tensor(node.output)
+    return xt.quantized and yt.quantized and openvino.keeps_dequantization(node.attrs) \
+        and not openvino._merged_unfused(graph, node)
+
+
+def learned(module) -> bool:
+    """A conv whose weight step is learned: a fixed one (ESA's upsampling, the bicubic
+    anchor: integer weights whose sums are laid out against ties on purpose) stays."""
+    return module is not None and isinstance(module.weight_quant.step, torch.nn.Parameter)
+
+
+def _ulps(scale: float) -> np.ndarray:
+    """``scale`` (positive float32) moved by 1 .. :data:`MAX_ULPS` ulps, nearest first."""
+    k = np.array(sorted([d for d in range(-MAX_ULPS, MAX_ULPS + 1) if d], key=lambda d: (abs(d), d)), np.int32)
+    return (np.float32(scale).view(np.int32) + k).view(np.float32)
+
+
+def _fix(module, x_scale: float, xt: Tensor, yt: Tensor, attrs, c: int, lo: int, hi: int, last: bool):
+    """Move channel ``c``'s step of ``module`` (a ``QConv2d``) to the nearest scale at which
+    the stored integers stay and OpenVINO's map is exact on ``[lo, hi]``; returns it or None."""
+    from .builder import conv_integers
+
+    wq = module.weight_quant
+    w_int, _, b_int = conv_integers(module, x_scale)
+    step, weight = wq.step.detach().clone(), module.weight.detach().clone()
+    bias = module.bias.detach().clone() if module.bias is not None else None
+    old = float(step[c].abs())
+    for new in _ulps(old):
+        f = float(new) / old
+        with torch.no_grad():
+            wq.step[c] = torch.sign(step[c]) * float(new)
+            module.weight[c] = weight[c] * f
+            if bias is not None:
+                module.bias[c] = bias[c] * f
+        w2, s2, b2 = conv_integers(module, x_scale)
+        if s2[c] == new and np.array_equal(w2[c], w_int[c]) and b2[c] == b_int[c] and \
+                not mismatches(xt, yt, _channel(attrs, c, new), lo, hi, last):
+            return old, float(new)
+    with torch.no_grad():
+        wq.step.copy_(step)
+        module.weight.copy_(weight)
+        if bias is not None:
+            module.bias.copy_(bias)
+    return None
+
+
+def snap(model) -> list[SnappedConv]:
+    """Move the weight steps of ``model``'s convs (calibrated, lowerable) until OpenVINO
+    requantises each conv it keeps dequantised exactly on its whole window; returns what
+    moved. A channel no step within :data:`MAX_ULPS` fixes is left as it is."""
+    from .add_scales import openvino_lowered
+    from .builder import lower_model
+
+    convs: dict = {}
+    graph = openvino_lowered(lower_model(model, convs=convs))
+    moved = []
+    for n in graph.nodes:
+        module = convs.get(n.output)
+        if not learned(module) or not checked(graph, n):
+            continue
+        xt, yt = graph.tensor(n.inputs[0]), graph.tensor(n.output)
+        lo, hi = window(xt, yt, n.attrs)
+        last = not openvino._fq_fused_after(graph, n.output)
+        for c in bad_channels(graph, n):
+            fixed = _fix(module, xt.scale, xt, yt, n.attrs, c, lo[c], hi[c], last)
+            if fixed is not None:
+                moved.append(SnappedConv(n.output, c, *fixed))
+    return moved
+
+
+def inexact(model) -> dict[str, int]:
+    """The learned convs of ``model`` whose OpenVINO map differs from the exact one somewhere
+    in its window: output -> channels (a diagnostic: the tests)."""
+    from .add_scales import openvino_lowered
+    from .builder import lower_model
+
+    convs: dict = {}
+    graph = openvino_lowered(lower_model(model, convs=convs))
+    return {n.output: len(bad) for n in graph.nodes
+            if learned(convs.get(n.output)) and checked(graph, n) and (bad := bad_channels(graph, n))}

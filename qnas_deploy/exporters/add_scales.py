@@ -18,6 +18,12 @@ moves one of its conv-written inputs instead. The model holds the moved scale, s
 the numpy reference and every runtime compute the same new grid; the accuracy cost is
 nil (the grid moves by ``2^-21`` of a step per step of the search).
 
+OpenVINO adds otherwise again: its low-precision transformations rewrite
+``s1 (x1 - z1) + s2 (x2 - z2)`` as ``s2 ((x1 - z1') s1 / s2 + x2)`` in float32, in a form
+the ``openvino`` target's file decides (``arithmetic.openvino.add_form``), which rounds one or
+two of the 65536 pairs of a trained RFDN add otherwise; its ``block.0.r1`` met one on 320
+values of two Set5 images. So each add is checked in that form too (:func:`openvino_forms`).
+
 Multiplies (RFDN's ESA mask, ``x * sigmoid(m)``) are fixed the same way, for another reason:
 LiteRT's builtin int8 MUL requantises the integer product ``p`` in two roundings on every
 CPU (``MultiplyByQuantizedMultiplier``: a rounding high multiply by the 31-bit significand
@@ -28,7 +34,11 @@ product rounds down: about ``2^-(s+1)`` of all pairs (0.3-0.4% on RFDN's muls, a
 ``[(c - 1/2) / p, c / p)``, one per product and midpoint, so the nearest ``q`` outside all of
 them is found by sweeping their union (:func:`free_multipliers`, a few percent away) and
 then checked on all pairs like an add's. That moves a grid by percents, not parts per
-million: a mul's output scale is moved only where it must be.
+million: a mul's output scale is moved only where it must be. OpenVINO's mul (a float32
+product of the dequantised inputs, the factor folded into the output's FakeQuantize) is
+checked too where a nearby point of some gap makes it exact with the others
+(:data:`MUL_PER_GAP`); an initialised ESA mul often has none, and is then made exact in the
+other kernels alone (the shipped RFDN's four are exact in all of them).
 """
 from __future__ import annotations
 
@@ -256,7 +266,10 @@ def _fix(graph: Graph, holders: dict, n: Node, openvino_form=None):
     docstring)."""
     names = [n.output] + [t for t in n.inputs if (p := graph.producer(t)) is not None and p.op == "conv"]
     ts = {t: graph.tensor(t) for t in (*n.inputs, n.output)}
-    forms = (openvino_form,) if n.op == "add" or openvino_form is None else (openvino_form, None)
+    forms = (openvino_form,)
+    if n.op == "mul" and openvino_form is not None and any(
+            mismatches(ts[n.inputs[0]], ts[n.inputs[1]], ts[n.output], op="mul", mult=n.attrs.mult).values()):
+        forms = (openvino_form, None)  # exact in the others at least, where OpenVINO cannot be too
     for form in forms:
         for name in names:
             q = holders.get(name)

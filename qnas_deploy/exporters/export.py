@@ -279,6 +279,26 @@ def add_hints(graph, options) -> list[str]:
             "them, for a file exact there"]
 
 
+def openvino_hints(model, graph, options) -> list[str]:
+    """For the ``openvino`` target: adds of the canonical ``graph`` and learned convs of
+    ``model`` that OpenVINO rounds otherwise than the trained model on some input (a
+    checkpoint calibrated before their scales were snapped: ``add_scales``, ``conv_scales``)."""
+    if options.target != "openvino":
+        return []
+    from . import add_scales, conv_scales
+
+    adds = [t for t, bad in add_scales.inexact(graph).items() if "openvino" in bad and t not in
+            {n.output for n in graph.nodes if n.op == "mul"}]
+    convs = conv_scales.inexact(model)
+    if not adds and not convs:
+        return []
+    parts = ([f"{len(adds)} add(s) ({', '.join(adds[:3])}{', ...' if len(adds) > 3 else ''})"] if adds else []) + \
+        ([f"{sum(convs.values())} conv channel(s) in {len(convs)} conv(s)"] if convs else [])
+    return [f"{' and '.join(parts)} round some inputs otherwise in OpenVINO than in the trained model (a checkpoint "
+            "calibrated before their scales were snapped): export with --calib DATA to recalibrate, which snaps "
+            "them, for a file exact there"]
+
+
 def export(source: str, out: str, fmt: str = "onnx", weights: str | None = None, calib: str | None = None,
            adq: str = "static", int4: str = "container", io: str = "uint8", datasets_root: str | None = None,
            simplify: bool = True, input_size: tuple[int, int] = (128, 128), target: str | None = None,
@@ -294,7 +314,8 @@ def export(source: str, out: str, fmt: str = "onnx", weights: str | None = None,
     p = prepare(source, weights, calib, datasets_root, log)
     graph = canonical(p.model, options)
     lowered = targets.get(options.target).lower(graph, options)
-    for hint in grid_hints(lowered, options, p.spec) + add_hints(graph, options):
+    for hint in grid_hints(lowered, options, p.spec) + add_hints(graph, options) + \
+            openvino_hints(p.model, graph, options):
         log(hint)
     meta = metadata(p, options)
     write(lowered, out, options, meta)

@@ -105,3 +105,18 @@ def test_openvino_file_of_a_snapped_model_equals_pytorch(name):
     g = lower(model, ExportOptions(format="onnx", target="openvino"))
     x = np.random.default_rng(0).integers(0, 256, (1, 3, 40, 44), dtype=np.uint8)
     assert np.array_equal(reference.run(g, x, "openvino"), reference.run(lower_model(model), x))
+
+
+def test_openvino_export_names_what_a_checkpoint_left_inexact(tmp_path):
+    """A checkpoint calibrated before the snaps: the openvino export names the convs (and
+    adds) OpenVINO rounds otherwise and how to fix them; a snapped one exports without."""
+    from qnas_deploy.checkpoint import save_checkpoint
+    from qnas_deploy.exporters.export import export
+
+    for snapped, hinted in ((False, True), (True, False)):
+        m = _calibrated("basic_mixed", snapped)
+        ck = tmp_path / f"{snapped}.pt"
+        save_checkpoint(ck, m.spec, m, calibrated=True)
+        lines = []
+        export(str(ck), tmp_path / f"{snapped}.onnx", "onnx", target="openvino", log=lines.append)
+        assert any("--calib" in l and "OpenVINO" in l for l in lines) == hinted, lines

@@ -73,9 +73,31 @@ def mismatches(xt: Tensor, yt: Tensor, attrs, lo: int, hi: int, last: bool = Tru
     return bad
 
 
+def conv_mismatches(xt: Tensor, yt: Tensor, attrs, lo: np.ndarray, hi: np.ndarray, last: bool = True) -> np.ndarray:
+    """Per channel, the accumulators of its window on which OpenVINO requantises the conv
+    ``attrs`` otherwise than the exact arithmetic, all channels at once: without a bias
+    the plugin shares one FakeQuantize shift across them (channel 0's, where they agree)."""
+    c = attrs.c_out
+    bad = np.zeros(c, np.int64)
+    bias = attrs.bias_or_zeros().astype(np.int64).reshape(1, -1, 1, 1)
+    for start in range(0, int((hi - lo).max(initial=-1)) + 1, CHUNK):
+        j = np.arange(start, start + CHUNK, dtype=np.int64)
+        a = np.minimum(lo[:, None] + j[None, :], hi[:, None])[None, :, None, :]  # the window's end repeated
+        want = exact.requantize_conv(a + bias, xt, yt, attrs)
+        got = openvino.requantize_conv(a, xt, yt, attrs, last=last)
+        bad += np.count_nonzero(want != got, axis=(0, 2, 3))
+    return bad
+
+
 def _channel(attrs, c: int, w_scale=None):
     ws = attrs.w_scale[c:c + 1] if w_scale is None else np.array([w_scale], np.float32)
     return attrs.replace(weight=attrs.weight[c:c + 1], w_scale=ws, bias=attrs.bias_or_zeros()[c:c + 1], groups=1)
+
+
+def _with_scale(attrs, c: int, w_scale):
+    ws = attrs.w_scale.copy()
+    ws[c] = w_scale
+    return attrs.replace(w_scale=ws)
 
 
 def bad_channels(graph: Graph, node: Node) -> dict[int, int]:
@@ -84,10 +106,16 @@ def bad_channels(graph: Graph, node: Node) -> dict[int, int]:
     xt, yt = graph.tensor(node.inputs[0]), graph.tensor(node.output)
     lo, hi = window(xt, yt, node.attrs)
     last = not openvino._fq_fused_after(graph, node.output)
+    ok = (lo <= hi) & (hi < lo + MAX_WINDOW)
+    if not openvino.keeps_dequantization(node.attrs):
+        if not ok.all():
+            return {}
+        bad = conv_mismatches(xt, yt, node.attrs, lo, hi, last)
+        return {int(c): int(bad[c]) for c in np.flatnonzero(bad)}
     out = {}
-    for c in range(node.attrs.c_out):
-        if lo[c] <= hi[c] < lo[c] + MAX_WINDOW and (bad := mismatches(xt, yt, _channel(node.attrs, c), lo[c], hi[c], last)):
-            out[c] = bad
+    for c in np.flatnonzero(ok):
+        if bad := mismatches(xt, yt, _channel(node.attrs, c), lo[c], hi[c], last):
+            out[int(c)] = bad
     return out
 
 
@@ -100,14 +128,19 @@ def checked(graph: Graph, node: Node) -> bool:
     if node.op != "conv" or node.attrs.storage != "int8" or pointwise(graph, node):
         return False
     xt, yt = graph.tensor(node.inputs[0]), graph.tensor(node.output)
-    return xt.quantized and yt.quantized and openvino.keeps_dequantization(node.attrs) \
-        and not openvino._merged_unfused(graph, node)
+    return xt.quantized and yt.quantized and not openvino._merged_unfused(graph, node)
 
 
 def learned(module) -> bool:
-    """A conv whose weight step is learned: a fixed one (ESA's upsampling, the bicubic
-    anchor: integer weights whose sums are laid out against ties on purpose) stays."""
+    """A conv whose weight step is learned (not a fixed one: ESA's upsampling, the anchor)."""
     return module is not None and isinstance(module.weight_quant.step, torch.nn.Parameter)
+
+
+def movable(module, attrs) -> bool:
+    """A conv the snap may move: a learned one, or a fixed one without a bias (the bicubic
+    anchor); ESA's upsampling has a bias that puts its ties where every runtime rounds them
+    alike, on purpose (``spaces/rfdn.GridUpsample``), and stays."""
+    return module is not None and (learned(module) or not openvino.keeps_dequantization(attrs))
 
 
 def _ulps(scale: float) -> np.ndarray:
@@ -116,9 +149,43 @@ def _ulps(scale: float) -> np.ndarray:
     return (np.float32(scale).view(np.int32) + k).view(np.float32)
 
 
-def _fix(module, x_scale: float, xt: Tensor, yt: Tensor, attrs, c: int, lo: int, hi: int, last: bool):
+def channel_mismatches(xt: Tensor, yt: Tensor, attrs, c: int, lo: int, hi: int, last: bool = True) -> int:
+    """Accumulators of ``[lo, hi]`` on which OpenVINO requantises channel ``c`` of the conv
+    ``attrs`` (without a bias: with the whole conv's FakeQuantize constants) otherwise than
+    the exact arithmetic."""
+    one = _channel(attrs, c)
+    bad = 0
+    for start in range(int(lo), int(hi) + 1, CHUNK):
+        a = np.arange(start, min(int(hi) + 1, start + CHUNK), dtype=np.int64).reshape(1, 1, 1, -1)
+        want = exact.requantize_conv(a, xt, yt, one)
+        got = openvino.requantize_conv(a, xt, yt, attrs, last=last, channel=c)
+        bad += int(np.count_nonzero(want != got))
+    return bad
+
+
+def _shared(xt: Tensor, yt: Tensor, attrs) -> tuple:
+    """What the channels of a conv without a bias share in OpenVINO (``post_op_form``)."""
+    dq = (np.float32(xt.scale) * attrs.scaled_w_scale()).astype(np.float32)
+    il, ih = openvino.quantize_range(yt)
+    return openvino.post_op_form((il / dq).astype(np.float32), (ih / dq).astype(np.float32))
+
+
+def _exact_with(xt, yt, attrs, c: int, new, lo, hi, last: bool, bad: dict) -> bool:
+    """Whether channel ``c`` at weight scale ``new`` is exact on its window (and, without a
+    bias, no other channel is worse where their shared constants move: channel 0's shift)."""
+    if openvino.keeps_dequantization(attrs):
+        return not mismatches(xt, yt, _channel(attrs, c, new), lo[c], hi[c], last)
+    moved = _with_scale(attrs, c, new)
+    if _shared(xt, yt, moved) == _shared(xt, yt, attrs):  # only channel c's own constants moved
+        return not channel_mismatches(xt, yt, moved, c, lo[c], hi[c], last)
+    now = conv_mismatches(xt, yt, moved, lo, hi, last)
+    was = np.array([bad.get(k, 0) for k in range(attrs.c_out)])
+    return now[c] == 0 and bool(np.all(now <= was))
+
+
+def _fix(module, x_scale: float, xt: Tensor, yt: Tensor, attrs, c: int, lo, hi, last: bool, bad: dict):
     """Move channel ``c``'s step of ``module`` (a ``QConv2d``) to the nearest scale at which
-    the stored integers stay and OpenVINO's map is exact on ``[lo, hi]``; returns it or None."""
+    the stored integers stay and OpenVINO's map is exact on its window; returns it or None."""
     from .builder import conv_integers
 
     wq = module.weight_quant
@@ -135,7 +202,7 @@ def _fix(module, x_scale: float, xt: Tensor, yt: Tensor, attrs, c: int, lo: int,
                 module.bias[c] = bias[c] * f
         w2, s2, b2 = conv_integers(module, x_scale)
         if s2[c] == new and np.array_equal(w2[c], w_int[c]) and b2[c] == b_int[c] and \
-                not mismatches(xt, yt, _channel(attrs, c, new), lo, hi, last):
+                _exact_with(xt, yt, attrs, c, new, lo, hi, last, bad):
             return old, float(new)
     with torch.no_grad():
         wq.step.copy_(step)
@@ -157,15 +224,23 @@ def snap(model) -> list[SnappedConv]:
     moved = []
     for n in graph.nodes:
         module = convs.get(n.output)
-        if not learned(module) or not checked(graph, n):
+        if not movable(module, n.attrs) or not checked(graph, n):
             continue
         xt, yt = graph.tensor(n.inputs[0]), graph.tensor(n.output)
         lo, hi = window(xt, yt, n.attrs)
         last = not openvino._fq_fused_after(graph, n.output)
-        for c in bad_channels(graph, n):
-            fixed = _fix(module, xt.scale, xt, yt, n.attrs, c, lo[c], hi[c], last)
+        attrs, bad = n.attrs, bad_channels(graph, n)
+        for c in sorted(bad):  # channel 0 first: without a bias its shift is every channel's
+            if not bad.get(c):
+                continue
+            fixed = _fix(module, xt.scale, xt, yt, attrs, c, lo, hi, last, bad)
             if fixed is not None:
                 moved.append(SnappedConv(n.output, c, *fixed))
+                before = _shared(xt, yt, attrs)
+                attrs = _with_scale(attrs, c, np.float32(fixed[1]))
+                if not openvino.keeps_dequantization(attrs) and _shared(xt, yt, attrs) != before:
+                    now = conv_mismatches(xt, yt, attrs, lo, hi, last)
+                    bad = {k: int(v) for k, v in enumerate(now) if v}
     return moved
 
 
@@ -178,4 +253,4 @@ def inexact(model) -> dict[str, int]:
     convs: dict = {}
     graph = openvino_lowered(lower_model(model, convs=convs))
     return {n.output: len(bad) for n in graph.nodes
-            if learned(convs.get(n.output)) and checked(graph, n) and (bad := bad_channels(graph, n))}
+            if movable(convs.get(n.output), n.attrs) and checked(graph, n) and (bad := bad_channels(graph, n))}

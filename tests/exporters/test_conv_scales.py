@@ -84,13 +84,17 @@ def test_calibration_makes_every_learned_conv_exact_in_openvino():
     assert moved
 
 
-def test_fixed_grid_convs_are_left_alone():
-    # ESA's upsampling (integer bilinear weights, a fixed step) has ties on purpose.
-    model = _calibrated("rfdn_mixed", exact_adds=False)
-    convs = {}
-    lower_model(model, convs=convs)
-    fixed = [name for name, m in convs.items() if not conv_scales.learned(m)]
-    assert fixed and all("esa.up" in name for name in fixed)
+def test_esa_upsampling_stays_and_the_anchor_moves():
+    # ESA's upsampling (integer bilinear weights, a fixed step, a half-up bias) has its ties
+    # where every runtime rounds them alike, on purpose; the bicubic anchor's fixed conv (no
+    # bias) is checked and moved like a learned one.
+    for name, fixed_ok, moved_ok in (("rfdn_mixed", "esa.up", False), ("mobile_w8a8", "anchor", True)):
+        model = _calibrated(name, exact_adds=False)
+        convs = {}
+        g = lower_model(model, convs=convs)
+        fixed = {n.output: conv_scales.movable(convs[n.output], n.attrs) for n in g.nodes
+                 if n.output in convs and not conv_scales.learned(convs[n.output])}
+        assert fixed and all(fixed_ok in k and v == moved_ok for k, v in fixed.items()), fixed
 
 
 @pytest.mark.slow
@@ -120,3 +124,17 @@ def test_openvino_export_names_what_a_checkpoint_left_inexact(tmp_path):
         lines = []
         export(str(ck), tmp_path / f"{snapped}.onnx", "onnx", target="openvino", log=lines.append)
         assert any("--calib" in l and "OpenVINO" in l for l in lines) == hinted, lines
+
+
+def test_one_channel_of_a_conv_without_bias_uses_the_whole_convs_constants():
+    # Without a bias OpenVINO shares channel 0's FakeQuantize shift: the snap's one-channel
+    # table (channel_mismatches) is the whole conv's row.
+    rng = np.random.default_rng(5)
+    c = 6
+    xt, yt = ir.Tensor("x", c, 0.01, 0, -2**30, 2**30), ir.Tensor("y", c, 0.043, 121, 0, 255)
+    a = ir.Conv(weight=np.ones((c, 1, 1, 1), np.int8), w_scale=rng.uniform(1e-3, 4e-3, c).astype(np.float32),
+                bias=None, w_bits=8, stride=1, pad=(0, 0), dilation=1, groups=c, kernel=(1, 1))
+    lo, hi = np.full(c, -200000), np.full(c, 199999)
+    whole = conv_scales.conv_mismatches(xt, yt, a, lo, hi)
+    assert whole.any()  # the test can fail
+    assert [conv_scales.channel_mismatches(xt, yt, a, k, lo[k], hi[k]) for k in range(c)] == list(whole)

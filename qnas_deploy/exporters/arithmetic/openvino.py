@@ -127,12 +127,23 @@ def _channels(v):
     return v.reshape(1, -1, 1, 1) if v.size > 1 else v.reshape(())
 
 
-def post_op_requantize(v, il, ih, last: bool):
-    """A FakeQuantize fused into a conv as oneDNN post-ops (``FakeQuantize::appendAttrPostOps``)."""
+def post_op_form(il, ih) -> tuple:
+    """What a conv's fused FakeQuantize shares across its channels (:func:`optimized_formula`):
+    the per-tensor shift where there is one, and which constants are per channel."""
+    isc, ish, clo, chi = optimized_formula(il, ih, *scale_shift(il, ih))
+    return isc.size, ish.size, clo.size, chi.size, float(ish[0]) if ish.size == 1 else None
+
+
+def post_op_requantize(v, il, ih, last: bool, channel: int | None = None):
+    """A FakeQuantize fused into a conv as oneDNN post-ops (``FakeQuantize::appendAttrPostOps``);
+    ``channel``: ``v`` holds that channel only, requantised with the whole conv's constants."""
     isc, ish = scale_shift(il, ih)
     isc, ish, clo, chi = optimized_formula(il, ih, isc, ish)
     skip_round = last and clo.size == 1 and chi.size == 1 and clo[0] <= 0 and chi[0] >= 255
-    if isc.size == 1 and ish.size == 1:
+    per_tensor = isc.size == 1 and ish.size == 1
+    if channel is not None:
+        isc, ish, clo, chi = (x if x.size == 1 else x[channel:channel + 1] for x in (isc, ish, clo, chi))
+    if per_tensor:
         if ish[0] != 0:
             y = fma(v, isc[0], ish[0])
         elif skip_round:  # destination scale 1 / isc, applied as its reciprocal
@@ -218,23 +229,27 @@ def conv(graph, node, values):
 
 
 def requantize_conv(acc, xt, yt, a, last: bool = True, merged: bool = False,
-                    dequantized: bool | None = None) -> np.ndarray:
+                    dequantized: bool | None = None, channel: int | None = None) -> np.ndarray:
     """A quantized int8 conv's accumulator without its bias (``[N, C, H, W]`` integers) as the
     plugin requantises it onto ``yt``: ``last`` where no further FakeQuantize is fused after
     the conv's, ``merged`` for identical convs merged onto several grids (module docstring);
     ``dequantized``: whether the conv keeps its dequantisation (:func:`keeps_dequantization`
-    of the whole conv, for ``a`` holding some of its channels)."""
+    of the whole conv, for ``a`` holding some of its channels); ``channel``: ``acc`` holds
+    that output channel only (``[N, 1, H, W]``), ``a`` the whole conv."""
     v = acc.astype(F32)
     dq = (F32(xt.scale) * a.scaled_w_scale()).astype(F32)
     il, ih = quantize_range(yt)
+
+    def pick(x):
+        return x if channel is None else x[channel:channel + 1]
     if keeps_dequantization(a) if dequantized is None else dequantized:
         bias = (a.bias_or_zeros().astype(F32) * dq).astype(F32)
-        v = ((v * _channels(dq)).astype(F32) + _channels(bias)).astype(F32)
+        v = ((v * _channels(pick(dq))).astype(F32) + _channels(pick(bias))).astype(F32)
         return _clip(post_op_requantize(v, il, ih, last), yt)
     il_c, ih_c = (il / dq).astype(F32), (ih / dq).astype(F32)
     if merged:
-        return _clip(standalone_requantize(v, il_c, ih_c), yt)
-    return _clip(post_op_requantize(v, il_c, ih_c, last), yt)
+        return _clip(standalone_requantize(v, pick(il_c), pick(ih_c)), yt)
+    return _clip(post_op_requantize(v, il_c, ih_c, last, channel), yt)
 
 
 _FQ_WRITERS = ("conv", "add", "mul", "concat", "sigmoid", "requant", "float_conv")

@@ -26,14 +26,18 @@ from . import ir
 from .ir import Graph, Node, Tensor
 
 
-def conv_integers(conv: QConv2d, x_scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def conv_integers(conv: QConv2d, x_scale: float, rows: slice = slice(None)) -> tuple[np.ndarray, ...]:
     """A quantized conv reading a tensor of scale ``x_scale`` as the runtime holds it: int8
-    weights, float32 weight scales and the int32 bias on the ``s_in * s_w`` grid."""
-    bs = conv.bias_scale(x_scale if not isinstance(conv.act_quant, HWGQAct) else None)
-    bias = (torch.round(conv.bias.detach() / bs).numpy().astype(np.int64)
-            if conv.bias is not None else np.zeros(conv.conv.c_out, np.int64))
-    return (conv.weight_quant.integer_weight(conv.weight.detach()).numpy().astype(np.int8),
-            conv.weight_quant.scale.detach().reshape(-1).numpy().astype(np.float32), bias.astype(np.int32))
+    weights, float32 weight scales and the int32 bias on the ``s_in * s_w`` grid (of the
+    output channels ``rows``)."""
+    scale = conv.weight_quant.scale.detach().reshape(-1)[rows]
+    if conv.bias is not None:
+        bs = conv.bias_scale(x_scale if not isinstance(conv.act_quant, HWGQAct) else None)[rows]
+        bias = torch.round(conv.bias.detach()[rows] / bs).numpy().astype(np.int64)
+    else:
+        bias = np.zeros(len(scale), np.int64)
+    return (conv.weight_quant.integer_weight(conv.weight.detach()[rows], rows).numpy().astype(np.int8),
+            scale.numpy().astype(np.float32), bias.astype(np.int32))
 
 
 class GraphBuilder:

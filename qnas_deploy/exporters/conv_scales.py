@@ -80,8 +80,9 @@ def conv_mismatches(xt: Tensor, yt: Tensor, attrs, lo: np.ndarray, hi: np.ndarra
     c = attrs.c_out
     bad = np.zeros(c, np.int64)
     bias = attrs.bias_or_zeros().astype(np.int64).reshape(1, -1, 1, 1)
-    for start in range(0, int((hi - lo).max(initial=-1)) + 1, CHUNK):
-        j = np.arange(start, start + CHUNK, dtype=np.int64)
+    length = int((hi - lo).max(initial=-1)) + 1
+    for start in range(0, length, CHUNK):
+        j = np.arange(start, min(length, start + CHUNK), dtype=np.int64)
         a = np.minimum(lo[:, None] + j[None, :], hi[:, None])[None, :, None, :]  # the window's end repeated
         want = exact.requantize_conv(a + bias, xt, yt, attrs)
         got = openvino.requantize_conv(a, xt, yt, attrs, last=last)
@@ -189,7 +190,8 @@ def _fix(module, x_scale: float, xt: Tensor, yt: Tensor, attrs, c: int, lo, hi, 
     from .builder import conv_integers
 
     wq = module.weight_quant
-    w_int, _, b_int = conv_integers(module, x_scale)
+    row = slice(c, c + 1)
+    w_int, _, b_int = conv_integers(module, x_scale, row)
     step, weight = wq.step.detach().clone(), module.weight.detach().clone()
     bias = module.bias.detach().clone() if module.bias is not None else None
     old = float(step[c].abs())
@@ -200,8 +202,8 @@ def _fix(module, x_scale: float, xt: Tensor, yt: Tensor, attrs, c: int, lo, hi, 
             module.weight[c] = weight[c] * f
             if bias is not None:
                 module.bias[c] = bias[c] * f
-        w2, s2, b2 = conv_integers(module, x_scale)
-        if s2[c] == new and np.array_equal(w2[c], w_int[c]) and b2[c] == b_int[c] and \
+        w2, s2, b2 = conv_integers(module, x_scale, row)
+        if s2[0] == new and np.array_equal(w2, w_int) and b2[0] == b_int[0] and \
                 _exact_with(xt, yt, attrs, c, new, lo, hi, last, bad):
             return old, float(new)
     with torch.no_grad():

@@ -113,9 +113,10 @@ class LSQWeightPerChannel(nn.Module):
         """The step of the grid, ``|step|`` (``[C_out, 1, 1, 1]``): what the runtime stores."""
         return self.step.abs()
 
-    def integer_weight(self, w: torch.Tensor) -> torch.Tensor:
-        """The integers the runtime stores (int64 tensor in ``[qmin, qmax]``)."""
-        return torch.clamp(torch.round(w.detach() / self.scale.detach()), self.qmin, self.qmax).long()
+    def integer_weight(self, w: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
+        """The integers the runtime stores (int64 tensor in ``[qmin, qmax]``); ``rows``: ``w``
+        holds those output channels only."""
+        return torch.clamp(torch.round(w.detach() / self.scale.detach()[rows]), self.qmin, self.qmax).long()
 
     def narrow_to(self, grid: str) -> None:
         """8-bit weights on ``grid`` (``spec.WEIGHT_GRIDS``: ``"narrow"`` [-127, 127],

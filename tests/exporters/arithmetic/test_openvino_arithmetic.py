@@ -315,8 +315,8 @@ _post_op = openvino.post_op_requantize
 _full = openvino.full_path
 
 
-def _no_reciprocal(v, il, ih, last):      # the destination scale as isc itself
-    return _post_op(v, il, ih, False) if last else _post_op(v, il, ih, last)
+def _no_reciprocal(v, il, ih, last, channel=None):      # the destination scale as isc itself
+    return _post_op(v, il, ih, False, channel) if last else _post_op(v, il, ih, last, channel)
 
 
 @pytest.mark.parametrize("rule, replacement, case", [

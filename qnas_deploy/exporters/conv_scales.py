@@ -19,8 +19,13 @@ at which the two maps agree on the whole window. The model holds the moved step,
 PyTorch, the reference and every runtime compute the new map; it differs from the old one
 on the few accumulators that lay within the move of a tie (parts per million of the scale).
 
-Only convs OpenVINO keeps dequantised (a non-zero bias: every channel computed on its own)
-are moved; without a bias the plugin shares one FakeQuantize shift across the channels.
+A conv without a bias (the bicubic anchor's fixed one, an initialised network's) is
+requantised with its scale folded into the FakeQuantize, whose constants are not the model's
+multiplier and whose shift all channels share (channel 0's, where they agree within 5e-5):
+its channels are checked with the whole conv's constants, and a move that changes what they
+share is checked on every channel. ESA's upsampling (a fixed step with a bias of one unit
+that puts its ties where every runtime rounds them alike, ``spaces/rfdn.GridUpsample``)
+stays as it is.
 """
 from __future__ import annotations
 
@@ -216,8 +221,8 @@ def _fix(module, x_scale: float, xt: Tensor, yt: Tensor, attrs, c: int, lo, hi, 
 
 def snap(model) -> list[SnappedConv]:
     """Move the weight steps of ``model``'s convs (calibrated, lowerable) until OpenVINO
-    requantises each conv it keeps dequantised exactly on its whole window; returns what
-    moved. A channel no step within :data:`MAX_ULPS` fixes is left as it is."""
+    requantises each exactly on its whole window; returns what moved. A channel no step
+    within :data:`MAX_ULPS` fixes is left as it is."""
     from .add_scales import openvino_lowered
     from .builder import lower_model
 

@@ -236,11 +236,11 @@ def snap(model) -> list[Snapped]:
     export's hint."""
     from .builder import lower_model
 
-    done, moved = set(), []
+    done, moved, forms = set(), [], None
     while True:
         holders: dict = {}
         graph = lower_model(model, holders=holders)
-        forms = openvino_forms(graph)
+        forms = openvino_forms(graph) if forms is None else forms  # structure only: scales do not move it
         moved_now = False
         for n in graph.nodes:
             if not quantized_elementwise(graph, n) or n.output in done or \

@@ -65,19 +65,6 @@ def window(xt: Tensor, yt: Tensor, attrs) -> tuple[np.ndarray, np.ndarray]:
     return np.maximum(lo, wlo), np.minimum(hi, whi)
 
 
-def mismatches(xt: Tensor, yt: Tensor, attrs, lo: int, hi: int, last: bool = True) -> int:
-    """Accumulators in ``[lo, hi]`` on which OpenVINO requantises the one-channel conv
-    ``attrs`` (kept dequantised) otherwise than the exact arithmetic."""
-    bias = np.int64(attrs.bias_or_zeros()[0])
-    bad = 0
-    for start in range(int(lo), int(hi) + 1, CHUNK):
-        a = np.arange(start, min(int(hi) + 1, start + CHUNK), dtype=np.int64).reshape(1, 1, 1, -1)
-        want = exact.requantize_conv(a + bias, xt, yt, attrs)
-        got = openvino.requantize_conv(a, xt, yt, attrs, last=last, dequantized=True)
-        bad += int(np.count_nonzero(want != got))
-    return bad
-
-
 def conv_mismatches(xt: Tensor, yt: Tensor, attrs, lo: np.ndarray, hi: np.ndarray, last: bool = True) -> np.ndarray:
     """Per channel, the accumulators of its window on which OpenVINO requantises the conv
     ``attrs`` otherwise than the exact arithmetic, all channels at once: without a bias
@@ -95,9 +82,9 @@ def conv_mismatches(xt: Tensor, yt: Tensor, attrs, lo: np.ndarray, hi: np.ndarra
     return bad
 
 
-def _channel(attrs, c: int, w_scale=None):
-    ws = attrs.w_scale[c:c + 1] if w_scale is None else np.array([w_scale], np.float32)
-    return attrs.replace(weight=attrs.weight[c:c + 1], w_scale=ws, bias=attrs.bias_or_zeros()[c:c + 1], groups=1)
+def _channel(attrs, c: int):
+    return attrs.replace(weight=attrs.weight[c:c + 1], w_scale=attrs.w_scale[c:c + 1],
+                         bias=attrs.bias_or_zeros()[c:c + 1], groups=1)
 
 
 def _with_scale(attrs, c: int, w_scale):
@@ -110,17 +97,19 @@ def bad_channels(graph: Graph, node: Node) -> dict[int, int]:
     """Channels of conv ``node`` (of the ``openvino`` target's graph) whose OpenVINO map
     differs from the exact one somewhere in its window: channel -> accumulators."""
     xt, yt = graph.tensor(node.inputs[0]), graph.tensor(node.output)
-    lo, hi = window(xt, yt, node.attrs)
-    last = not openvino._fq_fused_after(graph, node.output)
+    return _bad(xt, yt, node.attrs, *window(xt, yt, node.attrs), not openvino._fq_fused_after(graph, node.output))
+
+
+def _bad(xt: Tensor, yt: Tensor, attrs, lo: np.ndarray, hi: np.ndarray, last: bool) -> dict[int, int]:
     ok = (lo <= hi) & (hi < lo + MAX_WINDOW)
-    if not openvino.keeps_dequantization(node.attrs):
+    if not openvino.keeps_dequantization(attrs):  # one shared shift: every channel at once
         if not ok.all():
             return {}
-        bad = conv_mismatches(xt, yt, node.attrs, lo, hi, last)
+        bad = conv_mismatches(xt, yt, attrs, lo, hi, last)
         return {int(c): int(bad[c]) for c in np.flatnonzero(bad)}
     out = {}
     for c in np.flatnonzero(ok):
-        if bad := mismatches(xt, yt, _channel(node.attrs, c), lo[c], hi[c], last):
+        if bad := channel_mismatches(xt, yt, attrs, int(c), lo[c], hi[c], last):
             out[int(c)] = bad
     return out
 
@@ -156,14 +145,15 @@ def _ulps(scale: float) -> np.ndarray:
 
 
 def channel_mismatches(xt: Tensor, yt: Tensor, attrs, c: int, lo: int, hi: int, last: bool = True) -> int:
-    """Accumulators of ``[lo, hi]`` on which OpenVINO requantises channel ``c`` of the conv
-    ``attrs`` (without a bias: with the whole conv's FakeQuantize constants) otherwise than
-    the exact arithmetic."""
+    """Accumulators without the bias in ``[lo, hi]`` on which OpenVINO requantises channel
+    ``c`` of the conv ``attrs`` (with the whole conv's constants: without a bias its
+    channels share a FakeQuantize shift) otherwise than the exact arithmetic."""
     one = _channel(attrs, c)
+    bias = np.int64(one.bias[0])
     bad = 0
     for start in range(int(lo), int(hi) + 1, CHUNK):
         a = np.arange(start, min(int(hi) + 1, start + CHUNK), dtype=np.int64).reshape(1, 1, 1, -1)
-        want = exact.requantize_conv(a, xt, yt, one)
+        want = exact.requantize_conv(a + bias, xt, yt, one)
         got = openvino.requantize_conv(a, xt, yt, attrs, last=last, channel=c)
         bad += int(np.count_nonzero(want != got))
     return bad
@@ -179,10 +169,9 @@ def _shared(xt: Tensor, yt: Tensor, attrs) -> tuple:
 def _exact_with(xt, yt, attrs, c: int, new, lo, hi, last: bool, bad: dict) -> bool:
     """Whether channel ``c`` at weight scale ``new`` is exact on its window (and, without a
     bias, no other channel is worse where their shared constants move: channel 0's shift)."""
-    if openvino.keeps_dequantization(attrs):
-        return not mismatches(xt, yt, _channel(attrs, c, new), lo[c], hi[c], last)
     moved = _with_scale(attrs, c, new)
-    if _shared(xt, yt, moved) == _shared(xt, yt, attrs):  # only channel c's own constants moved
+    if openvino.keeps_dequantization(attrs) or _shared(xt, yt, moved) == _shared(xt, yt, attrs):
+        # only channel c's own constants moved
         return not channel_mismatches(xt, yt, moved, c, lo[c], hi[c], last)
     now = conv_mismatches(xt, yt, moved, lo, hi, last)
     was = np.array([bad.get(k, 0) for k in range(attrs.c_out)])
@@ -236,7 +225,7 @@ def snap(model) -> list[SnappedConv]:
         xt, yt = graph.tensor(n.inputs[0]), graph.tensor(n.output)
         lo, hi = window(xt, yt, n.attrs)
         last = not openvino._fq_fused_after(graph, n.output)
-        attrs, bad = n.attrs, bad_channels(graph, n)
+        attrs, bad = n.attrs, _bad(xt, yt, n.attrs, lo, hi, last)
         for c in sorted(bad):  # channel 0 first: without a bias its shift is every channel's
             if not bad.get(c):
                 continue

@@ -287,8 +287,8 @@ def openvino_hints(model, graph, options) -> list[str]:
         return []
     from . import add_scales, conv_scales
 
-    adds = [t for t, bad in add_scales.inexact(graph).items() if "openvino" in bad and t not in
-            {n.output for n in graph.nodes if n.op == "mul"}]
+    muls = {n.output for n in graph.nodes if n.op == "mul"}
+    adds = [t for t, bad in add_scales.inexact(graph).items() if "openvino" in bad and t not in muls]
     convs = conv_scales.inexact(model)
     if not adds and not convs:
         return []

@@ -229,20 +229,18 @@ def conv(graph, node, values):
 
 
 def requantize_conv(acc, xt, yt, a, last: bool = True, merged: bool = False,
-                    dequantized: bool | None = None, channel: int | None = None) -> np.ndarray:
+                    channel: int | None = None) -> np.ndarray:
     """A quantized int8 conv's accumulator without its bias (``[N, C, H, W]`` integers) as the
     plugin requantises it onto ``yt``: ``last`` where no further FakeQuantize is fused after
     the conv's, ``merged`` for identical convs merged onto several grids (module docstring);
-    ``dequantized``: whether the conv keeps its dequantisation (:func:`keeps_dequantization`
-    of the whole conv, for ``a`` holding some of its channels); ``channel``: ``acc`` holds
-    that output channel only (``[N, 1, H, W]``), ``a`` the whole conv."""
+    ``channel``: ``acc`` holds that output channel only (``[N, 1, H, W]``), ``a`` the whole conv."""
     v = acc.astype(F32)
     dq = (F32(xt.scale) * a.scaled_w_scale()).astype(F32)
     il, ih = quantize_range(yt)
 
     def pick(x):
         return x if channel is None else x[channel:channel + 1]
-    if keeps_dequantization(a) if dequantized is None else dequantized:
+    if keeps_dequantization(a):
         bias = (a.bias_or_zeros().astype(F32) * dq).astype(F32)
         v = ((v * _channels(pick(dq))).astype(F32) + _channels(pick(bias))).astype(F32)
         return _clip(post_op_requantize(v, il, ih, last), yt)

@@ -16,8 +16,8 @@ integer graph freezes all three, so they are re-measured on the final weights, i
    kernels would otherwise requantise some input level otherwise than the exact map
    (``exporters/adq_exact.py``);
 5. each conv's weight step moved by a few float32 ulps where OpenVINO's requantisation (three
-   float32 roundings) would otherwise differ from the exact one on some accumulator
-   (``exporters/conv_scales.py``).
+   float32 roundings) or aarch64 LiteRT's (ruy: one rounding by a 31-bit multiplier) would
+   otherwise differ from the exact one on some accumulator (``exporters/conv_scales.py``).
 """
 from __future__ import annotations
 

@@ -37,8 +37,17 @@ then checked on all pairs like an add's. That moves a grid by percents, not part
 million: a mul's output scale is moved only where it must be. OpenVINO's mul (a float32
 product of the dequantised inputs, the factor folded into the output's FakeQuantize) is
 checked too where a nearby point of some gap makes it exact with the others
-(:data:`MUL_PER_GAP`); an initialised ESA mul often has none, and is then made exact in the
-other kernels alone (the shipped RFDN's four are exact in all of them).
+(:data:`MUL_PER_GAP`; the shipped RFDN's four are exact in all of them). Often none is: the
+gaps start just above a tie of a small product (a few 1e-6 of a step above it), and
+OpenVINO's FakeQuantize adds the output's zero point in float32 before it rounds
+(``128 + v``, ulp 2^-16), so it rounds such a product's tie-and-a-bit as the tie; the
+builtin gaps of an ESA mul are narrower than OpenVINO's margin (1.4e-5 vs 1.5e-5 relative on
+a briefly trained RFDN), so no ratio within 5% is exact in both. Then the mul takes the point
+near those gaps where it is exact in OpenVINO, onnxruntime and XNNPACK and the builtin MUL
+rounds the fewest pairs twice (:data:`MUL_BUILTIN_PAIRS`): OpenVINO's goal is 0 LSB, the
+builtin kernels' 0.01 dB. Where there is none, a mul exact in OpenVINO stays as it is (its
+builtin MUL rounding the 0.3-0.4% of pairs it rounds as trained), and one that is not is
+made exact in the other kernels alone.
 """
 from __future__ import annotations
 
@@ -81,6 +90,11 @@ MUL_WITHIN, MUL_MARGIN, MUL_MARGIN_STEPS = 0.05, 2.0 ** -20, 0.0
 # of their own, which rule out some points the builtin MUL leaves, and with a factor often
 # all of them nearby; then the mul is made exact in the other kernels alone.
 MUL_PER_GAP, MUL_CANDIDATES = 4, 64
+# Where none is: the gaps (nearest first) around which points exact in every kernel but the
+# builtin MUL are looked for, the points tried each way (steps of 2^-21 of the ratio), and
+# the most of the 65536 pairs the builtin MUL may then round twice (0.2%; an ESA mul left
+# where it was trained rounds 0.3-0.4% twice).
+MUL_NEAR_GAPS, MUL_NEAR_STEPS, MUL_BUILTIN_PAIRS = 4, 40, 128
 
 # Relative step of the scale search and how far it may go (2^-21 moves XNNPACK's 20-bit
 # ratio by about one unit; 4096 steps is 0.2% of the scale).
@@ -262,29 +276,66 @@ def snap(model) -> list[Snapped]:
 def _fix(graph: Graph, holders: dict, n: Node, openvino_form=None):
     """Find a scale for ``n``'s output (or, if that grid is fixed, for an input a conv
     writes) at which the add or mul is exact in every kernel; set it on the quantizer. A mul
-    no nearby scale makes exact in OpenVINO too is made exact in the other kernels (module
-    docstring)."""
+    no nearby scale makes exact in OpenVINO and the builtin MUL alike is made exact in
+    every kernel but the builtin MUL, which rounds the fewest pairs twice; failing that it
+    stays if OpenVINO is exact, or is made exact in every kernel but OpenVINO (module docstring)."""
     names = [n.output] + [t for t in n.inputs if (p := graph.producer(t)) is not None and p.op == "conv"]
     ts = {t: graph.tensor(t) for t in (*n.inputs, n.output)}
-    forms = (openvino_form,)
-    if n.op == "mul" and openvino_form is not None and any(
-            mismatches(ts[n.inputs[0]], ts[n.inputs[1]], ts[n.output], op="mul", mult=n.attrs.mult).values()):
-        forms = (openvino_form, None)  # exact in the others at least, where OpenVINO cannot be too
-    for form in forms:
-        for name in names:
-            q = holders.get(name)
-            if q is None or q.fixed_scale is not None:
-                continue
-            for absmax in _ranges(n, ts, name, q, with_openvino=form is not None):
-                scale = float(q.scale_for(absmax))
-                trial = {t: (Tensor(v.name, v.channels, scale, v.zero_point, v.qmin, v.qmax) if t == name else v)
-                         for t, v in ts.items()}
-                if not any(mismatches(trial[n.inputs[0]], trial[n.inputs[1]], trial[n.output], n.op,
-                                      n.attrs.mult, form).values()):
-                    with torch.no_grad():
-                        q.absmax.copy_(absmax)
-                    return name, ts[name].scale, scale
+    free = [(name, q) for name in names if (q := holders.get(name)) is not None and q.fixed_scale is None]
+
+    def trial(name, scale):
+        t = {k: (Tensor(v.name, v.channels, scale, v.zero_point, v.qmin, v.qmax) if k == name else v)
+             for k, v in ts.items()}
+        return mismatches(t[n.inputs[0]], t[n.inputs[1]], t[n.output], n.op, n.attrs.mult, openvino_form)
+
+    def take(name, q, absmax):
+        with torch.no_grad():
+            q.absmax.copy_(absmax)
+        return name, ts[name].scale, float(q.scale_for(absmax))
+
+    for name, q in free:
+        for absmax in _ranges(n, ts, name, q, with_openvino=openvino_form is not None):
+            if not any(trial(name, float(q.scale_for(absmax))).values()):
+                return take(name, q, absmax)
+    if n.op != "mul" or openvino_form is None:
+        return None
+    for name, q in free:  # exact in OpenVINO, the builtin MUL rounding the fewest pairs twice
+        best = None
+        for absmax in _near_gaps(n, ts, name, q):
+            bad = trial(name, float(q.scale_for(absmax)))
+            pairs = bad.pop("litert-builtin")
+            if not any(bad.values()) and pairs <= MUL_BUILTIN_PAIRS and (best is None or pairs < best[0]):
+                best = (pairs, absmax)
+                if not pairs:  # exact in every kernel after all
+                    return take(name, q, absmax)
+        if best is not None:
+            return take(name, q, best[1])
+    now = trial(n.output, ts[n.output].scale)
+    if not now.pop("openvino") and not any(v for k, v in now.items() if k != "litert-builtin"):
+        return None  # exact in OpenVINO and XNNPACK: it stays so, rounding a few pairs twice in the builtin MUL
+    if not any(now.values()):
+        return None  # exact in the others: no move makes OpenVINO exact with them
+    openvino_form = None
+    for name, q in free:  # exact in the others at least
+        for absmax in _ranges(n, ts, name, q, with_openvino=False):
+            if not any(trial(name, float(q.scale_for(absmax))).values()):
+                return take(name, q, absmax)
     return None
+
+
+def _near_gaps(n: Node, ts: dict, name: str, q):
+    """Ranges of quantizer ``q`` (holding ``name``) around the :data:`MUL_NEAR_GAPS` builtin
+    gaps of mul ``n`` nearest its ratio now, :data:`MUL_NEAR_STEPS` steps of 2^-21 each way
+    (the gap's own point first, then nearest first); a range may shrink by as much as
+    ``MUL_NEAR_STEPS * 2^-20`` (a grid 4e-5 finer clips a value at its end by 4e-5 of a step)."""
+    fs = free_multipliers(ts[n.inputs[0]], view(ts[n.inputs[1]], n.attrs.mult), ts[n.output])[:MUL_NEAR_GAPS]
+    steps = sorted(range(-MUL_NEAR_STEPS, MUL_NEAR_STEPS + 1), key=abs)
+    for f in fs:
+        for k in steps:
+            g = f * (1 + k * 2.0 ** -21)
+            grow = 1 / g if name == n.output else g
+            if grow > 1 - MUL_NEAR_STEPS * 2.0 ** -20:
+                yield (q.absmax.detach().double() * grow).float()
 
 
 def _ranges(n: Node, ts: dict, name: str, q, with_openvino: bool):

@@ -1,5 +1,5 @@
-"""Conv weight scales moved by a few float32 ulps so that OpenVINO requantises every conv
-exactly.
+"""Conv weight scales moved by a few float32 ulps so that OpenVINO, and LiteRT's builtin
+kernels on aarch64, requantise every conv exactly.
 
 The model (and onnxruntime, and XNNPACK) requantises a conv's accumulator ``A = a + b``
 (its bias ``b`` included) in one rounding: ``rint(f32(A) M)``. OpenVINO's CPU plugin, for a
@@ -19,6 +19,14 @@ at which the two maps agree on the whole window. The model holds the moved step,
 PyTorch, the reference and every runtime compute the new map; it differs from the old one
 on the few accumulators that lay within the move of a tie (parts per million of the scale).
 
+LiteRT's builtin kernels on aarch64 requantise a conv that is not grouped in ruy, in one
+rounding of the exact product by the 31-bit multiplier (``arithmetic.litert.conv_aarch64``),
+which parts from the float32 one on near-ties of its own (the shipped anchored entries met
+them: 0.00006 dB). The same window is checked in that kernel too, so the move makes a
+channel exact in both (the shipped weights: 23-69 channels more, <= 7e-7 relative).
+A grouped or depthwise conv rounds twice there, on about ``2^-(s+1)`` of all accumulators,
+which no move clears; it is not checked in that kernel.
+
 A conv without a bias (the bicubic anchor's fixed one, an initialised network's) is
 requantised with its scale folded into the FakeQuantize, whose constants are not the model's
 multiplier and whose shift all channels share (channel 0's, where they agree within 5e-5):
@@ -34,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .arithmetic import exact, openvino
+from .arithmetic import exact, litert, openvino
 from .ir import Graph, Node, Tensor
 
 MAX_ULPS = 512         # float32 ulps the step may move, each way
@@ -65,10 +73,42 @@ def window(xt: Tensor, yt: Tensor, attrs) -> tuple[np.ndarray, np.ndarray]:
     return np.maximum(lo, wlo), np.minimum(hi, whi)
 
 
-def conv_mismatches(xt: Tensor, yt: Tensor, attrs, lo: np.ndarray, hi: np.ndarray, last: bool = True) -> np.ndarray:
-    """Per channel, the accumulators of its window on which OpenVINO requantises the conv
-    ``attrs`` otherwise than the exact arithmetic, all channels at once: without a bias
-    the plugin shares one FakeQuantize shift across them (channel 0's, where they agree)."""
+def in_ruy(attrs) -> bool:
+    """Whether LiteRT's builtin kernels on aarch64 requantise the conv ``attrs`` in ruy, in one
+    rounding of the exact product by a 31-bit multiplier (``arithmetic.litert.conv_aarch64``):
+    a conv that is not grouped (those run the reference kernel or a depthwise one, which round
+    twice, about ``2^-(s+1)`` of all accumulators: no move clears them). Widening (``passes/widen``)
+    scales the accumulator and the multiplier by powers of two, which that rounding keeps."""
+    return attrs.groups == 1
+
+
+def _ruy(acc: np.ndarray, xt: Tensor, yt: Tensor, attrs, channel: int | None = None) -> np.ndarray:
+    """aarch64 LiteRT's requantisation of a conv's accumulator (bias included) onto ``yt``."""
+    m = float(np.float32(xt.scale)) * attrs.scaled_w_scale().astype(np.float64) / float(np.float32(yt.scale))
+    if channel is not None:
+        m = m[channel:channel + 1]
+    sig, sh = litert._per_channel(m)
+    return litert._clip(litert.ruy_arm64_requantize(acc, sig, sh), yt)
+
+
+def _differ(a: np.ndarray, bias, xt: Tensor, yt: Tensor, attrs, last: bool, arm: bool,
+            channel: int | None = None) -> np.ndarray:
+    """Where OpenVINO (and, with ``arm``, aarch64 LiteRT's ruy) requantise accumulators ``a``
+    (without the bias) otherwise than the exact arithmetic."""
+    one = attrs if channel is None else _channel(attrs, channel)
+    want = exact.requantize_conv(a + bias, xt, yt, one)
+    off = want != openvino.requantize_conv(a, xt, yt, attrs, last=last, channel=channel)
+    if arm and in_ruy(attrs):
+        off |= want != _ruy(a + bias, xt, yt, attrs, channel)
+    return off
+
+
+def conv_mismatches(xt: Tensor, yt: Tensor, attrs, lo: np.ndarray, hi: np.ndarray, last: bool = True,
+                    arm: bool = True) -> np.ndarray:
+    """Per channel, the accumulators of its window on which OpenVINO (and, with ``arm``,
+    aarch64 LiteRT) requantises the conv ``attrs`` otherwise than the exact arithmetic, all
+    channels at once: without a bias the plugin shares one FakeQuantize shift across them
+    (channel 0's, where they agree)."""
     c = attrs.c_out
     bad = np.zeros(c, np.int64)
     bias = attrs.bias_or_zeros().astype(np.int64).reshape(1, -1, 1, 1)
@@ -76,9 +116,7 @@ def conv_mismatches(xt: Tensor, yt: Tensor, attrs, lo: np.ndarray, hi: np.ndarra
     for start in range(0, length, CHUNK):
         j = np.arange(start, min(length, start + CHUNK), dtype=np.int64)
         a = np.minimum(lo[:, None] + j[None, :], hi[:, None])[None, :, None, :]  # the window's end repeated
-        want = exact.requantize_conv(a + bias, xt, yt, attrs)
-        got = openvino.requantize_conv(a, xt, yt, attrs, last=last)
-        bad += np.count_nonzero(want != got, axis=(0, 2, 3))
+        bad += np.count_nonzero(_differ(a, bias, xt, yt, attrs, last, arm), axis=(0, 2, 3))
     return bad
 
 
@@ -93,23 +131,24 @@ def _with_scale(attrs, c: int, w_scale):
     return attrs.replace(w_scale=ws)
 
 
-def bad_channels(graph: Graph, node: Node) -> dict[int, int]:
-    """Channels of conv ``node`` (of the ``openvino`` target's graph) whose OpenVINO map
-    differs from the exact one somewhere in its window: channel -> accumulators."""
+def bad_channels(graph: Graph, node: Node, arm: bool = True) -> dict[int, int]:
+    """Channels of conv ``node`` (of the ``openvino`` target's graph) whose OpenVINO map (and,
+    with ``arm``, aarch64 LiteRT's) differs from the exact one somewhere in its window:
+    channel -> accumulators."""
     xt, yt = graph.tensor(node.inputs[0]), graph.tensor(node.output)
-    return _bad(xt, yt, node.attrs, *window(xt, yt, node.attrs), not openvino._fq_fused_after(graph, node.output))
+    return _bad(xt, yt, node.attrs, *window(xt, yt, node.attrs), not openvino._fq_fused_after(graph, node.output), arm)
 
 
-def _bad(xt: Tensor, yt: Tensor, attrs, lo: np.ndarray, hi: np.ndarray, last: bool) -> dict[int, int]:
+def _bad(xt: Tensor, yt: Tensor, attrs, lo: np.ndarray, hi: np.ndarray, last: bool, arm: bool = True) -> dict[int, int]:
     ok = (lo <= hi) & (hi < lo + MAX_WINDOW)
     if not openvino.keeps_dequantization(attrs):  # one shared shift: every channel at once
         if not ok.all():
             return {}
-        bad = conv_mismatches(xt, yt, attrs, lo, hi, last)
+        bad = conv_mismatches(xt, yt, attrs, lo, hi, last, arm)
         return {int(c): int(bad[c]) for c in np.flatnonzero(bad)}
     out = {}
     for c in np.flatnonzero(ok):
-        if bad := channel_mismatches(xt, yt, attrs, int(c), lo[c], hi[c], last):
+        if bad := channel_mismatches(xt, yt, attrs, int(c), lo[c], hi[c], last, arm):
             out[int(c)] = bad
     return out
 
@@ -144,18 +183,17 @@ def _ulps(scale: float) -> np.ndarray:
     return (np.float32(scale).view(np.int32) + k).view(np.float32)
 
 
-def channel_mismatches(xt: Tensor, yt: Tensor, attrs, c: int, lo: int, hi: int, last: bool = True) -> int:
-    """Accumulators without the bias in ``[lo, hi]`` on which OpenVINO requantises channel
-    ``c`` of the conv ``attrs`` (with the whole conv's constants: without a bias its
-    channels share a FakeQuantize shift) otherwise than the exact arithmetic."""
-    one = _channel(attrs, c)
-    bias = np.int64(one.bias[0])
+def channel_mismatches(xt: Tensor, yt: Tensor, attrs, c: int, lo: int, hi: int, last: bool = True,
+                       arm: bool = True) -> int:
+    """Accumulators without the bias in ``[lo, hi]`` on which OpenVINO (and, with ``arm``,
+    aarch64 LiteRT) requantises channel ``c`` of the conv ``attrs`` (with the whole conv's
+    constants: without a bias its channels share a FakeQuantize shift) otherwise than the
+    exact arithmetic."""
+    bias = np.int64(attrs.bias_or_zeros()[c])
     bad = 0
     for start in range(int(lo), int(hi) + 1, CHUNK):
         a = np.arange(start, min(int(hi) + 1, start + CHUNK), dtype=np.int64).reshape(1, 1, 1, -1)
-        want = exact.requantize_conv(a + bias, xt, yt, one)
-        got = openvino.requantize_conv(a, xt, yt, attrs, last=last, channel=c)
-        bad += int(np.count_nonzero(want != got))
+        bad += int(np.count_nonzero(_differ(a, bias, xt, yt, attrs, last, arm, channel=c)))
     return bad
 
 
@@ -209,8 +247,8 @@ def _fix(module, x_scale: float, xt: Tensor, yt: Tensor, attrs, c: int, lo, hi, 
 
 
 def snap(model) -> list[SnappedConv]:
-    """Move the weight steps of ``model``'s convs (calibrated, lowerable) until OpenVINO
-    requantises each exactly on its whole window; returns what moved. A channel no step
+    """Move the weight steps of ``model``'s convs (calibrated, lowerable) until OpenVINO (and
+    aarch64 LiteRT's ruy) requantise each exactly on its whole window; returns what moved. A channel no step
     within :data:`MAX_ULPS` fixes is left as it is."""
     from .add_scales import openvino_lowered
     from .builder import lower_model
@@ -240,13 +278,14 @@ def snap(model) -> list[SnappedConv]:
     return moved
 
 
-def inexact(model) -> dict[str, int]:
-    """The learned convs of ``model`` whose OpenVINO map differs from the exact one somewhere
-    in its window: output -> channels (a diagnostic: the tests)."""
+def inexact(model, arm: bool = True) -> dict[str, int]:
+    """The convs the snap moves whose OpenVINO map (and, with ``arm``, aarch64 LiteRT's)
+    differs from the exact one somewhere in its window: output -> channels (the tests, the
+    openvino export's hint)."""
     from .add_scales import openvino_lowered
     from .builder import lower_model
 
     convs: dict = {}
     graph = openvino_lowered(lower_model(model, convs=convs))
     return {n.output: len(bad) for n in graph.nodes
-            if movable(convs.get(n.output), n.attrs) and checked(graph, n) and (bad := bad_channels(graph, n))}
+            if movable(convs.get(n.output), n.attrs) and checked(graph, n) and (bad := bad_channels(graph, n, arm))}

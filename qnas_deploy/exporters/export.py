@@ -265,18 +265,31 @@ def grid_hints(lowered, options, spec) -> list[str]:
 def add_hints(graph, options) -> list[str]:
     """Adds and muls of the canonical ``graph`` that LiteRT's fixed-point ADD or MUL rounds
     otherwise than the trained model on some input pair: a checkpoint calibrated before
-    their scales were snapped (``add_scales``)."""
+    their scales were snapped (``add_scales``); for the builtin kernels, also the muls the
+    snap left rounding a few pairs twice there to be exact in OpenVINO (``add_scales``)."""
     if options.format != "tflite":
         return []
     from . import add_scales
 
-    off = [t for t, bad in add_scales.inexact(graph).items() if any(k.startswith("litert") for k in bad)]
-    if not off:
-        return []
-    return [f"{len(off)} add(s) or mul(s) ({', '.join(off[:3])}{', ...' if len(off) > 3 else ''}) round some "
-            "input pairs otherwise in LiteRT's fixed-point ADD or MUL than in the trained model (a checkpoint "
-            "calibrated before their scales were snapped): export with --calib DATA to recalibrate, which snaps "
-            "them, for a file exact there"]
+    inexact = add_scales.inexact(graph)
+    muls = {n.output for n in graph.nodes if n.op == "mul"}
+
+    def by_design(t, bad):  # exact in OpenVINO and XNNPACK, some pairs rounded twice in the builtin MUL
+        return t in muls and set(bad) == {"litert-builtin"}
+    off = [t for t, bad in inexact.items() if any(k.startswith("litert") for k in bad) and not by_design(t, bad)]
+    hints = []
+    if off:
+        hints.append(f"{len(off)} add(s) or mul(s) ({', '.join(off[:3])}{', ...' if len(off) > 3 else ''}) round "
+                     "some input pairs otherwise in LiteRT's fixed-point ADD or MUL than in the trained model (a "
+                     "checkpoint calibrated before their scales were snapped): export with --calib DATA to "
+                     "recalibrate, which snaps them, for a file exact there")
+    few = {t: bad["litert-builtin"] for t, bad in inexact.items() if by_design(t, bad)}
+    if few and options.target == "litert-builtin":
+        hints.append(f"{len(few)} mul(s) ({', '.join(list(few)[:3])}{', ...' if len(few) > 3 else ''}) round "
+                     f"{max(few.values())} or fewer of their 65536 input pairs otherwise in LiteRT's builtin MUL "
+                     "(which rounds twice) than in the trained model: no scale near them is exact there and in "
+                     "OpenVINO alike, and calibration kept OpenVINO exact (XNNPACK, LiteRT's default, is exact)")
+    return hints
 
 
 def openvino_hints(model, graph, options) -> list[str]:
@@ -289,7 +302,7 @@ def openvino_hints(model, graph, options) -> list[str]:
 
     muls = {n.output for n in graph.nodes if n.op == "mul"}
     adds = [t for t, bad in add_scales.inexact(graph).items() if "openvino" in bad and t not in muls]
-    convs = conv_scales.inexact(model)
+    convs = conv_scales.inexact(model, arm=False)
     if not adds and not convs:
         return []
     parts = ([f"{len(adds)} add(s) ({', '.join(adds[:3])}{', ...' if len(adds) > 3 else ''})"] if adds else []) + \

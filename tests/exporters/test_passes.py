@@ -228,16 +228,32 @@ def test_pointwise_exact_makes_every_requant_exact_in_every_litert_kernel():
     # A level whose exact result lies closer to a tie than the first rounding's quantum has
     # no exact representation with an int8 weight (r2 here: 19.4984 steps), nor with a bias
     # nudged away from it (its neighbours lie too near ties of their own); the rest are fixed.
+    # r2 is written as a dense 1x1 conv, which aarch64 runs in ruy (one rounding): exact there
+    # and in XNNPACK, and on x86 (ruy's two roundings) as inexact as before.
     after = pointwise_exact.inexact(out)
     assert set(after) < set(before) and after == {"r2": 12}
+    assert pointwise_exact.inexact(out, ("litert-builtin",)) == {"r2": 12}
+    r2 = next(n for n in out.nodes if n.name == "r2")
+    assert pointwise_exact.diagonal(out, r2) and not pointwise_exact.pointwise(out, r2)
     for n0, n1 in zip(g.nodes, out.nodes):  # the same map: every level's exact result is unchanged
         xt, yt = g.tensor(n0.inputs[0]), g.tensor(n0.output)
         want = pointwise_exact.tables(xt, yt, n0.attrs, ("pytorch",))["pytorch"]
         got = pointwise_exact.tables(xt, yt, n1.attrs)
-        if n0.name not in after:
-            assert all(np.array_equal(v, want) for v in got.values()), n0.name
+        if n0.name in after:
+            got.pop("litert-builtin")
+        assert all(np.array_equal(v, want) for v in got.values()), n0.name
     assert sum(not np.array_equal(a.attrs.weight, b.attrs.weight) or not np.array_equal(a.attrs.w_scale, b.attrs.w_scale)
-               for a, b in zip(g.nodes, out.nodes)) == len(before) - len(after)
+               for a, b in zip(g.nodes, out.nodes)) == len(before)
+
+
+def test_pointwise_exact_writes_dense_only_where_that_is_exacter():
+    # A depthwise conv exact everywhere stays depthwise (a dense one costs C times the MACs);
+    # one whose channels no representation fixes goes dense only for the LiteRT pass, not
+    # for OpenVINO's (whose CPU plugin rounds a dense conv otherwise again).
+    g = _requants()
+    for arithmetics, dense in ((pointwise_exact.ARITHMETICS, {"r2"}), (("openvino",), set())):
+        out = pointwise_exact.run(g, ExportOptions(), arithmetics)
+        assert {n.name for n in out.nodes if pointwise_exact.diagonal(out, n)} == dense
 
 
 def test_pointwise_exact_nudges_a_biased_channel_to_the_same_table():

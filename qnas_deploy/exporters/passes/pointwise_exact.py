@@ -31,6 +31,17 @@ find most of the rest (the shipped models: 4 of the 7 BatchNorm channels calibra
 inexact in basic_lrtail_bicubic, 1 of RFDN's 2, and the 48 channels of RFDN's one identity
 requantisation that no weight made exact).
 
+Some channels have no such representation: levels whose exact results lie near ties on both
+sides (a briefly trained basic_w4a4's BatchNorms: one level 0.003 steps below a tie, where the
+builtin's window is 2^-7 steps wide, and another 0.001 above one, 59 levels away, so no tilt
+of the map moves the first out without moving the second across). Such a conv is written as
+a dense 1x1 conv, its weights on the diagonal (:func:`dense_where_exacter`), where that makes
+more channels exact on aarch64 and none fewer anywhere: aarch64 runs a conv in ruy, which
+rounds once, and x86 in ruy's two roundings, which are those of the depthwise kernel's SIMD
+blocks. It costs ``C`` times the MACs of that layer (a ninth of a 3x3 conv's of as many
+channels), in XNNPACK too, which is exact either way: the ``litert-xnnpack`` file is made to be
+as exact as it can be in the builtin kernels as well, like every other LiteRT pass.
+
 The ``openvino`` target runs the same pass in OpenVINO's arithmetic (:data:`OPENVINO_PASS`):
 its CPU plugin requantises a BatchNorm conv (non-zero bias) as ``fma(f32(f32(acc dq) + b dq),
 isc, ish)`` and a requantisation as ``f32(acc isc') + ish`` (``arithmetic.openvino.conv``), two
@@ -66,11 +77,12 @@ class Check:
     after the conv (``arithmetic.openvino._fq_fused_after``)."""
     arithmetics: tuple[str, ...] = ARITHMETICS
     fused_after: bool = False
+    dense: bool = False       # the channel of a dense conv (:func:`dense_where_exacter`)
 
     @property
     def simd(self) -> bool:
         """Whether a channel's path depends on its place (LiteRT builtin's SIMD blocks)."""
-        return any(a.startswith("litert-builtin") for a in self.arithmetics)
+        return not self.dense and any(a.startswith("litert-builtin") for a in self.arithmetics)
 
     @property
     def sieve(self) -> tuple[str, ...]:
@@ -88,14 +100,68 @@ def pointwise(graph: Graph, n: Node) -> bool:
     return a.storage == "int8" and tuple(a.kernel) == (1, 1) and a.depthwise(graph.tensor(n.inputs[0]).channels)
 
 
+def diagonal(graph: Graph, n: Node) -> bool:
+    """A depthwise 1x1 int8 conv written dense (:func:`dense_where_exacter`): still a
+    per-channel map of levels, which :func:`tables` computes as it is."""
+    if n.op != "conv" or not quantized_io(graph, n):
+        return False
+    a = n.attrs
+    w = a.weight.reshape(a.c_out, -1)
+    return a.storage == "int8" and tuple(a.kernel) == (1, 1) and a.groups == 1 and w.shape[0] == w.shape[1] > 1 \
+        and not np.any(w - np.diag(np.diag(w)))
+
+
+def dense_where_exacter(xt: Tensor, yt: Tensor, attrs: ir.Conv) -> ir.Conv:
+    """``attrs`` (a depthwise 1x1 conv) as a dense 1x1 conv where that makes more channels
+    exact in aarch64 LiteRT builtin and none fewer in any arithmetic of :data:`ARITHMETICS`."""
+    from .dense import dense
+
+    want = tables(xt, yt, attrs, ("pytorch",))["pytorch"]
+
+    def exact(a):
+        return {k: np.all(v == want, axis=1) for k, v in tables(xt, yt, a).items()}
+    ok, arm = exact(attrs), "litert-builtin-aarch64"
+    if ok[arm].all():
+        return attrs
+    moved = attrs
+    lost = np.flatnonzero(np.any([ok[k] & ~v for k, v in exact(dense(attrs)).items()], axis=0))
+    if lost.size:  # another representation, checked as a dense conv's channel
+        w, s, b = _channels(attrs)
+        for c in lost:
+            need = tuple(k for k in ARITHMETICS if ok[k][c] or k == arm)
+            found = exact_representation(xt, yt, attrs, int(w[c]), s[c], int(b[c]), scalar=False,
+                                         check=Check(need, dense=True))
+            if found is not None:
+                w[c], s[c], b[c] = found
+        moved = _with(attrs, w, s, b)
+    ok_dense = exact(dense(moved))
+    if ok_dense[arm].sum() <= ok[arm].sum() or any((ok[k] & ~ok_dense[k]).any() for k in ok):
+        return attrs
+    return dense(moved)
+
+
+def _channels(a: ir.Conv) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A depthwise 1x1 conv's per-channel (weight, scale, bias), as copies."""
+    return (a.weight.reshape(-1).astype(np.int64).copy(), a.w_scale.astype(np.float32).copy(),
+            a.bias_or_zeros().astype(np.int64).copy())
+
+
+def _with(a: ir.Conv, w: np.ndarray, s: np.ndarray, b: np.ndarray) -> ir.Conv:
+    return a.replace(weight=w.astype(np.int8).reshape(a.weight.shape), w_scale=s,
+                     bias=b.astype(np.int32) if a.bias is not None or np.any(b) else None)
+
+
 def tables(xt: Tensor, yt: Tensor, attrs: ir.Conv, arithmetics=("pytorch",) + ARITHMETICS,
-           fused_after: bool = False) -> dict[str, np.ndarray]:
+           fused_after: bool = False, dense: bool = False) -> dict[str, np.ndarray]:
     """Per arithmetic, the conv's output ``[C, levels]`` for every input level of every channel
-    (``fused_after``: with a FakeQuantize fused after it, a sigmoid standing for it)."""
+    (``fused_after``: with a FakeQuantize fused after it, a sigmoid standing for it; ``dense``:
+    ``attrs`` is a conv of one input channel, ``[C, 1, 1, 1]`` with one group, whose output
+    channels each requantise as a dense conv's)."""
     from ..reference import ARITHMETIC
 
     c = attrs.c_out
-    tensors = {"x": Tensor("x", c, xt.scale, xt.zero_point, xt.qmin, xt.qmax),
+    c_in = 1 if dense else c
+    tensors = {"x": Tensor("x", c_in, xt.scale, xt.zero_point, xt.qmin, xt.qmax),
                "y": Tensor("y", c, yt.scale, yt.zero_point, yt.qmin, yt.qmax)}
     after = []
     if fused_after:
@@ -104,28 +170,30 @@ def tables(xt: Tensor, yt: Tensor, attrs: ir.Conv, arithmetics=("pytorch",) + AR
     g = Graph(tensors, after, "x", "z" if fused_after else "y", 1)
     node = Node("conv", ["x"], "y", attrs)
     q = np.arange(xt.qmin, xt.qmax + 1, dtype=np.int32)
-    values = {"x": np.ascontiguousarray(np.broadcast_to(q, (1, c, 1, q.size)))}
+    values = {"x": np.ascontiguousarray(np.broadcast_to(q, (1, c_in, 1, q.size)))}
     return {name: ARITHMETIC[name]["conv"](g, node, values)[0, :, 0, :] for name in arithmetics}
 
 
 def exact_channels(xt: Tensor, yt: Tensor, attrs: ir.Conv, check: Check = LITERT) -> np.ndarray:
     """Per channel: whether every arithmetic of ``check`` computes the conv's own exact
     table on every level."""
-    t = tables(xt, yt, attrs, ("pytorch",) + check.arithmetics, check.fused_after)
+    t = tables(xt, yt, attrs, ("pytorch",) + check.arithmetics, check.fused_after, check.dense)
     want = t.pop("pytorch")
     return np.all([np.all(v == want, axis=1) for v in t.values()], axis=0)
 
 
-def _as_conv(attrs: ir.Conv, w: np.ndarray, s: np.ndarray, b: np.ndarray | None = None) -> ir.Conv:
+def _as_conv(attrs: ir.Conv, w: np.ndarray, s: np.ndarray, b: np.ndarray | None = None,
+             dense: bool = False) -> ir.Conv:
     k = len(w)
     bias = None if b is None or not np.any(b) else np.asarray(b).astype(np.int32)
     return attrs.replace(weight=w.astype(np.int8).reshape(k, 1, 1, 1), w_scale=s.astype(np.float32), bias=bias,
-                         groups=k)
+                         groups=1 if dense else k)
 
 
 def _exact_rows(xt: Tensor, yt: Tensor, attrs: ir.Conv, w: np.ndarray, s: np.ndarray, b: np.ndarray,
                 want: np.ndarray, check: Check) -> np.ndarray:
-    t = tables(xt, yt, _as_conv(attrs, w, s, b), ("pytorch",) + check.arithmetics, check.fused_after)
+    t = tables(xt, yt, _as_conv(attrs, w, s, b, check.dense), ("pytorch",) + check.arithmetics, check.fused_after,
+               check.dense)
     return np.all([np.all(v == want, axis=1) for v in t.values()], axis=0)
 
 
@@ -190,7 +258,8 @@ def _first_exact(xt: Tensor, yt: Tensor, attrs: ir.Conv, ws, ss, bs, want, scala
     keep = np.arange(len(ws))
     for name in check.sieve:
         lay = np.resize(keep, len(keep) + -len(keep) % SIMD)  # repeated to whole blocks
-        t = tables(xt, yt, _as_conv(attrs, ws[lay], ss[lay], bs[lay]), (name,), check.fused_after)[name][:len(keep)]
+        t = tables(xt, yt, _as_conv(attrs, ws[lay], ss[lay], bs[lay], check.dense), (name,), check.fused_after,
+                   check.dense)[name][:len(keep)]
         keep = keep[np.all(t == want, axis=1)]
         if not len(keep):
             return None
@@ -213,8 +282,8 @@ def exact_representation(xt: Tensor, yt: Tensor, attrs: ir.Conv, w: int, s: np.f
                          scalar: bool = True, check: Check = LITERT):
     """A ``(weight, scale, bias)`` for the channel ``(w, s, b)`` whose table is exact in every
     arithmetic of ``check``, in the SIMD channel path and (``scalar``) the scalar one, or None."""
-    one = _as_conv(attrs, np.array([w]), np.array([s], np.float32), np.array([b]))
-    want = tables(xt, yt, one, ("pytorch",))["pytorch"][0]
+    one = _as_conv(attrs, np.array([w]), np.array([s], np.float32), np.array([b]), check.dense)
+    want = tables(xt, yt, one, ("pytorch",), dense=check.dense)["pytorch"][0]
     for ws, ss, bs in (candidates(w, s, b), nudges(w, s, b), sweeps(w, s, b)):
         found = _first_exact(xt, yt, attrs, ws, ss, bs, want, scalar, check)
         if found is not None:
@@ -230,8 +299,7 @@ def exact_pointwise(graph: Graph, n: Node, cache: dict, check: Check = LITERT) -
     ok = exact_channels(xt, yt, a, check)  # as laid out: SIMD blocks, then the scalar tail
     if ok.all():
         return a
-    w, s = a.weight.reshape(-1).astype(np.int64).copy(), a.w_scale.astype(np.float32).copy()
-    b = a.bias_or_zeros().astype(np.int64).copy()
+    w, s, b = _channels(a)
     grid = (xt.scale, xt.zero_point, xt.qmin, xt.qmax, yt.scale, yt.zero_point, yt.qmin, yt.qmax)
     simd = a.c_out - a.c_out % SIMD if check.simd else 0  # channels below run in builtin's SIMD blocks only
     for c in np.flatnonzero(~ok):
@@ -240,8 +308,7 @@ def exact_pointwise(graph: Graph, n: Node, cache: dict, check: Check = LITERT) -
             cache[key] = exact_representation(xt, yt, a, int(w[c]), s[c], int(b[c]), bool(c >= simd), check)
         if cache[key] is not None:
             w[c], s[c], b[c] = cache[key]
-    return a.replace(weight=w.astype(np.int8).reshape(a.weight.shape), w_scale=s,
-                     bias=b.astype(np.int32) if a.bias is not None or np.any(b) else None)
+    return _with(a, w, s, b)
 
 
 # A channel's answer depends only on its grids and (w, s): kept across exports of the same
@@ -264,10 +331,14 @@ def check_of(graph: Graph, n: Node, arithmetics: tuple[str, ...]) -> Check | Non
 def run(graph: Graph, options=None, arithmetics: tuple[str, ...] = ARITHMETICS) -> Graph:
     if len(_CACHE) > 4096:
         _CACHE.clear()
+    litert = arithmetics == ARITHMETICS
     nodes = []
     for n in graph.nodes:
         if pointwise(graph, n) and (check := check_of(graph, n, arithmetics)) is not None:
-            n = Node(n.op, n.inputs, n.output, exact_pointwise(graph, n, _CACHE, check), n.name)
+            attrs = exact_pointwise(graph, n, _CACHE, check)
+            if litert:
+                attrs = dense_where_exacter(graph.tensor(n.inputs[0]), graph.tensor(n.output), attrs)
+            n = Node(n.op, n.inputs, n.output, attrs, n.name)
         nodes.append(n)
     return graph.with_nodes(nodes)
 
@@ -277,7 +348,7 @@ def inexact(graph: Graph, arithmetics: tuple[str, ...] = ARITHMETICS) -> dict[st
     otherwise than the exact one: name -> channels (a diagnostic: the export's hint, the tests)."""
     out = {}
     for n in graph.nodes:
-        if pointwise(graph, n) and (check := check_of(graph, n, arithmetics)) is not None and \
+        if (pointwise(graph, n) or diagonal(graph, n)) and (check := check_of(graph, n, arithmetics)) is not None and \
                 (bad := int((~exact_channels(graph.tensor(n.inputs[0]), graph.tensor(n.output), n.attrs,
                                              check)).sum())):
             out[n.name] = bad

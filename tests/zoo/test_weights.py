@@ -133,3 +133,23 @@ def test_openvino_file_of_the_shipped_weights_is_exact(name, tmp_path, capsys):
     # and its pixels are PyTorch's: every add, BatchNorm and conv of the shipped weights is
     # exact in OpenVINO's arithmetic (add_scales, pointwise_exact, conv_scales)
     assert min(i["identical_to_pytorch"] for i in files[ov[0]]["images"].values()) == 1.0
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_tflite_file_of_the_shipped_weights_gives_pytorchs_pixels_on_aarch64_builtin(name):
+    """LiteRT's builtin kernels on aarch64 (the arithmetic every aarch64 cell of the matrix
+    checks 100%) compute the shipped TFLite file to PyTorch's pixels on a Set5 crop:
+    their full convs round once (ruy), checked by calibration's conv snap; the depthwise 1x1
+    ones that round twice are re-represented or written dense (pointwise_exact)."""
+    from qnas_deploy.data import benchmark_pairs
+    from qnas_deploy.exporters import reference
+    from qnas_deploy.exporters.builder import lower_model
+    from qnas_deploy.exporters.export import lower, prepare
+    from qnas_deploy.exporters.options import ExportOptions
+    from qnas_deploy.zoo import shipped_weights
+
+    p = benchmark_pairs(_benchmark_set("Set5"), 4)[0]
+    x = np.ascontiguousarray(p.lr[32:96, 32:96].transpose(2, 0, 1)[None])  # 64x64 of its 128x128 LR
+    model = prepare(str(shipped_weights(name)), log=lambda m: None).model
+    g = lower(model, ExportOptions(format="tflite"))
+    assert np.array_equal(reference.run(g, x, "litert-builtin-aarch64"), reference.run(lower_model(model), x))

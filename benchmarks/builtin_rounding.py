@@ -6,7 +6,7 @@ of convs computed exactly instead, against the PyTorch model, per shipped model.
 For each arithmetic (``litert-builtin``: x86, ``litert-builtin-aarch64``) and each choice of
 convs computed in the exact arithmetic (``none``; ``pointwise``: the depthwise 1x1 convs, i.e.
 requantisations and ADQ BatchNorms, which the builtin depthwise kernel requantises in two
-roundings on both machines; ``full``: every other conv; ``all``), the largest and mean
+roundings on both machines, and those ``pointwise_exact`` wrote dense; ``full``: every other conv; ``all``), the largest and mean
 |PSNR - PyTorch's| over the images of the shipped model's LiteRT file as lowered (numpy
 reference; no runtime). ``none`` is what the runtimes compute (the exact matrix checks that
 they do). Results: ``results/builtin_rounding.{json,md}``.
@@ -36,9 +36,13 @@ def with_exact(kernels: dict, choice: str) -> dict:
         kernels = {**kernels, op: exact.KERNELS[op]}
     base = kernels["conv"]
 
+    from qnas_deploy.exporters.passes.pointwise_exact import diagonal
+
     def conv(graph, node, values):
         a = node.attrs
-        pw = tuple(a.kernel) == (1, 1) and a.depthwise(graph.tensor(node.inputs[0]).channels)
+        # a depthwise 1x1 conv, or one pointwise_exact wrote dense (diagonal weights)
+        pw = tuple(a.kernel) == (1, 1) and (a.depthwise(graph.tensor(node.inputs[0]).channels) or
+                                            diagonal(graph, node))
         if choice == "all" or (choice == "pointwise" and pw) or (choice == "full" and not pw):
             return exact.KERNELS["conv"](graph, node, values)
         return base(graph, node, values)

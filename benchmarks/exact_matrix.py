@@ -4,8 +4,10 @@ every runtime on this x86 machine and on emulated aarch64 CPUs.
 Per cell (entry and file variant x runtime x machine): the share of output pixels
 identical to the numpy reference in that runtime's arithmetic on that machine (the least
 over the images, and the largest difference), and the largest |PSNR difference| to the
-PyTorch model over the images. Resumable: checkpoints and finished cells are kept in
-``--work`` and reused.
+PyTorch model over the images. Resumable: checkpoints, files and finished cells are kept
+in ``--work`` and reused while both the checkpoint and the exporter's code are unchanged (a
+file or cell is stamped with a hash of ``qnas_deploy/exporters``; the tables mark a cell kept
+from an earlier exporter with a dagger).
 
     python benchmarks/exact_matrix.py                          # ~/.cache/qnas-deploy/exact-matrix
     python benchmarks/exact_matrix.py --readme README.md       # and rewrite the README's table
@@ -21,7 +23,9 @@ Writes ``benchmarks/results/exact_matrix.json`` and ``.md``. The aarch64 machine
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
+import hashlib
 import json
 import sys
 import time
@@ -103,10 +107,46 @@ def shipped_record(name: str) -> dict:
     return record
 
 
+def exporter_digest() -> str:
+    """The exporter's code (``qnas_deploy/exporters``: passes, serializers, the reference's
+    arithmetic) as a short hash of each module's syntax tree without docstrings: a changed
+    pass or kernel model makes files and cells again even from the same checkpoint; a
+    comment or docstring edit keeps them."""
+    import qnas_deploy
+
+    root = Path(qnas_deploy.__file__).resolve().parent / "exporters"
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*.py")):
+        tree = ast.parse(p.read_text())
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                    and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+        h.update(p.relative_to(root).as_posix().encode() + b"\0" + ast.dump(tree).encode() + b"\0")
+    return h.hexdigest()[:12]
+
+
+EXPORTER = exporter_digest()
+
+
+def _stamp(path: Path) -> Path:
+    return path.with_name(path.name + ".exporter")
+
+
 def _fresh(path: Path, ck: Path) -> bool:
-    """A cached file or cell made from this checkpoint: newer than it (a re-shipped or
-    retrained checkpoint makes its files and cells again)."""
-    return path.is_file() and path.stat().st_mtime >= Path(ck).stat().st_mtime
+    """A cached file or cell made from this checkpoint by this exporter: newer than the
+    checkpoint (a re-shipped or retrained one makes its files and cells again) and stamped
+    with :data:`EXPORTER` (a file's stamp beside it, a cell's in its rows)."""
+    if not (path.is_file() and path.stat().st_mtime >= Path(ck).stat().st_mtime):
+        return False
+    if path.suffix == ".json":
+        return all(r.get("exporter") == EXPORTER for r in json.loads(path.read_text()))
+    return _stamp(path).is_file() and _stamp(path).read_text() == EXPORTER
+
+
+def _made(path: Path) -> None:
+    _stamp(path).write_text(EXPORTER)
 
 
 def files_of(name: str, ck: Path, work: Path, packed: set[str] | None = None) -> dict[str, list[str]]:
@@ -121,6 +161,7 @@ def files_of(name: str, ck: Path, work: Path, packed: set[str] | None = None) ->
                 p.parent.mkdir(parents=True, exist_ok=True)
                 target = TFLITE_TARGET.get(v) if fmt == "tflite" else None
                 export(str(ck), str(p), fmt=fmt, log=lambda _: None, target=target, **VARIANTS[v])
+                _made(p)
             paths.append(str(p))
         out[v] = paths
     return out
@@ -133,6 +174,7 @@ def openvino_file(name: str, variant: str, ck: Path, work: Path) -> str:
     p = work / "files" / f"{name}.{variant}.openvino.onnx"
     if not _fresh(p, ck):
         export(str(ck), str(p), fmt="onnx", target="openvino", log=lambda _: None, **VARIANTS[variant])
+        _made(p)
     return str(p)
 
 
@@ -163,7 +205,7 @@ def cells(name: str, variant: str, ck: Path, files: list[str], machine: str, set
         rows.append({"entry": name, "variant": variant, "machine": machine, "runtime": row.runtime,
                      "arithmetic": row.arithmetic, "identical": row.min_identical_pixels,
                      "max_abs_diff": row.max_abs_diff, "max_abs_dpsnr_db": row.max_abs_delta_psnr_db,
-                     "where": row.machine, "seconds": round(time.time() - t, 1),
+                     "where": row.machine, "seconds": round(time.time() - t, 1), "exporter": EXPORTER,
                      "trained": json.loads((work / "ckpt" / f"{name}.done").read_text())})
     key.parent.mkdir(parents=True, exist_ok=True)
     key.write_text(json.dumps(rows))
@@ -210,7 +252,8 @@ def markdown(rows: list[dict], machines: list[str], meta: dict) -> str:
                 cells_.append("-")
                 continue
             ident = "**100%**" if c["identical"] == 1.0 else f"{100 * c['identical']:.2f}% (max {c['max_abs_diff']})"
-            cells_.append(f"{ident}, {c['max_abs_dpsnr_db']:.3f} dB")
+            old = "" if c.get("exporter") == EXPORTER else " †"
+            cells_.append(f"{ident}, {c['max_abs_dpsnr_db']:.3f} dB{old}")
         lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells_) + " |")
     return ("Each cell: the least share of output pixels identical to the numpy reference in that runtime's "
             "arithmetic on that machine (over the images), the largest difference where not all are, and the "
@@ -226,7 +269,10 @@ def markdown(rows: list[dict], machines: list[str], meta: dict) -> str:
                if any("cpu" in r for r in rows) else "")
             +
             f"`python benchmarks/exact_matrix.py {'--shipped ' if SHIPPED else ''}--readme README.md` remakes it.\n\n"
-            + "\n".join(lines) + "\n")
+            + "\n".join(lines) + "\n"
+            + ("\n† a cell kept from a run of an earlier exporter (its code differs from this one's, "
+               f"{EXPORTER}); rerun the entry to refresh it.\n" if any(r.get("exporter") != EXPORTER for r in rows)
+               else f"\nEvery cell from this exporter ({EXPORTER}).\n"))
 
 
 def main(argv=None) -> int:

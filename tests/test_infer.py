@@ -180,7 +180,7 @@ def test_grey_image_comes_out_grey(tmp_path):
     from qnas_deploy.exporters.export import export
 
     model = tmp_path / "m.onnx"
-    export("basic_mixed_bicubic", str(model), log=lambda _: None)
+    export("espcn_w8a8", str(model), log=lambda _: None)
     img = tmp_path / "grey.png"
     Image.fromarray(np.tile(np.linspace(30, 220, 20).astype(np.uint8), (16, 1))).save(img)
     out = tmp_path / "grey_x4.png"

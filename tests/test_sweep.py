@@ -41,6 +41,7 @@ def test_a_local_sweep_runs_every_trial_and_exports(tmp_path):
     assert other.returncode == 2 and "other settings" in other.stderr
 
 
+@pytest.mark.slow  # ~20 s: a trial killed and retried; the local sweep itself runs by default
 def test_a_killed_trial_is_retried_from_its_checkpoint(tmp_path):
     out = tmp_path / "sweep"
     p = _sweep(out, "--penalties", "1e-3", "--parallel", "1", "--search-epochs", "3", wait=False)

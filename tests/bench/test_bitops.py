@@ -6,6 +6,7 @@ import pytest
 from qnas_deploy.cli import main
 
 
+@pytest.mark.slow  # ~11 s of random architectures
 def test_bitops_correlates_random_architectures(tmp_path, spec_of):
     """bench bitops end to end on 3 small architectures: every row timed on every backend,
     its BitOps and MACs those of the cost model, correlations computed from the rows, and a

@@ -101,6 +101,7 @@ def test_exports_of_the_shipped_weights_are_exact_in_every_backend(name, crops, 
         assert min(i["identical_to_pytorch"] for i in files[k]["images"].values()) == 1.0, k
 
 
+@pytest.mark.slow  # ~15 s
 def test_export_init_keeps_initialised_weights(tmp_path, capsys):
     out = tmp_path / "i.onnx"
     assert main(["export", SHIPPED[0], "--init", "-o", str(out)]) == 0
